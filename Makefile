@@ -1,0 +1,40 @@
+# Two commands do all the setup from a fresh clone:
+#   make demo   creates .venv (runtime deps) and runs `diurnal demo`
+#   make test   creates .venv (with dev extras) and runs lint, type checks and the whole suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check --quiet
+
+.PHONY: demo test lint typecheck pytest clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+$(VENV)/.stamp-run: pyproject.toml | $(BIN)/python
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.stamp-dev: pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[dev]'
+	touch $@ $(VENV)/.stamp-run
+
+demo: $(VENV)/.stamp-run
+	$(BIN)/diurnal demo $(ARGS)
+
+lint: $(VENV)/.stamp-dev
+	$(BIN)/ruff check .
+
+typecheck: $(VENV)/.stamp-dev
+	$(BIN)/mypy
+
+# pytest exits 5 when it collected no tests: that must never count as a pass.
+pytest: $(VENV)/.stamp-dev
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing the run" >&2; exit 1; fi; exit $$rc
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

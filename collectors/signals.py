@@ -1,0 +1,150 @@
+"""Derived signals: what the forecaster, the profiles and the policies look at.
+
+Each derived signal is computed from stored minute aggregates over a window (a local hour,
+or the last few minutes), so quantiles are taken from merged histogram buckets, never by
+averaging per-minute quantiles.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from collectors.hour_of_week import local_hour_start, local_hour_start_at
+from collectors.quantile import bucket_quantile
+from collectors.store import CounterPoint, HistPoint, Store
+
+
+@dataclass(frozen=True)
+class Derived:
+    name: str
+    unit: str
+    help: str
+    counters: tuple[str, ...] = ()
+    histogram: str | None = None
+    quantile: float | None = None
+
+
+DERIVED: dict[str, Derived] = {
+    d.name: d
+    for d in (
+        Derived("request_rate", "requests per second", "Requests per second.", counters=("requests",)),
+        Derived("latency_p50", "seconds", "Median request latency.", histogram="latency", quantile=0.5),
+        Derived("latency_p95", "seconds", "95th percentile request latency.", histogram="latency", quantile=0.95),
+        Derived("latency_p99", "seconds", "99th percentile request latency.", histogram="latency", quantile=0.99),
+        Derived("cache_hit_ratio", "ratio", "Cache hits / (hits + misses).", counters=("cache_hits", "cache_misses")),
+        Derived("error_429_ratio", "ratio", "Share of requests that failed with 429.", counters=("errors_429", "requests")),
+        Derived("error_5xx_ratio", "ratio", "Share of requests that failed with 5xx.", counters=("errors_5xx", "requests")),
+        Derived("spend_rate", "currency per hour", "Spend per hour.", counters=("spend",)),
+        Derived("input_token_rate", "tokens per second", "Input tokens per second.", counters=("input_tokens",)),
+        Derived("output_token_rate", "tokens per second", "Output tokens per second.", counters=("output_tokens",)),
+    )
+}
+
+
+def _combine(d: Derived, sums: dict[str, float], minutes: int, buckets: dict[float, float]) -> float:
+    if d.histogram is not None:
+        assert d.quantile is not None
+        return bucket_quantile(d.quantile, buckets) if buckets else math.nan
+    if minutes <= 0:
+        return math.nan
+    seconds = minutes * 60.0
+    if d.name == "cache_hit_ratio":
+        total = sums.get("cache_hits", 0.0) + sums.get("cache_misses", 0.0)
+        return sums.get("cache_hits", 0.0) / total if total > 0 else math.nan
+    if d.name in ("error_429_ratio", "error_5xx_ratio"):
+        req = sums.get("requests", 0.0)
+        return sums.get(d.counters[0], 0.0) / req if req > 0 else math.nan
+    if d.name == "spend_rate":
+        return sums.get("spend", 0.0) / seconds * 3600.0
+    return sums.get(d.counters[0], 0.0) / seconds
+
+
+def _lookup(signal: str) -> Derived:
+    try:
+        return DERIVED[signal]
+    except KeyError:
+        raise ValueError(f"unknown signal {signal!r}; known: {', '.join(sorted(DERIVED))}") from None
+
+
+def window_value(store: Store, signal: str, start: int, end: int, provider: str | None = None) -> float:
+    """The derived signal over ``[start, end)`` (Unix seconds) from the store, NaN without data."""
+    d = _lookup(signal)
+    hist = store.histograms(d.histogram, start, end, provider) if d.histogram is not None else []
+    counters = [p for name in d.counters for p in store.counters(name, start, end, provider)]
+    return rows_value(signal, counters, hist)
+
+
+def rows_value(signal: str, counters: Iterable[CounterPoint], hist: Iterable[HistPoint]) -> float:
+    """The derived signal over the given minute points (already filtered to one window)."""
+    d = _lookup(signal)
+    sums: dict[str, float] = defaultdict(float)
+    seen: set[int] = set()
+    buckets: dict[float, float] = defaultdict(float)
+    if d.histogram is not None:
+        for h in hist:
+            if h.key.signal == d.histogram:
+                for le, c in h.buckets.items():
+                    buckets[le] += c
+    for p in counters:
+        name = p.key.signal
+        if name in d.counters:
+            sums[name] += p.value
+            if name == d.counters[0] or d.name == "cache_hit_ratio":
+                seen.add(p.ts)
+    return _combine(d, sums, len(seen), buckets)
+
+
+def _hour_grid(start: int, end: int, tz: str) -> pd.DatetimeIndex:
+    first = local_hour_start_at(start, tz)
+    if first < start:
+        first += 3600
+    last = local_hour_start_at(end - 1, tz) if end > start else first
+    if last < first:
+        return pd.DatetimeIndex([], tz="UTC")
+    return pd.date_range(pd.Timestamp(first, unit="s", tz="UTC"), pd.Timestamp(last, unit="s", tz="UTC"), freq="h")
+
+
+def hourly(store: Store, signal: str, tz: str, start: int, end: int, provider: str | None = None) -> pd.Series:
+    """The derived signal per local hour over ``[start, end)``, on a regular hourly grid.
+
+    The index holds the UTC instant each local hour began; hours without data are NaN.
+    ``provider=None`` sums every provider.
+    """
+    d = _lookup(signal)
+    grid = _hour_grid(start, end, tz)
+    if len(grid) == 0:
+        return pd.Series([], index=grid, dtype=float, name=signal)
+    lo, hi = int(grid[0].timestamp()), int(grid[-1].timestamp()) + 3600
+    per_hour_sums: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    per_hour_minutes: dict[int, set[int]] = defaultdict(set)
+    per_hour_buckets: dict[int, dict[float, float]] = defaultdict(lambda: defaultdict(float))
+    if d.histogram is not None:
+        hist = store.histograms(d.histogram, lo, hi, provider)
+        for h, bucket in zip(hist, _buckets_of(hist, tz), strict=True):
+            target = per_hour_buckets[bucket]
+            for le, c in h.buckets.items():
+                target[le] += c
+    for name in d.counters:
+        points = store.counters(name, lo, hi, provider)
+        for p, bucket in zip(points, _buckets_of(points, tz), strict=True):
+            per_hour_sums[bucket][name] += p.value
+            if name == d.counters[0] or d.name == "cache_hit_ratio":
+                per_hour_minutes[bucket].add(p.ts)
+    values = [
+        _combine(d, per_hour_sums.get(b, {}), len(per_hour_minutes.get(b, ())), per_hour_buckets.get(b, {}))
+        for b in (int(t.timestamp()) for t in grid)
+    ]
+    return pd.Series(values, index=grid, dtype=float, name=signal)
+
+
+def _buckets_of(points: Sequence[CounterPoint] | Sequence[HistPoint], tz: str) -> list[int]:
+    if not points:
+        return []
+    return [int(b) for b in local_hour_start(np.fromiter((p.ts for p in points), dtype=np.int64, count=len(points)), tz)]
+

@@ -1,0 +1,124 @@
+"""The HTTP API (FastAPI): decisions for routers to poll, forecasts, profiles, health, metrics.
+
+Binds to loopback by default. Write endpoints (added by later features) require the bearer
+token from ``api.token``; see :func:`require_token`.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from collectors.hour_of_week import WEEKDAYS, profile
+from collectors.signals import DERIVED, hourly
+from controller.core import ALL, Controller, decision_body, package_version
+
+
+def _controller(request: Request) -> Controller:
+    c: Controller = request.app.state.controller
+    return c
+
+
+Ctl = Annotated[Controller, Depends(_controller)]
+
+
+def create_app(controller: Controller) -> FastAPI:
+    app = FastAPI(
+        title="diurnal",
+        version=package_version(),
+        summary="Time-aware routing decisions for an LLM router.",
+    )
+    app.state.controller = controller
+
+    @app.get("/healthz", summary="Liveness: the process answers.")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: a decision exists to serve.",
+             responses={503: {"description": "No decision yet"}})
+    def readyz(c: Ctl) -> JSONResponse:
+        if c.decision is None:
+            return JSONResponse({"status": "starting", "detail": "no decision has been made yet"}, status_code=503)
+        return JSONResponse({"status": "ready", "decision_at": c.decision.at.isoformat()})
+
+    @app.get("/metrics", summary="Prometheus metrics.", response_class=Response)
+    def metrics(c: Ctl) -> Response:
+        return Response(generate_latest(c.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(
+        "/v1/decision",
+        summary="The current decision. Poll it with If-None-Match; 304 when unchanged.",
+        responses={304: {"description": "Not modified"}, 503: {"description": "No decision yet"}},
+    )
+    def get_decision(
+        c: Ctl,
+        if_none_match: Annotated[str | None, Header()] = None,
+        explain: Annotated[bool, Query(description="Include every reason in full.")] = False,
+    ) -> Response:
+        decision, etag = c.decision, c.etag
+        if decision is None or etag is None:
+            raise HTTPException(503, "no decision has been made yet")
+        headers = {"ETag": etag, "Cache-Control": "no-cache"}
+        if if_none_match is not None and etag in [t.strip() for t in if_none_match.split(",")]:
+            return Response(status_code=304, headers=headers)
+        body = decision_body(decision)
+        if explain:
+            body["observations"] = [
+                {"signal": signal, "provider": provider, "value": value}
+                for (signal, provider), value in sorted(c.observations().items())
+            ]
+            body["forecast_now"] = [
+                {"signal": signal, "provider": provider, **row}
+                for (signal, provider), row in sorted(c.current_forecasts().items())
+            ]
+        return JSONResponse(body, headers=headers)
+
+    @app.get("/v1/forecast", summary="Current forecasts per signal and provider.")
+    def get_forecast(c: Ctl) -> dict[str, Any]:
+        out = []
+        for (signal, provider), fc in sorted(c.forecasts().items()):
+            out.append({
+                "signal": signal,
+                "provider": provider,
+                "model": fc.attrs.get("model"),
+                "points": [
+                    {"at": ts.isoformat(), **{k: _num(row[k]) for k in ("mean", "lower", "upper")}}
+                    for ts, row in fc.iterrows()
+                ],
+            })
+        return {"tz": c.settings.timezone, "forecasts": out}
+
+    @app.get("/v1/profile", summary="Hour-of-week profile of one signal.")
+    def get_profile(
+        c: Ctl,
+        signal: Annotated[str, Query(description="Derived signal, e.g. latency_p95.")] = "latency_p95",
+        provider: Annotated[str, Query(description="Provider, or * for all.")] = ALL,
+        weeks: Annotated[int, Query(ge=1, le=52, description="Weeks of history.")] = 8,
+    ) -> dict[str, Any]:
+        if signal not in DERIVED:
+            raise HTTPException(422, f"unknown signal {signal!r}; known: {', '.join(sorted(DERIVED))}")
+        if signal.startswith("latency") and provider == ALL:
+            raise HTTPException(422, "latency profiles are per provider; pass provider=")
+        now = int((c.decision.at if c.decision else datetime.now(UTC)).timestamp())
+        series = hourly(c.store, signal, c.settings.timezone, now - weeks * 7 * 86400, now,
+                        None if provider == ALL else provider)
+        prof = profile(series, c.settings.timezone)
+        cells = [
+            {"weekday": WEEKDAYS[s // 24], "hour": s % 24, "median": _num(r["median"]),
+             "p10": _num(r["p10"]), "p90": _num(r["p90"]), "weeks": int(r["weeks"])}
+            for s, r in prof.iterrows()
+        ]
+        return {"signal": signal, "series": provider, "tz": c.settings.timezone, "cells": cells}
+
+    return app
+
+
+def _num(v: Any) -> float | None:
+    f = float(v)
+    return None if math.isnan(f) else f
+

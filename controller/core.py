@@ -1,0 +1,353 @@
+"""The controller object: the one engine behind ``diurnal run``, the demo and embedders.
+
+    ctl = Controller.from_settings(settings, clock=...)
+    ctl.ingest_exposition(text, at=...)
+    decision = ctl.step(at=...)
+
+It never reads the wall clock itself: times come as arguments, or from the injected clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from importlib.metadata import PackageNotFoundError, version
+
+import numpy as np
+import pandas as pd
+from prometheus_client import CollectorRegistry
+
+from collectors.errors import ExpositionError
+from collectors.exposition import Sample, parse_exposition
+from collectors.hour_of_week import local_hour_start_at
+from collectors.intervals import IngestStats, MinuteAggregator, MinuteRow
+from collectors.mapping import HISTOGRAM_SIGNALS, PRESETS, Mapper
+from collectors.signals import hourly, rows_value
+from collectors.store import CounterPoint, HistPoint, Store
+from controller.forecast import forecast
+from controller.guardrails import guard
+from controller.settings import Settings
+from controller.telemetry import Metrics, StateCollector
+from policies import Decision, PolicyConfig, ProviderConfig, ProviderView, View, decide
+
+log = logging.getLogger("diurnal.controller")
+
+Clock = Callable[[], datetime]
+
+#: Signals forecast per provider, and for all providers together ("*").
+FORECAST_SIGNALS = ("latency_p95", "request_rate")
+ALL = "*"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(at: datetime) -> datetime:
+    if at.tzinfo is None:
+        raise ValueError("times must be timezone-aware (e.g. datetime.now(UTC)); got a naive datetime")
+    return at.astimezone(UTC)
+
+
+def package_version() -> str:
+    try:
+        return version("diurnal")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+class Controller:
+    """Collects, forecasts, decides. Thread-safe: one lock around ingest and step."""
+
+    def __init__(self, settings: Settings, *, clock: Clock = _utc_now, store: Store | None = None) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.store = store if store is not None else Store(settings.data_dir)
+        self.mapper = Mapper(PRESETS[settings.router.preset], settings.router.model_providers)
+        self.aggregator = MinuteAggregator()
+        self.registry = CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.registry.register(StateCollector(self, package_version))
+        self._lock = threading.RLock()
+        self._decision: Decision | None = None
+        self._etag: str | None = None
+        self._last_data_at: datetime | None = None
+        self._last_refit_hour: int | None = None
+        self._forecasts: dict[tuple[str, str], pd.DataFrame] = {}
+        self._hourly: dict[tuple[str, str], pd.Series] = {}
+        # Minutes closed recently, kept in memory so a tick reads no SQL for observations.
+        self._recent_counters: list[CounterPoint] = []
+        self._recent_hist: list[HistPoint] = []
+        self._observations: dict[tuple[str, str], float] = {}
+        self._now: datetime | None = None
+        span = self.store.span()
+        if span is not None:
+            # History from an earlier run counts as data, so a restart is not "stale" forever.
+            self._last_data_at = datetime.fromtimestamp(span[1] + 60, UTC)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, clock: Clock | None = None) -> Controller:
+        return cls(settings, clock=clock or _utc_now)
+
+    # ---- ingest -------------------------------------------------------------------------
+
+    def ingest_exposition(self, text: str, at: datetime | None = None, *, content_type: str | None = None) -> IngestStats:
+        """Parse one scrape taken at ``at`` and aggregate it. Malformed text raises
+        :class:`~collectors.errors.ExpositionError` and changes nothing (it is counted)."""
+        try:
+            samples = parse_exposition(text, content_type=content_type)
+        except ExpositionError:
+            self.metrics.ingest_errors.labels("malformed_exposition").inc()
+            raise
+        return self.ingest_samples(samples, at)
+
+    def ingest_samples(self, samples: Iterable[Sample], at: datetime | None = None) -> IngestStats:
+        """Aggregate parsed samples taken at ``at`` (default: the clock)."""
+        when = _aware(at) if at is not None else _aware(self.clock())
+        samples = list(samples)
+        with self._lock:
+            matched = self.mapper.map(samples)
+            stats = self.aggregator.ingest(matched, when.timestamp())
+            stats.samples = len(samples)
+            if matched and (self._last_data_at is None or when > self._last_data_at):
+                self._last_data_at = when
+        m = self.metrics
+        m.ingested_samples.inc(len(samples))
+        m.counter_resets.inc(stats.counter_resets)
+        if stats.non_finite:
+            m.ingest_errors.labels("non_finite").inc(stats.non_finite)
+        if stats.out_of_order:
+            m.ingest_errors.labels("out_of_order").inc(stats.out_of_order)
+        return stats
+
+    def flush(self) -> int:
+        """Write every open minute to the store (used at shutdown)."""
+        with self._lock:
+            return self.store.write(self.aggregator.close_all())
+
+    # ---- decide -------------------------------------------------------------------------
+
+    def step(self, at: datetime | None = None) -> Decision:
+        """Run whatever is due up to ``at`` and return the current decision."""
+        when = _aware(at) if at is not None else _aware(self.clock())
+        started = time.perf_counter()
+        with self._lock:
+            self._now = when
+            rows = self.aggregator.close_before(when.timestamp())
+            self.store.write(rows)
+            self._remember(rows, int(when.timestamp()))
+            hour = local_hour_start_at(int(when.timestamp()), self.settings.timezone)
+            if self._refit_due(hour, when):
+                self._refit(hour)
+            config = self.policy_config()
+            view = self._view(when, config)
+            target = decide(view, self._decision, config, when)
+            decision = guard(target, self._decision, config, self.settings.guardrails, view.data_age_seconds)
+            self._publish(decision)
+        self.metrics.ticks.inc()
+        self.metrics.tick_seconds.observe(time.perf_counter() - started)
+        return decision
+
+    def _remember(self, rows: list[MinuteRow], now: int) -> None:
+        keep_from = now - int(self.settings.control.observation_window_minutes * 60)
+        for r in rows:
+            if r.key.signal in HISTOGRAM_SIGNALS:
+                self._recent_hist.append(HistPoint(r.ts, r.key, r.cell.count, r.cell.sum, r.cell.buckets))
+            else:
+                self._recent_counters.append(CounterPoint(r.ts, r.key, r.cell.value))
+        self._recent_counters = [p for p in self._recent_counters if p.ts >= keep_from]
+        self._recent_hist = [p for p in self._recent_hist if p.ts >= keep_from]
+
+    def _observe(self, signal: str, provider: str | None) -> float:
+        counters = [p for p in self._recent_counters if provider is None or p.key.provider == provider]
+        hist = [p for p in self._recent_hist if provider is None or p.key.provider == provider]
+        return rows_value(signal, counters, hist)
+
+    def _refit_due(self, hour: int, when: datetime) -> bool:
+        if self._last_refit_hour is None:
+            return True
+        interval = max(3600.0, self.settings.forecast.refit_interval_minutes * 60)
+        return hour - self._last_refit_hour >= interval
+
+    def _refit(self, hour: int) -> None:
+        started = time.perf_counter()
+        tz = self.settings.timezone
+        start = hour - self.settings.forecast.history_weeks * 7 * 86400
+        forecasts: dict[tuple[str, str], pd.DataFrame] = {}
+        for provider in [*self.providers(), ALL]:
+            for signal in FORECAST_SIGNALS:
+                if signal == "latency_p95" and provider == ALL:
+                    continue
+                hist = self._hourly_history(signal, provider, start, hour)
+                observed = hist.dropna()
+                if len(observed) < 2:
+                    continue
+                try:
+                    fc = forecast(hist.loc[observed.index[0]:], self.settings.forecast.horizon_hours, tz=tz,
+                                  min_history=pd.Timedelta(days=self.settings.forecast.min_history_days))
+                except ValueError as exc:
+                    log.warning("forecast of %s/%s failed: %s", signal, provider, exc)
+                    continue
+                if fc.attrs.get("model") != "none":
+                    forecasts[(signal, provider)] = fc
+        self._forecasts = forecasts
+        self._last_refit_hour = hour
+        self.metrics.refit_seconds.observe(time.perf_counter() - started)
+
+    def _hourly_history(self, signal: str, provider: str, start: int, end: int) -> pd.Series:
+        """Hourly values over ``[start, end)``. Complete hours never change, so each call reads
+        only the hours after the cached ones (an incremental rollup)."""
+        key = (signal, provider)
+        cached = self._hourly.get(key)
+        tz = self.settings.timezone
+        who = None if provider == ALL else provider
+        if cached is not None and len(cached):
+            # Re-read the newest cached hour too: a scrape just after the hour boundary can
+            # still add to it.
+            redo = int(cached.index[-1].timestamp())
+            fresh = hourly(self.store, signal, tz, redo, end, who)
+            cached = pd.concat([cached.iloc[:-1], fresh]) if len(fresh) else cached
+        else:
+            cached = hourly(self.store, signal, tz, start, end, who)
+        cached = cached[cached.index >= pd.Timestamp(start, unit="s", tz="UTC")]
+        self._hourly[key] = cached
+        return cached[cached.index < pd.Timestamp(end, unit="s", tz="UTC")]
+
+    def _view(self, when: datetime, config: PolicyConfig) -> View:
+        pol = self.settings.policy
+        ahead_end = when + timedelta(minutes=pol.lead_minutes + pol.window_minutes)
+        observations: dict[tuple[str, str], float] = {}
+        providers: dict[str, ProviderView] = {}
+        for name in config.providers:
+            p95 = self._observe("latency_p95", name)
+            rps = self._observe("request_rate", name)
+            observations[("latency_p95", name)] = p95
+            observations[("request_rate", name)] = rps
+            peak, peak_at = self._window_max(("latency_p95", name), when, ahead_end)
+            providers[name] = ProviderView(
+                name=name,
+                observed_p95_seconds=None if math.isnan(p95) else p95,
+                observed_rpm=None if math.isnan(rps) else rps * 60,
+                predicted_p95_seconds=peak,
+                predicted_p95_at=peak_at,
+                forecast_trusted=peak is not None,
+            )
+        total_rps = self._observe("request_rate", None)
+        observations[("request_rate", ALL)] = total_rps
+        peak_rps, _ = self._window_max(("request_rate", ALL), when, ahead_end)
+        self._observations = {k: v for k, v in observations.items() if not math.isnan(v)}
+        return View(
+            now=when,
+            providers=providers,
+            predicted_total_rpm=None if peak_rps is None else peak_rps * 60,
+            observed_total_rpm=None if math.isnan(total_rps) else total_rps * 60,
+            data_age_seconds=self.data_age_seconds(when),
+            tz=self.settings.timezone,
+        )
+
+    def _window_max(self, key: tuple[str, str], start: datetime, end: datetime) -> tuple[float | None, datetime | None]:
+        """Highest forecast mean among the steps overlapping ``[start, end)``."""
+        fc = self._forecasts.get(key)
+        if fc is None or fc.empty:
+            return None, None
+        times = fc.index.as_unit("s").asi8
+        step = int(times[1] - times[0]) if len(times) > 1 else 3600
+        mean = fc["mean"].to_numpy(dtype=float)
+        inside = (times < end.timestamp()) & (times + step > start.timestamp()) & ~np.isnan(mean)
+        if not inside.any():
+            return None, None
+        i = int(np.flatnonzero(inside)[np.argmax(mean[inside])])
+        return float(mean[i]), datetime.fromtimestamp(int(times[i]), UTC)
+
+    def _publish(self, decision: Decision) -> None:
+        self._decision = decision
+        self._etag = '"' + hashlib.sha256(json.dumps(decision_body(decision, with_time=False), sort_keys=True).encode()).hexdigest()[:20] + '"'
+        for r in decision.reasons:
+            self.metrics.decision_reasons.labels(r.knob.split("/", 1)[0], r.code).inc()
+
+    # ---- read side ----------------------------------------------------------------------
+
+    @property
+    def decision(self) -> Decision | None:
+        return self._decision
+
+    @property
+    def etag(self) -> str | None:
+        return self._etag
+
+    def providers(self) -> list[str]:
+        configured = list(self.settings.policy.providers)
+        if configured:
+            return configured
+        return sorted({k.provider for k in self.store.series("requests")})
+
+    def policy_config(self) -> PolicyConfig:
+        pol = self.settings.policy
+        if pol.providers:
+            providers = {
+                n: ProviderConfig(p.baseline_weight, p.min_weight, p.max_weight, p.capacity_rpm)
+                for n, p in pol.providers.items()
+            }
+        else:  # nothing configured: equal shares over the providers seen so far
+            seen = self.providers()
+            providers = {n: ProviderConfig(1.0 / len(seen)) for n in seen}
+        return PolicyConfig(providers=providers, latency_slo_seconds=pol.latency_slo_seconds)
+
+    def data_age_seconds(self, at: datetime | None = None) -> float | None:
+        if self._last_data_at is None:
+            return None
+        now = _aware(at) if at is not None else (self._now or _aware(self.clock()))
+        return max(0.0, (now - self._last_data_at).total_seconds())
+
+    def observations(self) -> dict[tuple[str, str], float]:
+        return dict(self._observations)
+
+    def forecasts(self) -> dict[tuple[str, str], pd.DataFrame]:
+        return dict(self._forecasts)
+
+    def current_forecasts(self) -> dict[tuple[str, str], dict[str, float]]:
+        """Each forecast's row for the hour containing the last step."""
+        now = pd.Timestamp(self._now) if self._now is not None else None
+        out: dict[tuple[str, str], dict[str, float]] = {}
+        if now is None:
+            return out
+        for key, fc in self._forecasts.items():
+            rows = fc[fc.index <= now]
+            if not rows.empty:
+                row = rows.iloc[-1]
+                out[key] = {b: float(row[b]) for b in ("mean", "lower", "upper") if not math.isnan(row[b])}
+        return out
+
+    def stored_series_count(self) -> int:
+        return len(self.store.series())
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self.store.close()
+
+
+def decision_body(decision: Decision, *, with_time: bool = True) -> dict[str, object]:
+    """The JSON form of a decision, as served at ``GET /v1/decision``."""
+    body: dict[str, object] = {
+        "mode": decision.mode,
+        "weights": {k: round(v, 6) for k, v in sorted(decision.weights.items())},
+        "recommended_weights": {k: round(v, 6) for k, v in sorted(decision.recommended_weights.items())},
+        "thresholds": dict(sorted(decision.thresholds.items())),
+        "prewarm": [
+            {"action": p.action, "target": p.target, "amount": p.amount, "at": p.at.isoformat(),
+             "peak_at": p.peak_at.isoformat()}
+            for p in decision.prewarm
+        ],
+        "reasons": [{"knob": r.knob, "code": r.code, "message": r.message} for r in decision.reasons],
+    }
+    if with_time:
+        body["at"] = decision.at.isoformat()
+    return body

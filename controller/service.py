@@ -1,0 +1,181 @@
+"""``diurnal run``: scrape the router on a schedule, tick the controller, serve the API."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import httpx
+import uvicorn
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from collectors.errors import ExpositionError, ScrapeError
+from collectors.exposition import OPENMETRICS_CONTENT_TYPE
+from controller.api import create_app
+from controller.core import Controller
+from controller.settings import Settings
+
+log = logging.getLogger("diurnal.service")
+
+ACCEPT = f"{OPENMETRICS_CONTENT_TYPE};version=1.0.0;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+
+
+class ErrorThrottle:
+    """Logs the first failure of a kind, then at most once per ``every`` seconds, and once
+    when it recovers: a router that is down should not flood the log."""
+
+    def __init__(self, what: str, every: float = 60.0, clock: object = time.monotonic) -> None:
+        self.what = what
+        self.every = every
+        self._clock = clock
+        self.failures = 0
+        self._last_log = -float("inf")
+
+    def failed(self, detail: str) -> None:
+        self.failures += 1
+        now = self._clock()  # type: ignore[operator]
+        if self.failures == 1:
+            log.warning("%s failed: %s (retrying; repeats are logged every %.0fs)", self.what, detail, self.every)
+            self._last_log = now
+        elif now - self._last_log >= self.every:
+            log.warning("%s still failing after %d attempts: %s", self.what, self.failures, detail)
+            self._last_log = now
+
+    def succeeded(self) -> None:
+        if self.failures:
+            log.info("%s recovered after %d failed attempts", self.what, self.failures)
+        self.failures = 0
+
+
+class Scraper:
+    """Reads the router's /metrics with httpx and feeds the controller."""
+
+    def __init__(self, controller: Controller, client: httpx.Client, url: str, settings: Settings) -> None:
+        self.controller = controller
+        self.client = client
+        self.url = url
+        token = settings.router.bearer_token
+        self._headers = {"Accept": ACCEPT}
+        if token is not None:
+            self._headers["Authorization"] = f"Bearer {token.get_secret_value()}"
+        self.throttle = ErrorThrottle(f"scrape of {url}")
+
+    def fetch(self) -> tuple[str, str | None]:
+        try:
+            resp = self.client.get(self.url, headers=self._headers)
+        except httpx.TimeoutException as exc:
+            self.controller.metrics.scrapes.labels("unreachable").inc()
+            raise ScrapeError(f"timed out reading {self.url}") from exc
+        except httpx.TransportError as exc:
+            self.controller.metrics.scrapes.labels("unreachable").inc()
+            raise ScrapeError(f"cannot reach {self.url}: {exc}") from exc
+        if resp.status_code != 200:
+            self.controller.metrics.scrapes.labels("http_error").inc()
+            raise ScrapeError(f"{self.url} answered HTTP {resp.status_code}")
+        return resp.text, resp.headers.get("content-type")
+
+    def scrape_once(self, at: datetime | None = None) -> bool:
+        """One scrape; never raises. Returns whether data was ingested."""
+        try:
+            text, ctype = self.fetch()
+            self.controller.ingest_exposition(text, at, content_type=ctype)
+        except ScrapeError as exc:
+            self.throttle.failed(str(exc))
+            return False
+        except ExpositionError as exc:
+            self.controller.metrics.scrapes.labels("malformed").inc()
+            self.throttle.failed(str(exc))
+            return False
+        except Exception as exc:  # the loop must survive anything
+            self.controller.metrics.scrapes.labels("error").inc()
+            log.exception("unexpected error while scraping %s", self.url)
+            self.throttle.failed(repr(exc))
+            return False
+        self.controller.metrics.scrapes.labels("ok").inc()
+        self.throttle.succeeded()
+        return True
+
+
+def tick(controller: Controller) -> None:
+    """One control tick; never raises (a failure is logged and counted)."""
+    try:
+        controller.step()
+    except Exception:
+        controller.metrics.tick_errors.inc()
+        log.exception("control tick failed; the loop goes on")
+
+
+def build_scheduler(controller: Controller, scraper: Scraper | None, settings: Settings) -> BackgroundScheduler:
+    sched = BackgroundScheduler(
+        timezone=UTC,
+        job_defaults={
+            "coalesce": True,
+            "max_instances": 1,
+            "misfire_grace_time": max(1, int(settings.control.misfire_grace_seconds)),
+        },
+    )
+    if scraper is not None:
+        sched.add_job(scraper.scrape_once, "interval", seconds=settings.router.scrape_interval_seconds,
+                      id="scrape", next_run_time=datetime.now(UTC))
+    sched.add_job(tick, "interval", args=[controller], seconds=settings.control.tick_interval_seconds,
+                  id="tick", next_run_time=datetime.now(UTC))
+    return sched
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, which would kill the
+    process before the store is flushed. Here a signal only asks the server to exit."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def serve(controller: Controller, settings: Settings, *, stop: threading.Event | None = None) -> None:
+    """Serve the API in this thread until SIGTERM/SIGINT (or until ``stop`` is set)."""
+    config = uvicorn.Config(create_app(controller), host=settings.api.host, port=settings.api.port,
+                            log_level=settings.log_level.lower(), access_log=False, lifespan="off")
+    server = _Server(config)
+    if stop is not None:
+        def _stop_when_set() -> None:
+            stop.wait()
+            server.should_exit = True
+
+        threading.Thread(target=_stop_when_set, daemon=True).start()
+    log.info("API on http://%s:%d (decision at /v1/decision, metrics at /metrics)", settings.api.host, settings.api.port)
+    server.run()
+    if not server.started:
+        raise OSError(f"the API could not listen on {settings.api.host}:{settings.api.port} (see the log above)")
+
+
+def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
+    """The sidecar: scrape, tick and serve until stopped. History persists in ``data_dir``."""
+    controller = Controller.from_settings(settings)
+    url = settings.router.metrics_url
+    if url is None:
+        log.warning("router.metrics_url is not set: nothing will be scraped")
+    client = httpx.Client(timeout=settings.router.scrape_timeout_seconds, follow_redirects=True)
+    scraper = Scraper(controller, client, url, settings) if url else None
+    sched = build_scheduler(controller, scraper, settings)
+    sched.start()
+    log.info("diurnal running in %s mode; store at %s", settings.guardrails.mode, controller.store.path)
+    try:
+        serve(controller, settings, stop=stop)
+    finally:
+        sched.shutdown(wait=True)
+        client.close()
+        controller.close()
+        log.info("diurnal stopped; history flushed to %s", controller.store.path)

@@ -1,0 +1,290 @@
+"""The one settings root.
+
+Values come from (highest priority first): keyword arguments, environment variables
+(``DIURNAL_`` prefix, ``__`` between nested names, e.g. ``DIURNAL_API__PORT=9000``), and an
+optional YAML file. The environment is read here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import math
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from controller.errors import ConfigError
+
+_yaml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("_yaml_path", default=None)
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RouterSettings(_Group):
+    metrics_url: str | None = Field(
+        default=None,
+        description="URL of the router's Prometheus /metrics endpoint that `diurnal run` scrapes. "
+        "Unset means nothing is scraped (events or backfill only).",
+    )
+    preset: Literal["litellm"] = Field(
+        default="litellm", description="Metric-name mapping for the router's exposition."
+    )
+    model_providers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Maps a router model label (e.g. `gpt-4o`) to a provider name, for metrics "
+        "that carry a model but no provider label.",
+    )
+    scrape_interval_seconds: float = Field(
+        default=15.0, gt=0, description="How often the router is scraped. Measured in seconds."
+    )
+    scrape_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Timeout of one scrape request. Measured in seconds."
+    )
+    bearer_token: SecretStr | None = Field(
+        default=None, description="Bearer token sent to the router's /metrics, if it needs one."
+    )
+
+
+class ApiSettings(_Group):
+    host: str = Field(
+        default="127.0.0.1",
+        description="Address the HTTP API binds to. Loopback by default; set 0.0.0.0 only "
+        "behind a network policy.",
+    )
+    port: int = Field(default=8787, ge=0, le=65535, description="TCP port of the HTTP API.")
+    token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token required by every write endpoint. Writes are refused while "
+        "it is unset.",
+    )
+
+
+class ProviderPolicy(_Group):
+    baseline_weight: float = Field(
+        gt=0, le=1, description="Share of traffic this provider gets when nothing is predicted. A fraction."
+    )
+    min_weight: float = Field(default=0.0, ge=0, le=1, description="Lowest share diurnal may set. A fraction.")
+    max_weight: float = Field(default=1.0, ge=0, le=1, description="Highest share diurnal may set. A fraction.")
+    capacity_rpm: float | None = Field(
+        default=None,
+        gt=0,
+        description="Requests per minute this provider can take (its rate limit or measured knee). "
+        "Unset means unbounded.",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ProviderPolicy:
+        if not self.min_weight <= self.baseline_weight <= self.max_weight:
+            raise ValueError(
+                f"need min_weight <= baseline_weight <= max_weight, got "
+                f"{self.min_weight} <= {self.baseline_weight} <= {self.max_weight}"
+            )
+        return self
+
+
+class PolicySettings(_Group):
+    providers: dict[str, ProviderPolicy] = Field(
+        default_factory=dict,
+        description="Per-provider baseline weights and bounds. Baseline weights must sum to 1.",
+    )
+    latency_slo_seconds: float = Field(
+        default=4.0, gt=0, description="p95 latency objective per provider. Measured in seconds."
+    )
+    lead_minutes: float = Field(
+        default=30.0,
+        ge=0,
+        description="How far ahead of a predicted breach weights start to move. Measured in minutes.",
+    )
+    window_minutes: float = Field(
+        default=60.0,
+        gt=0,
+        description="Length of the look-ahead window after the lead. Measured in minutes.",
+    )
+
+    @model_validator(mode="after")
+    def _baselines_sum_to_one(self) -> PolicySettings:
+        if self.providers:
+            total = sum(p.baseline_weight for p in self.providers.values())
+            if not math.isclose(total, 1.0, abs_tol=1e-6):
+                raise ValueError(f"baseline weights must sum to 1, got {total:.6f}")
+            if sum(p.min_weight for p in self.providers.values()) > 1 + 1e-9:
+                raise ValueError("min_weight values sum to more than 1")
+        return self
+
+
+class GuardrailSettings(_Group):
+    mode: Literal["observe", "act"] = Field(
+        default="observe",
+        description="`observe` computes and exposes decisions but pushes nothing; `act` pushes them.",
+    )
+    kill_switch: bool = Field(
+        default=False, description="When true, every knob is held at its baseline."
+    )
+    dead_band: float = Field(
+        default=0.02,
+        ge=0,
+        description="Weight changes smaller than this are not made. A fraction of traffic.",
+    )
+    max_weight_step: float = Field(
+        default=0.10,
+        gt=0,
+        le=1,
+        description="Largest change of one provider's weight per control tick. A fraction of traffic.",
+    )
+    stale_after_seconds: float = Field(
+        default=180.0,
+        gt=0,
+        description="Router data older than this reverts every knob to baseline. Measured in seconds.",
+    )
+
+
+class ForecastSettings(_Group):
+    min_history_days: float = Field(
+        default=3.0, gt=0, description="No forecast below this much history. Measured in days."
+    )
+    refit_interval_minutes: float = Field(
+        default=60.0, gt=0, description="How often forecasts are refitted. Measured in minutes."
+    )
+    horizon_hours: int = Field(
+        default=24, ge=1, le=168, description="How far each forecast reaches. Measured in hours."
+    )
+    history_weeks: int = Field(
+        default=8, ge=1, description="History used for a fit. Measured in weeks."
+    )
+
+
+class ControlSettings(_Group):
+    tick_interval_seconds: float = Field(
+        default=60.0, gt=0, description="How often the controller decides. Measured in seconds."
+    )
+    misfire_grace_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A scheduled job later than this is skipped, not run late. Measured in seconds.",
+    )
+    observation_window_minutes: float = Field(
+        default=5.0,
+        gt=0,
+        description="Recent data used as the current observation. Measured in minutes.",
+    )
+
+
+class Settings(BaseSettings):
+    """diurnal's settings. See README for an annotated example file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DIURNAL_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    timezone: str = Field(
+        default="America/New_York",
+        description="IANA timezone in which seasonality (hour of day, weekday) is counted.",
+    )
+    data_dir: Path = Field(
+        default=Path("./data"), description="Directory of the embedded store (SQLite)."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Log level."
+    )
+    router: RouterSettings = Field(default_factory=RouterSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
+    forecast: ForecastSettings = Field(default_factory=ForecastSettings)
+    control: ControlSettings = Field(default_factory=ControlSettings)
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"unknown IANA timezone {value!r}; use a name like 'America/New_York'"
+            ) from exc
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """The YAML file given to :func:`load_settings`, lowest priority."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ is overridden; pydantic-settings does not call this
+
+    def __call__(self) -> dict[str, Any]:
+        path = _yaml_path.get()
+        if path is None:
+            return {}
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        return data
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(root)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; see README for the settings)"
+        shown = "" if err["type"] == "extra_forbidden" else f" (got {err.get('input')!r})"
+        if isinstance(err.get("input"), dict):
+            shown = ""
+        lines.append(f"  {field}: {msg}{shown}")
+    return "invalid settings:\n" + "\n".join(lines)
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build :class:`Settings` from the environment, an optional YAML file and overrides.
+
+    Raises :class:`ConfigError` naming every bad field.
+    """
+    if path is not None and not Path(path).is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    token = _yaml_path.set(Path(path) if path is not None else None)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
+    finally:
+        _yaml_path.reset(token)

@@ -1,0 +1,103 @@
+"""diurnal's own Prometheus metrics, on a registry owned by each controller."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from controller.core import Controller
+
+
+class Metrics:
+    """Event counters and histograms. State gauges come from :class:`StateCollector`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.ingested_samples = Counter(
+            "diurnal_ingested_samples", "Samples read from router expositions.", registry=registry
+        )
+        self.ingest_errors = Counter(
+            "diurnal_ingest_errors",
+            "Input rejected or skipped, by kind (malformed_exposition, non_finite, out_of_order).",
+            ["kind"],
+            registry=registry,
+        )
+        self.counter_resets = Counter(
+            "diurnal_router_resets", "Router counters seen going down (a router restart).", registry=registry
+        )
+        self.scrapes = Counter(
+            "diurnal_scrapes", "Scrapes of the router, by result (ok, unreachable, http_error, malformed).",
+            ["result"], registry=registry,
+        )
+        self.ticks = Counter("diurnal_control_ticks", "Control ticks run.", registry=registry)
+        self.tick_errors = Counter(
+            "diurnal_control_tick_errors", "Control ticks that failed (the loop goes on).", registry=registry
+        )
+        self.tick_seconds = Histogram(
+            "diurnal_control_tick_duration_seconds", "Wall time of one control tick.",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=registry,
+        )
+        self.refit_seconds = Histogram(
+            "diurnal_refit_duration_seconds", "Wall time of one refit of all forecasts.",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60), registry=registry,
+        )
+        self.decision_reasons = Counter(
+            "diurnal_decision_reasons", "Reasons given in decisions, by knob kind and reason code.",
+            ["knob", "reason"], registry=registry,
+        )
+
+
+class StateCollector(Collector):
+    """Current state, built fresh on every scrape so no stale series linger."""
+
+    def __init__(self, controller: Controller, version: Callable[[], str]) -> None:
+        self._ctl = controller
+        self._version = version
+
+    def collect(self) -> Iterator[GaugeMetricFamily | InfoMetricFamily]:
+        ctl = self._ctl
+        yield InfoMetricFamily("diurnal_build", "diurnal version.", value={"version": self._version()})
+        mode = GaugeMetricFamily("diurnal_mode", "1 for the active mode.", labels=["mode"])
+        for m in ("observe", "act"):
+            mode.add_metric([m], 1.0 if ctl.settings.guardrails.mode == m else 0.0)
+        yield mode
+        age = ctl.data_age_seconds()
+        yield GaugeMetricFamily(
+            "diurnal_data_age_seconds", "Age of the newest router data (-1 before any).",
+            value=-1.0 if age is None else age,
+        )
+        decision = ctl.decision
+        weights = GaugeMetricFamily(
+            "diurnal_provider_weight", "Provider traffic share, by kind (published, recommended, baseline).",
+            labels=["provider", "kind"],
+        )
+        for provider, value in ctl.policy_config().baseline().items():
+            weights.add_metric([provider, "baseline"], value)
+        if decision is not None:
+            for provider, value in decision.weights.items():
+                weights.add_metric([provider, "published"], value)
+            for provider, value in decision.recommended_weights.items():
+                weights.add_metric([provider, "recommended"], value)
+        yield weights
+        observed = GaugeMetricFamily(
+            "diurnal_observed", "Latest observed value of a signal over the observation window.",
+            labels=["signal", "provider"],
+        )
+        forecast = GaugeMetricFamily(
+            "diurnal_forecast", "Forecast for the current hour, by bound (mean, lower, upper).",
+            labels=["signal", "provider", "bound"],
+        )
+        for (signal, provider), value in sorted(ctl.observations().items()):
+            observed.add_metric([signal, provider], value)
+        for (signal, provider), row in sorted(ctl.current_forecasts().items()):
+            for bound, value in row.items():
+                forecast.add_metric([signal, provider, bound], value)
+        yield observed
+        yield forecast
+        yield GaugeMetricFamily(
+            "diurnal_stored_series", "Series in the embedded store.", value=float(ctl.stored_series_count())
+        )

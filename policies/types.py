@@ -1,0 +1,90 @@
+"""The values that go into and come out of a policy. All frozen; no I/O anywhere here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a knob has its value, in the style of the HPA's conditions."""
+
+    knob: str  # e.g. "weights/openai"
+    code: str  # e.g. "PredictedLatencyBreach"
+    message: str
+
+
+@dataclass(frozen=True)
+class ProviderView:
+    """What is known about one provider at decision time."""
+
+    name: str
+    observed_p95_seconds: float | None = None
+    observed_rpm: float | None = None
+    #: Highest forecast p95 over the look-ahead window, and when it is expected.
+    predicted_p95_seconds: float | None = None
+    predicted_p95_at: datetime | None = None
+    #: False when the forecast is missing or did not earn trust; the policy then reacts only.
+    forecast_trusted: bool = False
+
+
+@dataclass(frozen=True)
+class View:
+    now: datetime
+    providers: Mapping[str, ProviderView]
+    #: Highest forecast total request rate over the look-ahead window, requests per minute.
+    predicted_total_rpm: float | None = None
+    observed_total_rpm: float | None = None
+    #: Age of the newest router data, seconds; None when there is none at all.
+    data_age_seconds: float | None = None
+    #: The operator's IANA timezone, for messages.
+    tz: str = "UTC"
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    baseline_weight: float
+    min_weight: float = 0.0
+    max_weight: float = 1.0
+    capacity_rpm: float | None = None
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    providers: Mapping[str, ProviderConfig]
+    latency_slo_seconds: float = 4.0
+    #: Fraction of a provider's capacity the policy plans to use at most.
+    capacity_headroom: float = 0.9
+
+    def baseline(self) -> dict[str, float]:
+        return {name: p.baseline_weight for name, p in self.providers.items()}
+
+
+@dataclass(frozen=True)
+class PrewarmAction:
+    """Something to do ahead of a predicted peak (filled in by the prewarm policy)."""
+
+    action: str
+    target: str
+    amount: float
+    at: datetime
+    peak_at: datetime
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What diurnal decided at ``at``: every knob with its reasons."""
+
+    at: datetime
+    weights: Mapping[str, float]
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    prewarm: tuple[PrewarmAction, ...] = ()
+    reasons: tuple[Reason, ...] = ()
+    mode: str = "observe"
+    #: What diurnal would set; equals ``weights`` unless the mode or a guard held them back.
+    recommended_weights: Mapping[str, float] = field(default_factory=dict)
+
+    def reasons_for(self, knob: str) -> tuple[Reason, ...]:
+        return tuple(r for r in self.reasons if r.knob == knob)

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from collectors.exposition import parse_exposition
+from sim import STATIC_WEIGHTS, SimulatedRouter, WorldSpec
+
+
+def test_diurnal_demo_cli_prints_the_summary(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "controller.cli", "demo", "--weeks", "2", "--data-dir", str(tmp_path / "demo")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "Hour-of-week p95 latency of openai" in out
+    assert re.search(r"Mon .*█", out), "the Monday busy window should be the darkest cells"
+    assert "Predicted Monday peak" in out and "openai p95 forecast over the SLO from 08:00 to 11:00" in out
+    assert "PredictedLatencyBreach" in out
+    m = re.search(r"static weights .*?:\s+(\d+) min\n\s+diurnal \(act mode\):\s+(\d+) min", out)
+    assert m, out
+    static_min, diurnal_min = int(m.group(1)), int(m.group(2))
+    assert static_min > 100 and diurnal_min < static_min / 2
+    assert (tmp_path / "demo" / "diurnal.db").exists()  # --data-dir keeps the store
+
+
+def test_sim_is_deterministic_and_weights_do_not_change_demand() -> None:
+    start = datetime(2026, 11, 9, tzinfo=pd.Timestamp.now("America/New_York").tz)
+    a = SimulatedRouter(WorldSpec(), seed=11, start=start, weights=STATIC_WEIGHTS)
+    b = SimulatedRouter(WorldSpec(), seed=11, start=start, weights=STATIC_WEIGHTS)
+    c = SimulatedRouter(WorldSpec(), seed=11, start=start, weights={"openai": 0.1, "anthropic": 0.5, "azure": 0.4})
+    for r in (a, b, c):
+        r.advance(start + timedelta(hours=12))
+    assert a.exposition() == b.exposition()
+    assert (a.truth()["requests"] == c.truth()["requests"]).all()
+    assert a.truth()["violation"].sum() > c.truth()["violation"].sum()
+
+
+def test_sim_exposition_has_litellm_names_and_parses() -> None:
+    start = datetime(2026, 11, 9, 8, tzinfo=pd.Timestamp.now("America/New_York").tz)
+    r = SimulatedRouter(WorldSpec(), seed=1, start=start, weights=STATIC_WEIGHTS)
+    r.advance(start + timedelta(minutes=30))
+    names = {s.name for s in parse_exposition(r.exposition())}
+    for expected in ("litellm_deployment_total_requests_total", "litellm_deployment_failure_responses_total",
+                     "litellm_llm_api_latency_metric_bucket", "litellm_cache_hits_metric_total",
+                     "litellm_cache_misses_metric_total", "litellm_spend_metric_total"):
+        assert expected in names

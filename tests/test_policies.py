@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controller.guardrails import guard
+from controller.settings import GuardrailSettings
+from policies import Decision, PolicyConfig, ProviderConfig, ProviderView, View, decide
+
+NOW = datetime(2026, 11, 16, 12, 0, tzinfo=UTC)
+CONFIG = PolicyConfig(
+    providers={
+        "openai": ProviderConfig(0.5, 0.05, 0.7, 1500),
+        "anthropic": ProviderConfig(0.3, 0.05, 0.7, 1200),
+        "azure": ProviderConfig(0.2, 0.05, 0.7, 1000),
+    },
+    latency_slo_seconds=5.0,
+)
+
+
+def view(total_rpm: float = 800, **providers: ProviderView) -> View:
+    base = {n: ProviderView(n, observed_p95_seconds=3.0, forecast_trusted=True, predicted_p95_seconds=3.0)
+            for n in CONFIG.providers}
+    base.update(providers)
+    return View(now=NOW, providers=base, predicted_total_rpm=total_rpm, observed_total_rpm=total_rpm,
+                data_age_seconds=30, tz="America/New_York")
+
+
+def codes(d: Decision) -> dict[str, str]:
+    return {r.knob: r.code for r in d.reasons}
+
+
+@pytest.mark.parametrize(
+    ("v", "expected"),
+    [
+        pytest.param(view(), {"weights/openai": "BaselineWeight", "weights/anthropic": "BaselineWeight",
+                              "weights/azure": "BaselineWeight"}, id="BaselineWeight"),
+        pytest.param(view(openai=ProviderView("openai", 3.0, None, 8.0, NOW, True)),
+                     {"weights/openai": "PredictedLatencyBreach", "weights/anthropic": "ShareReceived",
+                      "weights/azure": "ShareReceived"}, id="PredictedLatencyBreach"),
+        pytest.param(view(openai=ProviderView("openai", 7.5, None, None, None, False)),
+                     {"weights/openai": "ObservedLatencyBreach"}, id="ObservedLatencyBreach"),
+        pytest.param(view(openai=ProviderView("openai", 7.5, None, 3.0, NOW, True)),
+                     {"weights/openai": "ObservedLatencyBreach"}, id="ObservedLatencyBreach-forecast-missed"),
+        pytest.param(view(total_rpm=3000),
+                     {"weights/openai": "CapacityLimited", "weights/anthropic": "ShareReceived",
+                      "weights/azure": "ShareReceived"}, id="CapacityLimited"),
+        pytest.param(view(total_rpm=5000), {"weights/openai": "CapacityExhausted",
+                                            "weights/azure": "CapacityExhausted"}, id="CapacityExhausted"),
+        pytest.param(view(**{n: ProviderView(n, 9.0) for n in CONFIG.providers}),
+                     {"weights/openai": "AllProvidersDegraded"}, id="AllProvidersDegraded"),
+        pytest.param(view(total_rpm=2600, openai=ProviderView("openai", 3.0, None, 8.0, NOW, True)),
+                     {"weights/openai": "CapacityLimited"}, id="CapacityLimited-degraded-keeps-share"),
+    ],
+)
+def test_weight_reason_codes(v: View, expected: dict[str, str]) -> None:
+    d = decide(v, None, CONFIG, NOW)
+    got = codes(d)
+    for knob, code in expected.items():
+        assert got[knob] == code, got[knob]
+    assert math.isclose(sum(d.weights.values()), 1.0)
+    assert all(r.message for r in d.reasons)
+
+
+def test_predicted_breach_moves_share_to_the_bound_and_says_when() -> None:
+    d = decide(view(openai=ProviderView("openai", 3.0, None, 8.0, NOW, True)), None, CONFIG, NOW)
+    assert d.weights["openai"] == pytest.approx(0.05)
+    assert d.weights["anthropic"] > 0.3 and d.weights["azure"] > 0.2
+    msg = d.reasons_for("weights/openai")[0].message
+    assert "8.00s" in msg and "07:00 EST" in msg  # 12:00 UTC shown in the operator's timezone
+
+
+def test_capacity_is_respected_when_absorbing_share() -> None:
+    d = decide(view(total_rpm=1400, openai=ProviderView("openai", 3.0, None, 8.0, NOW, True)), None, CONFIG, NOW)
+    for name, p in CONFIG.providers.items():
+        if name != "openai" and p.capacity_rpm is not None:
+            assert d.weights[name] * 1400 <= p.capacity_rpm * CONFIG.capacity_headroom + 1e-6
+
+
+provider_views = st.builds(
+    ProviderView,
+    name=st.just("x"),
+    observed_p95_seconds=st.one_of(st.none(), st.floats(0.1, 20)),
+    observed_rpm=st.none(),
+    predicted_p95_seconds=st.one_of(st.none(), st.floats(0.1, 20)),
+    predicted_p95_at=st.none(),
+    forecast_trusted=st.booleans(),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(provider_views, min_size=3, max_size=3), st.floats(0, 5000),
+       st.lists(st.floats(0, 1), min_size=3, max_size=3), st.floats(0.01, 0.5), st.floats(0, 0.05))
+def test_weights_sum_to_one_and_bounds_and_steps_hold(pvs: list[ProviderView], rpm: float,
+                                                      prev_raw: list[float], step: float, band: float) -> None:
+    names = list(CONFIG.providers)
+    v = View(now=NOW, providers={n: replace(p, name=n) for n, p in zip(names, pvs, strict=True)},
+             predicted_total_rpm=rpm, observed_total_rpm=rpm, data_age_seconds=10)
+    target = decide(v, None, CONFIG, NOW)
+    assert math.isclose(sum(target.weights.values()), 1.0, abs_tol=1e-9)
+    # A previous decision within bounds, summing to 1.
+    lo = {n: CONFIG.providers[n].min_weight for n in names}
+    raw = {n: lo[n] + x for n, x in zip(names, prev_raw, strict=True)}
+    total = sum(raw.values())
+    prev_w = {n: w / total for n, w in raw.items()}
+    prev_w = {n: min(CONFIG.providers[n].max_weight, max(lo[n], w)) for n, w in prev_w.items()}
+    s = sum(prev_w.values())
+    prev_w = {n: w / s for n, w in prev_w.items()}
+    if any(not CONFIG.providers[n].min_weight <= w <= CONFIG.providers[n].max_weight for n, w in prev_w.items()):
+        return  # normalising pushed it out of bounds; not a valid previous state
+    previous = Decision(at=NOW, weights=prev_w, recommended_weights=prev_w)
+    g = GuardrailSettings(mode="act", max_weight_step=step, dead_band=band)
+    out = guard(target, previous, CONFIG, g, data_age_seconds=10)
+    assert math.isclose(sum(out.weights.values()), 1.0, abs_tol=1e-9)
+    for n, w in out.weights.items():
+        p = CONFIG.providers[n]
+        assert p.min_weight - 1e-9 <= w <= p.max_weight + 1e-9
+        assert abs(w - prev_w[n]) <= step + 1e-9
+
+
+def _target(weights: dict[str, float]) -> Decision:
+    return Decision(at=NOW, weights=weights, recommended_weights=weights)
+
+
+SHIFTED = {"openai": 0.05, "anthropic": 0.55, "azure": 0.40}
+BASE = CONFIG.baseline()
+
+
+@pytest.mark.parametrize(
+    ("g", "age", "previous", "code", "expected"),
+    [
+        pytest.param(GuardrailSettings(mode="act", kill_switch=True), 10.0, SHIFTED, "KillSwitch", BASE, id="KillSwitch"),
+        pytest.param(GuardrailSettings(mode="act"), 1000.0, SHIFTED, "StaleInputs", BASE, id="StaleInputs"),
+        pytest.param(GuardrailSettings(mode="act"), None, SHIFTED, "StaleInputs", BASE, id="StaleInputs-no-data"),
+        pytest.param(GuardrailSettings(mode="act", max_weight_step=0.1), 10.0, BASE, "StepLimited",
+                     {"openai": 0.4, "anthropic": 0.3 + 0.1 * 0.25 / 0.45, "azure": 0.2 + 0.1 * 0.2 / 0.45},
+                     id="StepLimited"),
+        pytest.param(GuardrailSettings(mode="act", dead_band=0.5, max_weight_step=1.0), 10.0, BASE,
+                     "DesiredWithinDeadBand", BASE, id="DesiredWithinDeadBand"),
+        pytest.param(GuardrailSettings(mode="observe", max_weight_step=1.0), 10.0, BASE, "ObserveMode", BASE,
+                     id="ObserveMode"),
+    ],
+)
+def test_guardrail_reason_codes(g: GuardrailSettings, age: float | None, previous: dict[str, float],
+                                code: str, expected: dict[str, float]) -> None:
+    prev = Decision(at=NOW, weights=previous, recommended_weights=previous)
+    out = guard(_target(SHIFTED), prev, CONFIG, g, data_age_seconds=age)
+    assert code in [r.code for r in out.reasons if r.knob == "weights"]
+    assert out.weights == pytest.approx(expected)
+    assert out.mode == g.mode
+
+
+def test_observe_mode_publishes_baseline_but_keeps_the_recommendation() -> None:
+    out = guard(_target(SHIFTED), None, CONFIG, GuardrailSettings(mode="observe", max_weight_step=1.0), 10.0)
+    assert out.weights == BASE
+    assert out.recommended_weights == pytest.approx(SHIFTED)
+
+
+def test_decide_is_deterministic() -> None:
+    v = view(openai=ProviderView("openai", 3.0, None, 8.0, NOW, True))
+    assert decide(v, None, CONFIG, NOW) == decide(v, None, CONFIG, NOW)
