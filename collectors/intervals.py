@@ -150,6 +150,17 @@ class MinuteAggregator:
                     dest.merge(cell, fraction)
         return stats
 
+    def add_cells(self, cells: dict[int, dict[SeriesKey, MinuteCell]]) -> None:
+        """Merge already-aggregated minute cells (pushed events) into the open minutes."""
+        for minute, per_key in cells.items():
+            target = self._open[minute]
+            for key, cell in per_key.items():
+                dest = target.get(key)
+                if dest is None:
+                    target[key] = cell
+                else:
+                    dest.merge(cell)
+
     def close_before(self, ts: float) -> list[MinuteRow]:
         """Hand over every minute that ends at or before ``ts``."""
         limit = int(ts // MINUTE) * MINUTE

@@ -16,6 +16,7 @@ from collectors.exposition import Sample
 #: Counter signals: cumulative in the exposition, per-interval deltas in the store.
 COUNTER_SIGNALS = (
     "requests",
+    "retries",
     "errors_429",
     "errors_5xx",
     "cache_hits",
@@ -25,7 +26,7 @@ COUNTER_SIGNALS = (
     "output_tokens",
 )
 #: Histogram signals: bucket deltas in the store, quantiles derived from them.
-HISTOGRAM_SIGNALS = ("latency",)
+HISTOGRAM_SIGNALS = ("latency", "ttft")
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
-from collectors.hour_of_week import local_hour_start, local_hour_start_at
+from collectors.hour_of_week import local_hour_start_at
+from collectors.mapping import COUNTER_SIGNALS, HISTOGRAM_SIGNALS
 from collectors.quantile import bucket_quantile
 from collectors.store import CounterPoint, HistPoint, Store
 
@@ -28,6 +28,8 @@ class Derived:
     counters: tuple[str, ...] = ()
     histogram: str | None = None
     quantile: float | None = None
+    #: An imported level (not a counter): the value is the mean of the stored points.
+    gauge: bool = False
 
 
 DERIVED: dict[str, Derived] = {
@@ -37,6 +39,9 @@ DERIVED: dict[str, Derived] = {
         Derived("latency_p50", "seconds", "Median request latency.", histogram="latency", quantile=0.5),
         Derived("latency_p95", "seconds", "95th percentile request latency.", histogram="latency", quantile=0.95),
         Derived("latency_p99", "seconds", "99th percentile request latency.", histogram="latency", quantile=0.99),
+        Derived("ttft_p50", "seconds", "Median time to first token.", histogram="ttft", quantile=0.5),
+        Derived("ttft_p95", "seconds", "95th percentile time to first token.", histogram="ttft", quantile=0.95),
+        Derived("retry_ratio", "ratio", "Retries per request.", counters=("retries", "requests")),
         Derived("cache_hit_ratio", "ratio", "Cache hits / (hits + misses).", counters=("cache_hits", "cache_misses")),
         Derived("error_429_ratio", "ratio", "Share of requests that failed with 429.", counters=("errors_429", "requests")),
         Derived("error_5xx_ratio", "ratio", "Share of requests that failed with 5xx.", counters=("errors_5xx", "requests")),
@@ -48,6 +53,8 @@ DERIVED: dict[str, Derived] = {
 
 
 def _combine(d: Derived, sums: dict[str, float], minutes: int, buckets: dict[float, float]) -> float:
+    if d.gauge:
+        return sums.get(d.name, 0.0) / minutes if minutes > 0 else math.nan
     if d.histogram is not None:
         assert d.quantile is not None
         return bucket_quantile(d.quantile, buckets) if buckets else math.nan
@@ -57,7 +64,7 @@ def _combine(d: Derived, sums: dict[str, float], minutes: int, buckets: dict[flo
     if d.name == "cache_hit_ratio":
         total = sums.get("cache_hits", 0.0) + sums.get("cache_misses", 0.0)
         return sums.get("cache_hits", 0.0) / total if total > 0 else math.nan
-    if d.name in ("error_429_ratio", "error_5xx_ratio"):
+    if d.name in ("error_429_ratio", "error_5xx_ratio", "retry_ratio"):
         req = sums.get("requests", 0.0)
         return sums.get(d.counters[0], 0.0) / req if req > 0 else math.nan
     if d.name == "spend_rate":
@@ -65,11 +72,22 @@ def _combine(d: Derived, sums: dict[str, float], minutes: int, buckets: dict[flo
     return sums.get(d.counters[0], 0.0) / seconds
 
 
+#: Names the store uses for raw router signals; an imported series may not take them.
+RESERVED = frozenset(DERIVED) | frozenset(COUNTER_SIGNALS) | frozenset(HISTOGRAM_SIGNALS)
+
+
+def gauge(name: str) -> Derived:
+    """An imported series (``diurnal import-csv``): stored points averaged per window."""
+    return Derived(name, "as imported", f"Imported series {name}.", counters=(name,), gauge=True)
+
+
 def _lookup(signal: str) -> Derived:
-    try:
-        return DERIVED[signal]
-    except KeyError:
-        raise ValueError(f"unknown signal {signal!r}; known: {', '.join(sorted(DERIVED))}") from None
+    got = DERIVED.get(signal)
+    if got is not None:
+        return got
+    if signal in RESERVED:
+        raise ValueError(f"{signal!r} is a raw signal; ask for a derived one: {', '.join(sorted(DERIVED))}")
+    return gauge(signal)
 
 
 def window_value(store: Store, signal: str, start: int, end: int, provider: str | None = None) -> float:
@@ -113,38 +131,32 @@ def _hour_grid(start: int, end: int, tz: str) -> pd.DatetimeIndex:
 def hourly(store: Store, signal: str, tz: str, start: int, end: int, provider: str | None = None) -> pd.Series:
     """The derived signal per local hour over ``[start, end)``, on a regular hourly grid.
 
-    The index holds the UTC instant each local hour began; hours without data are NaN.
-    ``provider=None`` sums every provider.
+    Read from the store's hour rollups. The index holds the UTC instant each local hour
+    began; hours without data are NaN. ``provider=None`` combines every provider.
     """
+    if tz != store.tz:
+        raise ValueError(f"the store rolls up hours in {store.tz}, not {tz}; open it with tz={tz!r}")
     d = _lookup(signal)
     grid = _hour_grid(start, end, tz)
     if len(grid) == 0:
         return pd.Series([], index=grid, dtype=float, name=signal)
     lo, hi = int(grid[0].timestamp()), int(grid[-1].timestamp()) + 3600
-    per_hour_sums: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    per_hour_minutes: dict[int, set[int]] = defaultdict(set)
-    per_hour_buckets: dict[int, dict[float, float]] = defaultdict(lambda: defaultdict(float))
+    sums: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    minutes: dict[int, int] = defaultdict(int)
+    buckets: dict[int, dict[float, float]] = defaultdict(lambda: defaultdict(float))
     if d.histogram is not None:
-        hist = store.histograms(d.histogram, lo, hi, provider)
-        for h, bucket in zip(hist, _buckets_of(hist, tz), strict=True):
-            target = per_hour_buckets[bucket]
+        for h in store.hour_histograms(d.histogram, lo, hi, provider):
+            target = buckets[h.ts]
             for le, c in h.buckets.items():
                 target[le] += c
     for name in d.counters:
-        points = store.counters(name, lo, hi, provider)
-        for p, bucket in zip(points, _buckets_of(points, tz), strict=True):
-            per_hour_sums[bucket][name] += p.value
+        for p in store.hour_counters(name, lo, hi, provider):
+            sums[p.ts][name] += p.value
             if name == d.counters[0] or d.name == "cache_hit_ratio":
-                per_hour_minutes[bucket].add(p.ts)
+                # Series of one signal are scraped together: the hour's coverage is the best one.
+                minutes[p.ts] = max(minutes[p.ts], p.minutes)
     values = [
-        _combine(d, per_hour_sums.get(b, {}), len(per_hour_minutes.get(b, ())), per_hour_buckets.get(b, {}))
+        _combine(d, sums.get(b, {}), minutes.get(b, 0), buckets.get(b, {}))
         for b in (int(t.timestamp()) for t in grid)
     ]
     return pd.Series(values, index=grid, dtype=float, name=signal)
-
-
-def _buckets_of(points: Sequence[CounterPoint] | Sequence[HistPoint], tz: str) -> list[int]:
-    if not points:
-        return []
-    return [int(b) for b in local_hour_start(np.fromiter((p.ts for p in points), dtype=np.int64, count=len(points)), tz)]
-

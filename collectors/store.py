@@ -1,9 +1,20 @@
 """The embedded store: SQLite in WAL mode, one writer, separate readers.
 
-Timestamps are Unix seconds UTC (the start of each minute). A write returns only after its
-transaction has committed, so what a caller was told is stored survives the process being
-killed. ``synchronous=NORMAL`` in WAL mode keeps committed data across a process crash; only
-a power loss can drop the last transactions (set ``durable=True`` for ``FULL``).
+Two resolutions are kept per series, written in the same transaction:
+
+- ``minute_*``: 1-minute aggregates (counter deltas; histogram bucket deltas), kept
+  ``minute_retention`` (default 7 days);
+- ``hour_*``: rollups per *local* hour of the store's timezone, keyed by the UTC instant the
+  local hour began (so half-hour zones and DST days are right), kept ``hour_retention``
+  (default 8 weeks). ``minutes`` counts the minutes merged in, for rates.
+
+Timestamps are Unix seconds UTC. A write returns only after its transaction has committed, so
+what a caller was told is stored survives the process being killed. ``synchronous=NORMAL``
+in WAL mode keeps committed data across a process crash; only a power loss can drop the
+last transactions (``durable=True`` selects ``FULL``).
+
+Writes are serialised by one lock; reads use their own connection and, with WAL, never wait
+for a writer.
 """
 
 from __future__ import annotations
@@ -15,16 +26,20 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from collectors.errors import StoreError
-from collectors.intervals import MinuteRow
+from collectors.hour_of_week import local_hour_start_at
+from collectors.intervals import MinuteCell, MinuteRow
 from collectors.mapping import HISTOGRAM_SIGNALS, SeriesKey
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+MINUTE_RETENTION = 7 * 86400
+HOUR_RETENTION = 8 * 7 * 86400
 
-_SCHEMA = """
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS series (
     id INTEGER PRIMARY KEY,
@@ -32,17 +47,25 @@ CREATE TABLE IF NOT EXISTS series (
     UNIQUE (signal, provider, model, route)
 );
 CREATE TABLE IF NOT EXISTS minute_counter (
-    series_id INTEGER NOT NULL REFERENCES series(id),
-    ts INTEGER NOT NULL,
-    value REAL NOT NULL,
+    series_id INTEGER NOT NULL REFERENCES series(id), ts INTEGER NOT NULL, value REAL NOT NULL,
     PRIMARY KEY (series_id, ts)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS minute_hist (
-    series_id INTEGER NOT NULL REFERENCES series(id),
-    ts INTEGER NOT NULL,
-    count REAL NOT NULL,
-    sum REAL NOT NULL,
-    buckets BLOB NOT NULL,
+    series_id INTEGER NOT NULL REFERENCES series(id), ts INTEGER NOT NULL,
+    count REAL NOT NULL, sum REAL NOT NULL, buckets BLOB NOT NULL,
+    PRIMARY KEY (series_id, ts)
+) WITHOUT ROWID;
+"""
+
+_SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS hour_counter (
+    series_id INTEGER NOT NULL REFERENCES series(id), ts INTEGER NOT NULL,
+    value REAL NOT NULL, minutes INTEGER NOT NULL,
+    PRIMARY KEY (series_id, ts)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hour_hist (
+    series_id INTEGER NOT NULL REFERENCES series(id), ts INTEGER NOT NULL,
+    count REAL NOT NULL, sum REAL NOT NULL, buckets BLOB NOT NULL, minutes INTEGER NOT NULL,
     PRIMARY KEY (series_id, ts)
 ) WITHOUT ROWID;
 """
@@ -53,6 +76,7 @@ class CounterPoint:
     ts: int
     key: SeriesKey
     value: float
+    minutes: int = 1
 
 
 @dataclass(frozen=True)
@@ -62,12 +86,12 @@ class HistPoint:
     count: float
     sum: float
     buckets: dict[float, float]
+    minutes: int = 1
 
 
 def _encode_buckets(buckets: dict[float, float]) -> bytes:
     """Packed little-endian float64 pairs (le, cumulative count), sorted by le."""
-    flat = np.array(sorted(buckets.items()), dtype="<f8").reshape(-1)
-    return flat.tobytes()
+    return np.array(sorted(buckets.items()), dtype="<f8").reshape(-1).tobytes()
 
 
 def _decode_buckets(blob: bytes) -> dict[float, float]:
@@ -76,48 +100,87 @@ def _decode_buckets(blob: bytes) -> dict[float, float]:
 
 
 class Store:
-    """Minute aggregates per series. Thread-safe; writes are serialised."""
+    """Minute aggregates and local-hour rollups per series. Thread-safe."""
 
-    def __init__(self, data_dir: Path, *, durable: bool = False) -> None:
+    def __init__(self, data_dir: Path, *, tz: str = "UTC", durable: bool = False,
+                 minute_retention: int = MINUTE_RETENTION, hour_retention: int = HOUR_RETENTION) -> None:
         self.path = Path(data_dir) / "diurnal.db"
+        self.tz = tz
+        self.minute_retention = minute_retention
+        self.hour_retention = hour_retention
+        self._wlock = threading.Lock()
+        self._rlock = threading.Lock()
+        self._series: dict[SeriesKey, int] = {}
+        self._series_by_id: dict[int, SeriesKey] = {}
+        # (series, hour, histogram?) buckets a fill-only write has begun in this transaction.
+        self._filling: set[tuple[int, int, bool]] = set()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._w = self._connect(durable)
-            with self._w:
-                self._w.executescript(_SCHEMA)
-                self._migrate()
+            self._migrate()
             self._r = self._connect(durable)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
         except OSError as exc:
             raise StoreError(f"cannot create the data dir {self.path.parent}: {exc.strerror}") from exc
-        self._wlock = threading.Lock()
-        self._rlock = threading.Lock()
-        self._series: dict[SeriesKey, int] = {}
-        self._series_by_id: dict[int, SeriesKey] = {}
         self._load_series()
 
     def _connect(self, durable: bool) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0)
+        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
 
+    # ---- schema -------------------------------------------------------------------------
+
+    def _meta(self, key: str) -> str | None:
+        try:
+            row = self._w.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        except sqlite3.OperationalError:  # no meta table: a new store
+            return None
+        return str(row[0]) if row else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._w.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                        (key, value))
+
     def _migrate(self) -> None:
-        row = self._w.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        version = int(row[0]) if row else 0
+        version = int(self._meta("schema_version") or 0)
         if version > SCHEMA_VERSION:
             raise StoreError(
-                f"the store at {self.path} has schema version {version}, newer than this "
-                f"diurnal understands ({SCHEMA_VERSION}); upgrade diurnal or use another data_dir"
+                f"the store at {self.path} has schema version {version}, newer than this diurnal "
+                f"understands ({SCHEMA_VERSION}); upgrade diurnal or use another data_dir"
             )
-        # Version 0 -> 1 is the initial schema created above. Later migrations go here, in order.
-        self._w.execute(
-            "INSERT INTO meta(key, value) VALUES('schema_version', ?) "
-            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-            (str(SCHEMA_VERSION),),
-        )
+        with self._w:
+            if version < 1:
+                self._w.executescript(_SCHEMA_V1)
+            if version < 2:
+                self._w.executescript(_SCHEMA_V2)
+                self._rebuild_hours()  # v1 stores had minutes only
+            self._set_meta("schema_version", str(SCHEMA_VERSION))
+            if self._meta("rollup_tz") != self.tz:
+                # Hour rollups follow local hours: a new timezone needs them rebuilt from the
+                # minutes still kept (older rollups stay as they were).
+                if self._meta("rollup_tz") is not None:
+                    self._rebuild_hours()
+                self._set_meta("rollup_tz", self.tz)
+
+    def _rebuild_hours(self) -> None:
+        first = self._w.execute("SELECT MIN(ts) FROM minute_counter").fetchone()[0]
+        first_h = self._w.execute("SELECT MIN(ts) FROM minute_hist").fetchone()[0]
+        starts = [t for t in (first, first_h) if t is not None]
+        if not starts:
+            return
+        lo = min(starts)
+        self._w.execute("DELETE FROM hour_counter WHERE ts >= ?", (local_hour_start_at(lo, self.tz),))
+        self._w.execute("DELETE FROM hour_hist WHERE ts >= ?", (local_hour_start_at(lo, self.tz),))
+        for sid, ts, value in self._w.execute("SELECT series_id, ts, value FROM minute_counter").fetchall():
+            self._add_hour_counter(sid, ts, value, 1)
+        for sid, ts, count, total, blob in self._w.execute(
+            "SELECT series_id, ts, count, sum, buckets FROM minute_hist"
+        ).fetchall():
+            self._add_hour_hist(sid, ts, MinuteCell(count=count, sum=total, buckets=_decode_buckets(blob)), 1)
 
     def _load_series(self) -> None:
         for sid, signal, provider, model, route in self._w.execute(
@@ -139,11 +202,19 @@ class Store:
             self._series_by_id[sid] = key
         return sid
 
-    def write(self, rows: Iterable[MinuteRow]) -> int:
-        """Store minute rows in one transaction (adding to rows already there). Returns the count."""
+    # ---- writes -------------------------------------------------------------------------
+
+    def write(self, rows: Iterable[MinuteRow], *, fill_only: bool = False) -> int:
+        """Store minute rows and their hour rollups in one transaction. Returns rows written.
+
+        By default a row adds to what is stored for its minute (several scrapes per minute).
+        With ``fill_only`` (backfill, imports) a row is written only where its series has no
+        data yet for that local hour, so overlapping history is never counted twice.
+        """
         rows = list(rows)
         if not rows:
             return 0
+        written = 0
         with self._wlock:
             added: dict[SeriesKey, int] = {}
             try:
@@ -152,37 +223,89 @@ class Store:
                         if row.key not in self._series:
                             added[row.key] = self._series_id(row.key)
                         sid = self._series[row.key]
-                        if row.key.signal in HISTOGRAM_SIGNALS:
+                        is_hist = row.key.signal in HISTOGRAM_SIGNALS
+                        if fill_only and self._hour_taken(sid, row.ts, is_hist):
+                            continue
+                        if is_hist:
                             self._write_hist(sid, row)
                         else:
-                            self._w.execute(
-                                "INSERT INTO minute_counter(series_id, ts, value) VALUES(?,?,?) "
-                                "ON CONFLICT(series_id, ts) DO UPDATE SET value = value + excluded.value",
-                                (sid, row.ts, row.cell.value),
-                            )
+                            self._write_counter(sid, row)
+                        written += 1
+                    if fill_only:
+                        self._filling.clear()
             except sqlite3.Error as exc:
+                self._filling.clear()
                 for key, sid in added.items():  # the transaction rolled back
                     self._series.pop(key, None)
                     self._series_by_id.pop(sid, None)
                 raise StoreError(f"cannot write to the store at {self.path}: {exc}") from exc
-        return len(rows)
+        return written
+
+    def _hour_taken(self, sid: int, ts: int, is_hist: bool) -> bool:
+        hour = local_hour_start_at(ts, self.tz)
+        if (sid, hour, is_hist) in self._filling:
+            return False
+        table = "hour_hist" if is_hist else "hour_counter"
+        taken = self._w.execute(f"SELECT 1 FROM {table} WHERE series_id=? AND ts=?", (sid, hour)).fetchone()
+        if taken:
+            return True
+        self._filling.add((sid, hour, is_hist))
+        return False
+
+    def _write_counter(self, sid: int, row: MinuteRow) -> None:
+        cur = self._w.execute("INSERT OR IGNORE INTO minute_counter(series_id, ts, value) VALUES(?,?,?)",
+                              (sid, row.ts, row.cell.value))
+        if cur.rowcount == 0:
+            self._w.execute("UPDATE minute_counter SET value = value + ? WHERE series_id=? AND ts=?",
+                            (row.cell.value, sid, row.ts))
+        self._add_hour_counter(sid, row.ts, row.cell.value, cur.rowcount)
+
+    def _add_hour_counter(self, sid: int, ts: int, value: float, new_minutes: int) -> None:
+        self._w.execute(
+            "INSERT INTO hour_counter(series_id, ts, value, minutes) VALUES(?,?,?,?) "
+            "ON CONFLICT(series_id, ts) DO UPDATE SET value = value + excluded.value, "
+            "minutes = minutes + excluded.minutes",
+            (sid, local_hour_start_at(ts, self.tz), value, new_minutes),
+        )
 
     def _write_hist(self, sid: int, row: MinuteRow) -> None:
-        cell = row.cell
-        old = self._w.execute(
-            "SELECT count, sum, buckets FROM minute_hist WHERE series_id=? AND ts=?", (sid, row.ts)
-        ).fetchone()
-        buckets = dict(cell.buckets)
-        count, total = cell.count, cell.sum
+        old = self._w.execute("SELECT count, sum, buckets FROM minute_hist WHERE series_id=? AND ts=?",
+                              (sid, row.ts)).fetchone()
+        merged = MinuteCell(count=row.cell.count, sum=row.cell.sum, buckets=dict(row.cell.buckets))
         if old is not None:
-            count += old[0]
-            total += old[1]
-            for le, c in _decode_buckets(old[2]).items():
-                buckets[le] = buckets.get(le, 0.0) + c
+            merged.merge(MinuteCell(count=old[0], sum=old[1], buckets=_decode_buckets(old[2])))
+        self._w.execute("INSERT OR REPLACE INTO minute_hist(series_id, ts, count, sum, buckets) VALUES(?,?,?,?,?)",
+                        (sid, row.ts, merged.count, merged.sum, _encode_buckets(merged.buckets)))
+        self._add_hour_hist(sid, row.ts, row.cell, 0 if old is not None else 1)
+
+    def _add_hour_hist(self, sid: int, ts: int, cell: MinuteCell, new_minutes: int) -> None:
+        hour = local_hour_start_at(ts, self.tz)
+        old = self._w.execute("SELECT count, sum, buckets, minutes FROM hour_hist WHERE series_id=? AND ts=?",
+                              (sid, hour)).fetchone()
+        merged = MinuteCell(count=cell.count, sum=cell.sum, buckets=dict(cell.buckets))
+        minutes = new_minutes
+        if old is not None:
+            merged.merge(MinuteCell(count=old[0], sum=old[1], buckets=_decode_buckets(old[2])))
+            minutes += int(old[3])
         self._w.execute(
-            "INSERT OR REPLACE INTO minute_hist(series_id, ts, count, sum, buckets) VALUES(?,?,?,?,?)",
-            (sid, row.ts, count, total, _encode_buckets(buckets)),
+            "INSERT OR REPLACE INTO hour_hist(series_id, ts, count, sum, buckets, minutes) VALUES(?,?,?,?,?,?)",
+            (sid, hour, merged.count, merged.sum, _encode_buckets(merged.buckets), minutes),
         )
+
+    def prune(self, now: int) -> tuple[int, int]:
+        """Drop minutes and hours past their retention. Returns (minute rows, hour rows) dropped."""
+        with self._wlock:
+            try:
+                with self._w:
+                    m = sum(self._w.execute(f"DELETE FROM {t} WHERE ts < ?", (now - self.minute_retention,)).rowcount
+                            for t in ("minute_counter", "minute_hist"))
+                    h = sum(self._w.execute(f"DELETE FROM {t} WHERE ts < ?", (now - self.hour_retention,)).rowcount
+                            for t in ("hour_counter", "hour_hist"))
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot prune the store at {self.path}: {exc}") from exc
+        return m, h
+
+    # ---- reads --------------------------------------------------------------------------
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
@@ -205,40 +328,49 @@ class Store:
             key = SeriesKey(*row)
         return key
 
-    def counters(self, signal: str, start: int, end: int, provider: str | None = None) -> list[CounterPoint]:
-        """Counter minutes of ``signal`` with ``start <= ts < end``."""
+    def _select(self, table: str, columns: str, signal: str, start: int, end: int,
+                provider: str | None) -> list[tuple[Any, ...]]:
         ids = self._ids(signal, provider)
         if not ids:
             return []
         marks = ",".join("?" * len(ids))
         with self._reading() as r:
-            rows = r.execute(
-                f"SELECT series_id, ts, value FROM minute_counter WHERE series_id IN ({marks}) "
+            return r.execute(
+                f"SELECT series_id, ts, {columns} FROM {table} WHERE series_id IN ({marks}) "
                 "AND ts >= ? AND ts < ? ORDER BY ts",
                 (*ids, start, end),
             ).fetchall()
-        return [CounterPoint(ts, self._key_of(sid), v) for sid, ts, v in rows]
+
+    def counters(self, signal: str, start: int, end: int, provider: str | None = None) -> list[CounterPoint]:
+        """Counter minutes of ``signal`` with ``start <= ts < end``."""
+        rows = self._select("minute_counter", "value", signal, start, end, provider)
+        return [CounterPoint(int(ts), self._key_of(int(sid)), float(v)) for sid, ts, v in rows]
 
     def histograms(self, signal: str, start: int, end: int, provider: str | None = None) -> list[HistPoint]:
         """Histogram minutes of ``signal`` with ``start <= ts < end``."""
-        ids = self._ids(signal, provider)
-        if not ids:
-            return []
-        marks = ",".join("?" * len(ids))
-        with self._reading() as r:
-            rows = r.execute(
-                f"SELECT series_id, ts, count, sum, buckets FROM minute_hist WHERE series_id IN ({marks}) "
-                "AND ts >= ? AND ts < ? ORDER BY ts",
-                (*ids, start, end),
-            ).fetchall()
-        return [HistPoint(ts, self._key_of(sid), c, s, _decode_buckets(b)) for sid, ts, c, s, b in rows]
+        rows = self._select("minute_hist", "count, sum, buckets", signal, start, end, provider)
+        return [HistPoint(int(ts), self._key_of(int(sid)), float(c), float(s), _decode_buckets(b))
+                for sid, ts, c, s, b in rows]
+
+    def hour_counters(self, signal: str, start: int, end: int, provider: str | None = None) -> list[CounterPoint]:
+        """Local-hour rollups of a counter signal with ``start <= hour start < end``."""
+        rows = self._select("hour_counter", "value, minutes", signal, start, end, provider)
+        return [CounterPoint(int(ts), self._key_of(int(sid)), float(v), int(n))
+                for sid, ts, v, n in rows]
+
+    def hour_histograms(self, signal: str, start: int, end: int, provider: str | None = None) -> list[HistPoint]:
+        """Local-hour rollups of a histogram signal with ``start <= hour start < end``."""
+        rows = self._select("hour_hist", "count, sum, buckets, minutes", signal, start, end, provider)
+        return [HistPoint(int(ts), self._key_of(int(sid)), float(c), float(s), _decode_buckets(b), int(n))
+                for sid, ts, c, s, b, n in rows]
 
     def span(self) -> tuple[int, int] | None:
-        """First and last stored minute, or None when empty."""
+        """First and last stored minute (or hour, once minutes have expired), or None."""
         with self._reading() as r:
             row = r.execute(
                 "SELECT MIN(lo), MAX(hi) FROM (SELECT MIN(ts) lo, MAX(ts) hi FROM minute_counter "
-                "UNION ALL SELECT MIN(ts), MAX(ts) FROM minute_hist)"
+                "UNION ALL SELECT MIN(ts), MAX(ts) FROM minute_hist "
+                "UNION ALL SELECT MIN(ts), MAX(ts) FROM hour_counter)"
             ).fetchone()
         if row is None or row[0] is None:
             return None

@@ -6,6 +6,7 @@ token from ``api.token``; see :func:`require_token`.
 
 from __future__ import annotations
 
+import hmac
 import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -13,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
 
 from collectors.hour_of_week import WEEKDAYS, profile
 from collectors.signals import DERIVED, hourly
@@ -25,6 +27,22 @@ def _controller(request: Request) -> Controller:
 
 
 Ctl = Annotated[Controller, Depends(_controller)]
+
+#: Largest accepted POST body (a batch of events). Measured in bytes.
+MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
+def require_token(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+    """Refuse a write unless it carries the configured bearer token (compared in constant time)."""
+    token = _controller(request).settings.api.token
+    if token is None:
+        raise HTTPException(403, "writes are disabled: set api.token (DIURNAL_API__TOKEN) to enable them")
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+        raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+
+Writer = Annotated[None, Depends(require_token)]
 
 
 def create_app(controller: Controller) -> FastAPI:
@@ -77,6 +95,23 @@ def create_app(controller: Controller) -> FastAPI:
                 for (signal, provider), row in sorted(c.current_forecasts().items())
             ]
         return JSONResponse(body, headers=headers)
+
+    @app.post(
+        "/v1/events",
+        summary="Push per-request events as JSON lines (needs the bearer token).",
+        responses={401: {"description": "Missing or wrong token"}, 403: {"description": "Writes disabled"},
+                   413: {"description": "Body too large"}},
+        openapi_extra={"requestBody": {"content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+                                       "required": True}},
+    )
+    async def post_events(request: Request, c: Ctl, _: Writer) -> JSONResponse:
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            raise HTTPException(413, f"body over {MAX_BODY_BYTES} bytes; send smaller batches")
+        batch = await run_in_threadpool(c.ingest_events, body)  # keep the event loop free for polls
+        status = 200 if not batch.errors or batch.accepted else 422
+        return JSONResponse({"accepted": batch.accepted, "rejected": len(batch.errors), "errors": batch.errors[:1000]},
+                            status_code=status)
 
     @app.get("/v1/forecast", summary="Current forecasts per signal and provider.")
     def get_forecast(c: Ctl) -> dict[str, Any]:

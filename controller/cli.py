@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from collectors.errors import CollectorError
 from controller.core import package_version
 from controller.errors import ConfigError
 from controller.settings import Settings, load_settings
@@ -57,6 +58,84 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from controller.core import Controller
+    from controller.service import run_backfill
+
+    s = _settings(args)
+    _logging(s.log_level)
+    ctl = Controller.from_settings(s)
+    try:
+        stats = run_backfill(ctl, s, weeks=args.weeks, progress=lambda m: print(m, flush=True))
+    finally:
+        ctl.close()
+    print(f"backfilled {stats.samples} samples in {stats.chunks} chunks from {s.prometheus.url}: "
+          f"{stats.rows_written} minute rows stored ({stats.retries} retries)")
+    return 0
+
+
+def cmd_import_csv(args: argparse.Namespace) -> int:
+    from collectors.csv_import import import_csv
+    from collectors.store import Store
+
+    s = _settings(args)
+    tz = args.timezone or s.timezone
+    store = Store(s.data_dir, tz=tz)
+    try:
+        st = import_csv(store, args.file, time_column=args.time_column, value_column=args.value_column,
+                        signal=args.signal, provider=args.provider, ignore_offset=args.ignore_offset)
+    finally:
+        store.close()
+    print(f"imported {st.points} points ({st.rows_read} rows) of {args.signal!r} from {args.file}: "
+          f"{st.first:%Y-%m-%d %H:%M} .. {st.last:%Y-%m-%d %H:%M} UTC, {st.written} new; "
+          f"hours in {tz}; store {s.data_dir}")
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    import json
+
+    from collectors.hour_of_week import WEEKDAYS, profile
+    from collectors.signals import hourly
+    from collectors.store import Store
+    from controller.render import heatmap, heatmap_png, top_deviations
+
+    s = _settings(args)
+    tz = args.timezone or s.timezone
+    store = Store(s.data_dir, tz=tz)
+    try:
+        provider = None if args.provider in (None, "*") else args.provider
+        span = store.span()
+        if span is None:
+            print(f"diurnal: the store in {s.data_dir} is empty", file=sys.stderr)
+            return 1
+        end = span[1] + 3600
+        series = hourly(store, args.signal, tz, end - int(args.weeks * 7 * 86400), end, provider)
+    except ValueError as exc:
+        print(f"diurnal: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    prof = profile(series, tz)
+    who = args.provider or "all series"
+    if args.json:
+        cells = [{"weekday": WEEKDAYS[i // 24], "hour": i % 24,
+                  **{k: (None if r[k] != r[k] else float(r[k])) for k in ("median", "p10", "p90")},
+                  "weeks": int(r["weeks"])} for i, r in prof.iterrows()]
+        print(json.dumps({"signal": args.signal, "series": args.provider or "*", "tz": tz, "cells": cells}))
+        return 0
+    title = f"Hour-of-week {args.signal} ({who}), median per slot, {tz}"
+    print(heatmap(prof, title=title + ":", unit=args.signal))
+    devs = top_deviations(prof, args.signal)
+    print("\nTop deviations from the weekly median:" if devs else "\nNo hour deviates 15% or more from the weekly median.")
+    for line in devs:
+        print(f"  {line}")
+    if args.png:
+        heatmap_png(prof, str(args.png), title=title, unit=args.signal)
+        print(f"\nwrote {args.png}")
+    return 0
+
+
 def _logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # These log a line per scrape or job run at INFO; the sidecar reports failures itself.
@@ -81,6 +160,33 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8787, help="API port with --serve")
     demo.set_defaults(func=cmd_demo)
 
+    bf = sub.add_parser("backfill", help="read weeks of history from Prometheus (query_range) into the store")
+    bf.add_argument("--config", type=Path, help="YAML settings file (prometheus.url and credentials)")
+    bf.add_argument("--weeks", type=float, help="weeks to read (default: prometheus.backfill_weeks)")
+    bf.set_defaults(func=cmd_backfill)
+
+    imp = sub.add_parser("import-csv", help="load a time series from a CSV file into the store")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--time-column", required=True, help="column with timestamps")
+    imp.add_argument("--value-column", required=True, help="column with the numbers")
+    imp.add_argument("--signal", required=True, help="name to store the series under, e.g. demand")
+    imp.add_argument("--provider", default="imported", help="series label (default: imported)")
+    imp.add_argument("--timezone", help="IANA zone of naive timestamps and of the hours (default: settings)")
+    imp.add_argument("--ignore-offset", action="store_true",
+                     help="read timestamps as local wall time even if they carry an offset such as Z")
+    imp.add_argument("--config", type=Path, help="YAML settings file (data_dir)")
+    imp.set_defaults(func=cmd_import_csv)
+
+    prof = sub.add_parser("profile", help="hour-of-week heatmap of a signal (terminal, PNG or JSON)")
+    prof.add_argument("--signal", default="latency_p95", help="derived or imported signal (default latency_p95)")
+    prof.add_argument("--provider", help="one provider (default: all together)")
+    prof.add_argument("--weeks", type=float, default=8, help="weeks of history, ending at the newest data")
+    prof.add_argument("--timezone", help="IANA zone of the hours (default: settings)")
+    prof.add_argument("--png", type=Path, help="also write the heatmap as a PNG")
+    prof.add_argument("--json", action="store_true", help="print the profile as JSON")
+    prof.add_argument("--config", type=Path, help="YAML settings file (data_dir)")
+    prof.set_defaults(func=cmd_profile)
+
     check = sub.add_parser("check-config", help="validate a settings file and name any bad field")
     check.add_argument("file", type=Path)
     check.set_defaults(func=cmd_check_config)
@@ -94,6 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"diurnal: {exc}", file=sys.stderr)
         return 2
+    except CollectorError as exc:
+        print(f"diurnal: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

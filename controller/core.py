@@ -24,6 +24,7 @@ import pandas as pd
 from prometheus_client import CollectorRegistry
 
 from collectors.errors import ExpositionError
+from collectors.events import EventBatch, parse_events
 from collectors.exposition import Sample, parse_exposition
 from collectors.hour_of_week import local_hour_start_at
 from collectors.intervals import IngestStats, MinuteAggregator, MinuteRow
@@ -68,7 +69,7 @@ class Controller:
     def __init__(self, settings: Settings, *, clock: Clock = _utc_now, store: Store | None = None) -> None:
         self.settings = settings
         self.clock = clock
-        self.store = store if store is not None else Store(settings.data_dir)
+        self.store = store if store is not None else Store(settings.data_dir, tz=settings.timezone)
         self.mapper = Mapper(PRESETS[settings.router.preset], settings.router.model_providers)
         self.aggregator = MinuteAggregator()
         self.registry = CollectorRegistry()
@@ -125,6 +126,34 @@ class Controller:
         if stats.out_of_order:
             m.ingest_errors.labels("out_of_order").inc(stats.out_of_order)
         return stats
+
+    def ingest_events(self, body: bytes, at: datetime | None = None) -> EventBatch:
+        """Aggregate pushed per-request events (JSON lines). Bad lines are reported in the
+        result, never half-counted; events older than the minutes still open are stored as
+        late data for their minute."""
+        when = _aware(at) if at is not None else _aware(self.clock())
+        now = when.timestamp()
+        batch = parse_events(body, now=now, oldest=now - self.store.minute_retention)
+        with self._lock:
+            self.aggregator.add_cells(batch.cells)
+            if batch.newest is not None:
+                newest = datetime.fromtimestamp(min(batch.newest, now), UTC)
+                if self._last_data_at is None or newest > self._last_data_at:
+                    self._last_data_at = newest
+        self.metrics.events.labels("accepted").inc(batch.accepted)
+        if batch.errors:
+            self.metrics.events.labels("rejected").inc(len(batch.errors))
+        return batch
+
+    def invalidate_history(self) -> None:
+        """Forget cached hourly history (after a backfill or import wrote older data), so the
+        next step refits from the store."""
+        with self._lock:
+            self._hourly.clear()
+            self._last_refit_hour = None
+            span = self.store.span()
+            if span is not None and self._last_data_at is None:
+                self._last_data_at = datetime.fromtimestamp(span[1] + 60, UTC)
 
     def flush(self) -> int:
         """Write every open minute to the store (used at shutdown)."""

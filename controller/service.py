@@ -7,17 +7,19 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from collectors.errors import ExpositionError, ScrapeError
+from collectors.backfill import BackfillStats, PrometheusAPI, backfill
+from collectors.errors import CollectorError, ExpositionError, ScrapeError
 from collectors.exposition import OPENMETRICS_CONTENT_TYPE
 from controller.api import create_app
 from controller.core import Controller
+from controller.errors import ConfigError
 from controller.settings import Settings
 
 log = logging.getLogger("diurnal.service")
@@ -161,6 +163,42 @@ def serve(controller: Controller, settings: Settings, *, stop: threading.Event |
         raise OSError(f"the API could not listen on {settings.api.host}:{settings.api.port} (see the log above)")
 
 
+def prometheus_api(settings: Settings, client: httpx.Client) -> PrometheusAPI:
+    p = settings.prometheus
+    if p.url is None:
+        raise ConfigError("prometheus.url is not set (DIURNAL_PROMETHEUS__URL); nothing to backfill from")
+    basic = None
+    if p.basic_auth_username is not None and p.basic_auth_password is not None:
+        basic = (p.basic_auth_username, p.basic_auth_password.get_secret_value())
+    token = p.bearer_token.get_secret_value() if p.bearer_token is not None else None
+    return PrometheusAPI(client, p.url, bearer_token=token, basic_auth=basic)
+
+
+def run_backfill(controller: Controller, settings: Settings, *, weeks: float | None = None,
+                 end: datetime | None = None, progress: Callable[[str], None] | None = None) -> BackfillStats:
+    """Backfill ``weeks`` of history up to ``end`` (default: now) into the controller's store."""
+    span = weeks if weeks is not None else settings.prometheus.backfill_weeks
+    stop_at = end or datetime.now(UTC)
+    with httpx.Client(timeout=settings.prometheus.timeout_seconds) as client:
+        api = prometheus_api(settings, client)
+        stats = backfill(controller.store, controller.mapper, api,
+                         start=int((stop_at - timedelta(weeks=span)).timestamp()), end=int(stop_at.timestamp()),
+                         step=settings.prometheus.step_seconds, progress=progress)
+    controller.invalidate_history()
+    log.info("backfill done: %d samples, %d minute rows stored, %d retries", stats.samples, stats.rows_written,
+             stats.retries)
+    return stats
+
+
+def _backfill_in_background(controller: Controller, settings: Settings) -> None:
+    try:
+        run_backfill(controller, settings)
+    except (CollectorError, ConfigError) as exc:
+        log.warning("backfill at start failed, continuing with what is stored: %s", exc)
+    except Exception:
+        log.exception("backfill at start failed, continuing with what is stored")
+
+
 def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
     """The sidecar: scrape, tick and serve until stopped. History persists in ``data_dir``."""
     controller = Controller.from_settings(settings)
@@ -171,6 +209,9 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
     scraper = Scraper(controller, client, url, settings) if url else None
     sched = build_scheduler(controller, scraper, settings)
     sched.start()
+    if settings.prometheus.url and settings.prometheus.backfill_weeks > 0:
+        threading.Thread(target=_backfill_in_background, args=(controller, settings), daemon=True,
+                         name="backfill").start()
     log.info("diurnal running in %s mode; store at %s", settings.guardrails.mode, controller.store.path)
     try:
         serve(controller, settings, stop=stop)

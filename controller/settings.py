@@ -63,6 +63,30 @@ class RouterSettings(_Group):
     )
 
 
+class PrometheusSettings(_Group):
+    url: str | None = Field(
+        default=None,
+        description="Base URL of a Prometheus-compatible API (Prometheus, Thanos, Mimir, "
+        "VictoriaMetrics) to backfill history from. Unset means no backfill.",
+    )
+    bearer_token: SecretStr | None = Field(default=None, description="Bearer token for that API.")
+    basic_auth_username: str | None = Field(default=None, description="Basic-auth user for that API.")
+    basic_auth_password: SecretStr | None = Field(default=None, description="Basic-auth password for that API.")
+    backfill_weeks: float = Field(
+        default=8.0, ge=0, le=52, description="History read at start (0: none). Measured in weeks."
+    )
+    step_seconds: int = Field(
+        default=60, ge=1, le=3600, description="Resolution of the backfill queries. Measured in seconds."
+    )
+    timeout_seconds: float = Field(default=30.0, gt=0, description="Timeout per query. Measured in seconds.")
+
+    @model_validator(mode="after")
+    def _auth_pair(self) -> PrometheusSettings:
+        if (self.basic_auth_username is None) != (self.basic_auth_password is None):
+            raise ValueError("set both basic_auth_username and basic_auth_password, or neither")
+        return self
+
+
 class ApiSettings(_Group):
     host: str = Field(
         default="127.0.0.1",
@@ -208,6 +232,7 @@ class Settings(BaseSettings):
         default="INFO", description="Log level."
     )
     router: RouterSettings = Field(default_factory=RouterSettings)
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)

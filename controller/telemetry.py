@@ -33,6 +33,10 @@ class Metrics:
             "diurnal_scrapes", "Scrapes of the router, by result (ok, unreachable, http_error, malformed).",
             ["result"], registry=registry,
         )
+        self.events = Counter(
+            "diurnal_events", "Pushed per-request events, by result (accepted, rejected).", ["result"],
+            registry=registry,
+        )
         self.ticks = Counter("diurnal_control_ticks", "Control ticks run.", registry=registry)
         self.tick_errors = Counter(
             "diurnal_control_tick_errors", "Control ticks that failed (the loop goes on).", registry=registry

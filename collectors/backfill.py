@@ -1,0 +1,147 @@
+"""Backfill history from a Prometheus-compatible API (Prometheus, Thanos, Mimir,
+VictoriaMetrics) with ``/api/v1/query_range``.
+
+The raw series the mapping reads (counters, histogram buckets) are fetched in step-aligned
+chunks and replayed, timestamp by timestamp, through the same delta tracker and minute
+aggregator a scrape goes through, so backfilled history is computed exactly like scraped
+history. It is written fill-only: an hour that already has data is never counted twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import httpx
+
+from collectors.errors import CollectorError
+from collectors.exposition import Sample
+from collectors.hour_of_week import local_hour_start_at
+from collectors.intervals import IngestStats, MinuteAggregator
+from collectors.mapping import Mapper
+from collectors.store import Store
+
+log = logging.getLogger("diurnal.backfill")
+
+#: Prometheus refuses a query_range with more than 11,000 points per series.
+MAX_POINTS = 10_000
+
+
+class BackfillError(CollectorError):
+    """The Prometheus API could not be read (after retries) or refused the query."""
+
+
+@dataclass
+class BackfillStats:
+    chunks: int = 0
+    samples: int = 0
+    rows_written: int = 0
+    retries: int = 0
+    ingest: IngestStats | None = None
+
+
+class PrometheusAPI:
+    """A small client for ``query_range`` with retries, backoff with jitter, and auth."""
+
+    def __init__(self, client: httpx.Client, base_url: str, *, bearer_token: str | None = None,
+                 basic_auth: tuple[str, str] | None = None, retries: int = 4, backoff_seconds: float = 0.5,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.client = client
+        self.base_url = base_url.rstrip("/")
+        self.retries = retries
+        self.backoff = backoff_seconds
+        self.sleep = sleep
+        self.retried = 0
+        self._headers: dict[str, str] = {}
+        if bearer_token:
+            self._headers["Authorization"] = f"Bearer {bearer_token}"
+        if basic_auth:
+            pair = f"{basic_auth[0]}:{basic_auth[1]}".encode()
+            self._headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+
+    def query_range(self, query: str, start: int, end: int, step: int) -> list[dict[str, object]]:
+        params = {"query": query, "start": str(start), "end": str(end), "step": str(step)}
+        url = f"{self.base_url}/api/v1/query_range"
+        for attempt in range(self.retries + 1):
+            problem: str
+            try:
+                resp = self.client.post(url, data=params, headers=self._headers)
+            except httpx.TransportError as exc:
+                problem = f"cannot reach {self.base_url}: {exc}"
+            else:
+                if resp.status_code == 200:
+                    body = resp.json()
+                    if body.get("status") != "success":
+                        raise BackfillError(f"{url} answered {body.get('errorType')}: {body.get('error')}")
+                    result: list[dict[str, object]] = body["data"]["result"]
+                    return result
+                if resp.status_code in (401, 403):
+                    raise BackfillError(f"{url} refused the credentials (HTTP {resp.status_code}); "
+                                        "check prometheus.bearer_token / basic auth")
+                if resp.status_code == 400 or resp.status_code == 422:
+                    raise BackfillError(f"{url} rejected the query {query!r}: {resp.text[:300]}")
+                problem = f"{url} answered HTTP {resp.status_code}"
+            if attempt == self.retries:
+                raise BackfillError(f"{problem} (gave up after {self.retries + 1} attempts)")
+            delay = self.backoff * 2**attempt * (0.5 + random.random())  # noqa: S311 - jitter, not crypto
+            log.warning("%s; retrying in %.1fs", problem, delay)
+            self.retried += 1
+            self.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+def _metric_names(mapper: Mapper) -> list[str]:
+    names: set[str] = set()
+    for rule in mapper.preset.counters:
+        names.update((rule.metric, rule.metric + "_total"))
+    for h in mapper.preset.histograms:
+        names.update(f"{h.metric}_{s}" for s in ("bucket", "sum", "count"))
+    return sorted(names)
+
+
+def _chunks(start: int, end: int, step: int, chunk_seconds: int) -> Iterator[tuple[int, int]]:
+    size = max(step, min(chunk_seconds, step * MAX_POINTS) // step * step)
+    t = start
+    while t <= end:
+        yield t, min(end, t + size - step)
+        t += size
+
+
+def backfill(store: Store, mapper: Mapper, api: PrometheusAPI, *, start: int, end: int, step: int = 60,
+             chunk_seconds: int = 6 * 3600, progress: Callable[[str], None] | None = None) -> BackfillStats:
+    """Read ``[start, end]`` at ``step`` seconds and store it like scraped data (fill-only)."""
+    if step <= 0 or end <= start:
+        raise ValueError("backfill needs step > 0 and end > start")
+    start = start // step * step  # step-aligned, so repeated backfills read the same instants
+    names = _metric_names(mapper)
+    query = '{__name__=~"' + "|".join(names) + '"}'
+    agg = MinuteAggregator()
+    stats = BackfillStats(ingest=IngestStats())
+    assert stats.ingest is not None
+    for lo, hi in _chunks(start, end, step, chunk_seconds):
+        result = api.query_range(query, lo, hi, step)
+        by_ts: dict[float, list[Sample]] = defaultdict(list)
+        for series in result:
+            labels = dict(series["metric"])  # type: ignore[call-overload]
+            name = str(labels.pop("__name__", ""))
+            label_tuple = tuple(sorted((str(k), str(v)) for k, v in labels.items()))
+            for ts, value in series["values"]:  # type: ignore[attr-defined]
+                by_ts[float(ts)].append(Sample(name, label_tuple, float(value)))
+        for ts in sorted(by_ts):
+            stats.ingest.add(agg.ingest(mapper.map(by_ts[ts]), ts))
+            stats.samples += len(by_ts[ts])
+        # Write whole local hours only: fill-only writes skip an hour that has any data.
+        upto = local_hour_start_at(int(hi), store.tz)
+        stats.rows_written += store.write(agg.close_before(upto), fill_only=True)
+        stats.chunks += 1
+        if progress is not None:
+            progress(f"  backfilled up to {time.strftime('%Y-%m-%d %H:%M', time.gmtime(hi))} UTC "
+                     f"({stats.samples} samples)")
+    stats.rows_written += store.write(agg.close_all(), fill_only=True)
+    stats.retries = api.retried
+    return stats

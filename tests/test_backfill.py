@@ -1,0 +1,175 @@
+"""Backfill through a Prometheus-compatible query_range API."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from collectors.backfill import BackfillError, PrometheusAPI, backfill
+from collectors.exposition import parse_exposition
+from collectors.hour_of_week import profile
+from collectors.mapping import LITELLM, Mapper
+from collectors.signals import hourly
+from collectors.store import Store
+from controller import Controller
+from controller.demo import demo_settings
+from sim import STATIC_WEIGHTS, SimulatedRouter, WorldSpec
+from tests.conftest import free_port, need_binary, wait_http
+
+TZ = "America/New_York"
+
+
+def matrix(name: str, labels: dict[str, str], points: list[tuple[int, float]]) -> dict[str, object]:
+    return {"metric": {"__name__": name, **labels}, "values": [[t, str(v)] for t, v in points]}
+
+
+def test_query_range_retries_then_succeeds_with_auth() -> None:
+    calls: list[httpx.Request] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        calls.append(req)
+        if len(calls) < 3:
+            return httpx.Response(503, text="overloaded")
+        return httpx.Response(200, json={"status": "success", "data": {"resultType": "matrix", "result": []}})
+
+    slept: list[float] = []
+    api = PrometheusAPI(httpx.Client(transport=httpx.MockTransport(handler)), "http://prom.invalid",
+                        basic_auth=("u", "p"), sleep=slept.append)
+    assert api.query_range("up", 0, 600, 60) == []
+    assert len(calls) == 3 and len(slept) == 2 and slept[1] > slept[0] * 0.5
+    assert calls[0].headers["authorization"] == "Basic dTpw"
+    form = parse_qs(calls[0].content.decode())
+    assert form["step"] == ["60"] and form["query"] == ["up"]
+
+
+@pytest.mark.parametrize(
+    ("response", "needle"),
+    [
+        pytest.param(httpx.Response(401), "credentials", id="unauthorized"),
+        pytest.param(httpx.Response(400, text="parse error"), "rejected the query", id="bad-query"),
+        pytest.param(httpx.Response(503), "gave up after 3 attempts", id="down-after-retries"),
+    ],
+)
+def test_query_range_errors_are_clear(response: httpx.Response, needle: str) -> None:
+    api = PrometheusAPI(httpx.Client(transport=httpx.MockTransport(lambda req: response)), "http://p.invalid",
+                        retries=2, sleep=lambda s: None)
+    with pytest.raises(BackfillError, match=needle):
+        api.query_range("up", 0, 600, 60)
+
+
+def test_backfill_replays_counters_and_skips_what_is_stored(tmp_path: Path) -> None:
+    t0 = int(datetime(2026, 11, 9, 14, tzinfo=UTC).timestamp())
+    labels = {"api_provider": "openai", "requested_model": "chat", "instance": "r1:4000", "job": "litellm"}
+    points = [(t0 + 60 * i, 10.0 * i) for i in range(181)]  # 10 requests a minute for 3 hours
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        form = parse_qs(req.content.decode())
+        lo, hi = int(form["start"][0]), int(form["end"][0])
+        pts = [(t, v) for t, v in points if lo <= t <= hi]
+        body = [matrix("litellm_deployment_total_requests_total", labels, pts)] if pts else []
+        return httpx.Response(200, json={"status": "success", "data": {"resultType": "matrix", "result": body}})
+
+    store = Store(tmp_path, tz="UTC")
+    api = PrometheusAPI(httpx.Client(transport=httpx.MockTransport(handler)), "http://p.invalid")
+    stats = backfill(store, Mapper(LITELLM), api, start=t0, end=t0 + 3 * 3600, step=60, chunk_seconds=3600)
+    assert stats.chunks == 4
+    hours = [(h.ts - t0, h.value) for h in store.hour_counters("requests", 0, 2**40)]
+    assert hours == [(0, 600.0), (3600, 600.0), (7200, 600.0)]
+    again = backfill(store, Mapper(LITELLM), api, start=t0, end=t0 + 3 * 3600, step=60, chunk_seconds=5400)
+    assert again.rows_written == 0  # overlapping history is not stored twice
+    store.close()
+
+
+def _openmetrics(router: SimulatedRouter, start: datetime, end: datetime, step: timedelta) -> tuple[str, list[tuple[datetime, str]]]:
+    """Timestamped OpenMetrics of the router every ``step``, and the expositions themselves."""
+    series: dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[float, float]]] = defaultdict(list)
+    families: dict[str, str] = {}
+    scrapes = []
+    t = start
+    while t <= end:
+        router.advance(t)
+        text = router.exposition()
+        scrapes.append((t, text))
+        for line in text.splitlines():
+            if line.startswith("# TYPE"):
+                _, _, name, kind = line.split()
+                families[name] = kind
+        for s in parse_exposition(text):
+            series[(s.name, s.labels)].append((t.timestamp(), s.value))
+        t += step
+    out = []
+    for fam, kind in families.items():
+        out.append(f"# TYPE {fam} {kind}")
+        for (name, labels), pts in series.items():
+            if name == fam or name.startswith(fam + "_"):
+                lbl = ",".join(f'{k}="{v}"' for k, v in labels)
+                out.extend(f"{name}{{{lbl}}} {v} {ts:.0f}" for ts, v in pts)
+    return "\n".join(out) + "\n# EOF\n", scrapes
+
+
+@pytest.mark.integration
+def test_backfill_from_promtool_blocks_matches_direct_ingest(tmp_path: Path) -> None:
+    promtool, prometheus = need_binary("promtool"), need_binary("prometheus")
+    spec = WorldSpec()
+    end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
+    end -= timedelta(minutes=end.minute % 10)
+    start = end - timedelta(weeks=2)
+    text, scrapes = _openmetrics(SimulatedRouter(spec, seed=9, start=start, weights=STATIC_WEIGHTS),
+                                 start, end, timedelta(minutes=10))
+    om = tmp_path / "data.om"
+    om.write_text(text)
+    blocks = Path(tempfile.mkdtemp(prefix="diurnal-blocks-"))
+    try:
+        made = subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", str(om), str(blocks)],
+                              capture_output=True, text=True, timeout=600)
+        assert made.returncode == 0, made.stderr
+        port = free_port()
+        cfg = tmp_path / "prometheus.yml"
+        cfg.write_text("global: {scrape_interval: 15s}\nscrape_configs: []\n")
+        proc = subprocess.Popen([prometheus, f"--config.file={cfg}", f"--storage.tsdb.path={blocks}",
+                                 "--storage.tsdb.retention.time=10y", f"--web.listen-address=127.0.0.1:{port}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/-/ready", timeout=60)
+            backfilled = Store(tmp_path / "backfilled", tz=TZ)
+            mapper = Mapper(LITELLM, spec.model_providers())
+            with httpx.Client(timeout=60) as client:
+                stats = backfill(backfilled, mapper, PrometheusAPI(client, f"http://127.0.0.1:{port}"),
+                                 start=int(start.timestamp()), end=int(end.timestamp()), step=600)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    finally:
+        shutil.rmtree(blocks, ignore_errors=True)
+    assert stats.samples > 0 and stats.rows_written > 0
+
+    direct = Controller.from_settings(demo_settings(tmp_path / "direct", spec))
+    for t, exposition in scrapes:
+        direct.ingest_exposition(exposition, at=t)
+    direct.flush()
+    lo, hi = int(start.timestamp()), int(end.timestamp())
+    for signal, provider in [("request_rate", None), ("latency_p95", "openai"), ("cache_hit_ratio", None),
+                             ("spend_rate", "anthropic")]:
+        a = profile(hourly(backfilled, signal, TZ, lo, hi, provider), TZ)
+        b = profile(hourly(direct.store, signal, TZ, lo, hi, provider), TZ)
+        assert np.allclose(a["median"].to_numpy(float), b["median"].to_numpy(float), rtol=1e-9, equal_nan=True), signal
+        assert (a["weeks"] == b["weeks"]).all()
+    direct.close()
+    backfilled.close()
+
+
+def test_hourly_series_of_a_backfilled_store_is_regular(tmp_path: Path) -> None:
+    store = Store(tmp_path, tz=TZ)
+    s = hourly(store, "request_rate", TZ, 0, 7200)
+    assert isinstance(s, pd.Series) and s.isna().all()
+    store.close()

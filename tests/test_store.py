@@ -1,0 +1,119 @@
+"""The embedded store: rollups, fill-only writes, retention, migrations."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from collectors.errors import StoreError
+from collectors.intervals import MinuteCell, MinuteRow
+from collectors.mapping import SeriesKey
+from collectors.signals import hourly
+from collectors.store import SCHEMA_VERSION, Store
+
+REQ = SeriesKey("requests", "openai", "gpt-4o", "chat")
+LAT = SeriesKey("latency", "openai", "gpt-4o", "chat")
+T0 = int(datetime(2026, 11, 9, 14, tzinfo=UTC).timestamp())  # 09:00 New York
+
+
+def counter_rows(start: int, minutes: int, value: float = 1.0, key: SeriesKey = REQ) -> list[MinuteRow]:
+    return [MinuteRow(start + 60 * i, key, MinuteCell(value=value)) for i in range(minutes)]
+
+
+def test_hour_rollups_equal_the_minutes(tmp_path: Path) -> None:
+    store = Store(tmp_path, tz="America/New_York")
+    store.write(counter_rows(T0, 150, 2.0))
+    store.write([MinuteRow(T0 + 60 * i, LAT, MinuteCell(count=1, sum=1.5, buckets={1.0: 0, 2.0: 1, math.inf: 1}))
+                 for i in range(150)])
+    hours = store.hour_counters("requests", 0, 2**40)
+    assert [(h.ts - T0, h.value, h.minutes) for h in hours] == [(0, 120.0, 60), (3600, 120.0, 60), (7200, 60.0, 30)]
+    hh = store.hour_histograms("latency", 0, 2**40)
+    assert [h.count for h in hh] == [60, 60, 30]
+    rate = hourly(store, "request_rate", "America/New_York", T0, T0 + 3 * 3600)
+    assert rate.tolist() == pytest.approx([2 / 60] * 3)  # a partial hour is a rate over its minutes
+    store.close()
+
+
+def test_a_second_write_to_the_same_minute_adds_without_extra_coverage(tmp_path: Path) -> None:
+    store = Store(tmp_path, tz="UTC")
+    store.write(counter_rows(T0, 1, 3.0))
+    store.write(counter_rows(T0, 1, 4.0))
+    [m] = store.counters("requests", 0, 2**40)
+    [h] = store.hour_counters("requests", 0, 2**40)
+    assert m.value == 7.0 and (h.value, h.minutes) == (7.0, 1)
+    store.close()
+
+
+def test_fill_only_never_counts_an_hour_twice(tmp_path: Path) -> None:
+    store = Store(tmp_path, tz="UTC")
+    store.write(counter_rows(T0 + 3600, 30, 1.0))              # scraped: the second hour, half
+    written = store.write(counter_rows(T0, 180, 5.0), fill_only=True)  # backfill over three hours
+    assert written == 120                                      # first and third hours only
+    hours = {h.ts - T0: (h.value, h.minutes) for h in store.hour_counters("requests", 0, 2**40)}
+    assert hours == {0: (300.0, 60), 3600: (30.0, 30), 7200: (300.0, 60)}
+    assert store.write(counter_rows(T0, 180, 5.0), fill_only=True) == 0  # a second backfill adds nothing
+    store.close()
+
+
+def test_retention_drops_old_minutes_then_old_hours(tmp_path: Path) -> None:
+    store = Store(tmp_path, tz="UTC", minute_retention=3600, hour_retention=3 * 3600)
+    store.write(counter_rows(T0, 240, 1.0))
+    dropped_minutes, dropped_hours = store.prune(T0 + 4 * 3600)
+    assert dropped_minutes == 180 and dropped_hours == 1
+    assert len(store.counters("requests", 0, 2**40)) == 60
+    assert [h.ts - T0 for h in store.hour_counters("requests", 0, 2**40)] == [3600, 7200, 10800]
+    store.close()
+
+
+def test_v1_store_is_migrated_with_rollups(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "diurnal.db")
+    conn.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE series (id INTEGER PRIMARY KEY, signal TEXT NOT NULL, provider TEXT NOT NULL,
+            model TEXT NOT NULL, route TEXT NOT NULL, UNIQUE (signal, provider, model, route));
+        CREATE TABLE minute_counter (series_id INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL,
+            PRIMARY KEY (series_id, ts)) WITHOUT ROWID;
+        CREATE TABLE minute_hist (series_id INTEGER NOT NULL, ts INTEGER NOT NULL, count REAL NOT NULL,
+            sum REAL NOT NULL, buckets BLOB NOT NULL, PRIMARY KEY (series_id, ts)) WITHOUT ROWID;
+        INSERT INTO meta VALUES ('schema_version', '1');
+        INSERT INTO series VALUES (1, 'requests', 'openai', 'gpt-4o', 'chat');
+    """)
+    conn.executemany("INSERT INTO minute_counter VALUES (1, ?, 2.0)", [(T0 + 60 * i,) for i in range(90)])
+    conn.commit()
+    conn.close()
+    store = Store(tmp_path, tz="UTC")
+    assert [(h.value, h.minutes) for h in store.hour_counters("requests", 0, 2**40)] == [(120.0, 60), (60.0, 30)]
+    store.close()
+    assert sqlite3.connect(tmp_path / "diurnal.db").execute(
+        "SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    Store(tmp_path).close()
+    conn = sqlite3.connect(tmp_path / "diurnal.db")
+    conn.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="schema version 99"):
+        Store(tmp_path)
+
+
+def test_changing_timezone_rebuilds_local_hours(tmp_path: Path) -> None:
+    store = Store(tmp_path, tz="UTC")
+    store.write(counter_rows(T0, 120, 1.0))
+    store.close()
+    kolkata = Store(tmp_path, tz="Asia/Kolkata")  # +05:30: local hours start at :30 UTC
+    hours = [(h.ts - T0, h.value) for h in kolkata.hour_counters("requests", 0, 2**40)]
+    assert hours == [(-1800, 30.0), (1800, 60.0), (5400, 30.0)]
+    kolkata.close()
+
+
+def test_unwritable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match="data dir"):
+        Store(blocker / "sub")
