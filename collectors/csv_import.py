@@ -82,5 +82,6 @@ def import_csv(store: Store, path: Path, *, time_column: str, value_column: str,
     series = read_series(path, time_column=time_column, value_column=value_column, tz=store.tz,
                          ignore_offset=ignore_offset)
     written = import_series(store, series, signal=signal, provider=provider)
-    rows = sum(1 for _ in path.open()) - 1
+    with path.open() as f:
+        rows = sum(1 for _ in f) - 1
     return ImportStats(rows, len(series), written, series.index[0], series.index[-1])

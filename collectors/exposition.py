@@ -28,15 +28,63 @@ class Sample:
         return None
 
 
+class ExpositionParser:
+    """:func:`parse_exposition` with a cache of series identities, for repeated scrapes.
+
+    A router exposes nearly the same series on every scrape; only the values change. The
+    series part of a sample line (``name{labels}``, up to the last ``}``: values and
+    timestamps never contain one) is parsed once by prometheus_client and remembered; for a
+    known series only the value is read. Unknown series, and any line whose value does not
+    read as a number, go through prometheus_client, so errors are reported exactly as there.
+    OpenMetrics is always parsed in full (its EOF and metadata rules matter).
+    """
+
+    def __init__(self, max_series: int = 200_000) -> None:
+        self.max_series = max_series
+        self._known: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {}
+
+    def parse(self, text: str, *, content_type: str | None = None) -> list[Sample]:
+        if _is_openmetrics(text, content_type):
+            return parse_exposition(text, content_type=content_type)
+        known = self._known
+        out: list[Sample] = []
+        unknown: list[str] = []
+        for line in text.split("\n"):
+            if not line or line[0] == "#":
+                continue
+            close = line.rfind("}")
+            cut = close + 1 if close >= 0 else line.find(" ")
+            hit = known.get(line[:cut]) if cut > 0 else None
+            if hit is not None:
+                rest = line[cut:].split()
+                if 1 <= len(rest) <= 2:
+                    try:
+                        out.append(Sample(hit[0], hit[1], float(rest[0])))
+                        continue
+                    except ValueError:
+                        pass
+            unknown.append(line)
+        for line in unknown:  # raises ExpositionError on a bad line: the scrape is rejected whole
+            samples = parse_exposition(line + "\n")
+            close = line.rfind("}")
+            cut = close + 1 if close >= 0 else line.find(" ")
+            if len(samples) == 1 and cut > 0 and len(known) < self.max_series:
+                known[line[:cut]] = (samples[0].name, samples[0].labels)
+            out.extend(samples)
+        return out
+
+
+def _is_openmetrics(text: str, content_type: str | None) -> bool:
+    return (content_type or "").startswith(OPENMETRICS_CONTENT_TYPE) or text.rstrip().endswith("# EOF")
+
+
 def parse_exposition(text: str, *, content_type: str | None = None) -> list[Sample]:
     """Parse ``text``; raise :class:`ExpositionError` if any of it is malformed.
 
     The whole exposition is rejected on the first bad line, so a half-read scrape is
     never ingested. OpenMetrics is chosen by ``content_type`` or by a trailing ``# EOF``.
     """
-    is_om = (content_type or "").startswith(OPENMETRICS_CONTENT_TYPE) or text.rstrip().endswith(
-        "# EOF"
-    )
+    is_om = _is_openmetrics(text, content_type)
     families: Iterable[object]
     try:
         if is_om:

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from collectors.errors import ExpositionError
 from collectors.events import EventBatch, parse_events
-from collectors.exposition import Sample, parse_exposition
+from collectors.exposition import ExpositionParser, Sample
 from collectors.hour_of_week import local_hour_start_at
 from collectors.intervals import IngestStats, MinuteAggregator, MinuteRow
 from collectors.mapping import HISTOGRAM_SIGNALS, PRESETS, Mapper
@@ -71,6 +71,7 @@ class Controller:
         self.clock = clock
         self.store = store if store is not None else Store(settings.data_dir, tz=settings.timezone)
         self.mapper = Mapper(PRESETS[settings.router.preset], settings.router.model_providers)
+        self.parser = ExpositionParser()
         self.aggregator = MinuteAggregator()
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
@@ -102,7 +103,7 @@ class Controller:
         """Parse one scrape taken at ``at`` and aggregate it. Malformed text raises
         :class:`~collectors.errors.ExpositionError` and changes nothing (it is counted)."""
         try:
-            samples = parse_exposition(text, content_type=content_type)
+            samples = self.parser.parse(text, content_type=content_type)
         except ExpositionError:
             self.metrics.ingest_errors.labels("malformed_exposition").inc()
             raise
@@ -173,6 +174,7 @@ class Controller:
             self._remember(rows, int(when.timestamp()))
             hour = local_hour_start_at(int(when.timestamp()), self.settings.timezone)
             if self._refit_due(hour, when):
+                self.store.prune(int(when.timestamp()))  # retention, once an hour
                 self._refit(hour)
             config = self.policy_config()
             view = self._view(when, config)

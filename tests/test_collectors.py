@@ -178,3 +178,32 @@ def test_histogram_bucket_deltas_stay_cumulative(increments: list[list[int]], fl
     assert le1_total == pytest.approx(sum(step[0] for step in increments[1:]))
     for r in rows:
         assert r.cell.buckets.get(1.0, 0.0) <= r.cell.buckets.get(math.inf, 0.0) + 1e-9
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["openai", "a}b", 'q"x', "p q", "x\\y"]),
+                          st.one_of(st.floats(allow_nan=False), st.just(math.nan))), min_size=1, max_size=8))
+def test_cached_parser_agrees_with_prometheus_client(rows: list[tuple[str, float]]) -> None:
+    from collectors.exposition import ExpositionParser
+
+    def esc(v: str) -> str:
+        return v.replace("\\", "\\\\").replace('"', '\\"')
+
+    lines = ["# TYPE litellm_spend_metric counter"]
+    lines += [f'litellm_spend_metric_total{{model="{esc(m)}",i="{i}"}} {v!r}' for i, (m, v) in enumerate(rows)]
+    text = "\n".join(lines).replace("nan", "NaN").replace("inf", "Inf") + "\n"
+    parser = ExpositionParser()
+    for _ in range(2):  # cold, then from the cache
+        got = parser.parse(text)
+        want = parse_exposition(text)
+        assert [(s.name, s.labels) for s in got] == [(s.name, s.labels) for s in want]
+        assert all((math.isnan(a.value) and math.isnan(b.value)) or a.value == b.value for a, b in zip(got, want, strict=True))
+
+
+def test_cached_parser_still_rejects_a_bad_value_for_a_known_series() -> None:
+    from collectors.exposition import ExpositionParser
+
+    parser = ExpositionParser()
+    parser.parse('m{a="1"} 1\n')
+    with pytest.raises(ExpositionError):
+        parser.parse('m{a="1"} one\n')
