@@ -98,9 +98,11 @@ class PrometheusAPI:
 def _metric_names(mapper: Mapper) -> list[str]:
     names: set[str] = set()
     for rule in mapper.preset.counters:
-        names.update((rule.metric, rule.metric + "_total"))
+        for base in (rule.metric, *rule.aliases):
+            names.update((base, base + "_total"))
     for h in mapper.preset.histograms:
-        names.update(f"{h.metric}_{s}" for s in ("bucket", "sum", "count"))
+        for base in (h.metric, *h.aliases):
+            names.update(f"{base}_{s}" for s in ("bucket", "sum", "count"))
     return sorted(names)
 
 

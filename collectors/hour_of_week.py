@@ -86,3 +86,16 @@ def profile(series: pd.Series, tz: str) -> pd.DataFrame:
     if typical != 0 and np.isfinite(typical):
         out["deviation"] = out["median"] / typical - 1.0
     return out
+
+
+def profile_cells(prof: pd.DataFrame) -> list[dict[str, object]]:
+    """A profile as JSON-ready cells: weekday, hour, median, p10, p90 (None when empty), weeks."""
+    def num(v: object) -> float | None:
+        f = float(v)  # type: ignore[arg-type]
+        return None if np.isnan(f) else f
+
+    return [
+        {"weekday": WEEKDAYS[int(i) // 24], "hour": int(i) % 24, "median": num(r["median"]), "p10": num(r["p10"]),
+         "p90": num(r["p90"]), "weeks": int(r["weeks"])}
+        for i, r in prof.iterrows()
+    ]

@@ -8,7 +8,7 @@ provider, model and route it belongs to.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from collectors.exposition import Sample
@@ -43,12 +43,15 @@ class CounterRule:
     metric: str
     #: label -> full-match regular expression the label value must satisfy
     match: Mapping[str, str] = field(default_factory=dict)
+    #: other names of the same metric (exporters differ in unit suffixes)
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class HistogramRule:
     signal: str
     metric: str
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,31 @@ LITELLM = Preset(
     route_labels=("requested_model",),
 )
 
-PRESETS: dict[str, Preset] = {LITELLM.name: LITELLM}
+_DURATION = "gen_ai_server_request_duration_seconds"
+_DURATION_ALIASES = ("gen_ai_server_request_duration",)
+
+#: OpenTelemetry GenAI semantic conventions as Envoy AI Gateway exports them to Prometheus.
+OTEL_GENAI = Preset(
+    name="otel-genai",
+    counters=(
+        CounterRule("requests", f"{_DURATION}_count", aliases=tuple(f"{a}_count" for a in _DURATION_ALIASES)),
+        CounterRule("errors_429", f"{_DURATION}_count", {"error_type": r"429|.*[Rr]ate_?[Ll]imit.*"},
+                    aliases=tuple(f"{a}_count" for a in _DURATION_ALIASES)),
+        CounterRule("errors_5xx", f"{_DURATION}_count", {"error_type": r"5\d\d"},
+                    aliases=tuple(f"{a}_count" for a in _DURATION_ALIASES)),
+        CounterRule("input_tokens", "gen_ai_client_token_usage_sum", {"gen_ai_token_type": "input"}),
+        CounterRule("output_tokens", "gen_ai_client_token_usage_sum", {"gen_ai_token_type": "output"}),
+    ),
+    histograms=(
+        HistogramRule("latency", _DURATION, aliases=_DURATION_ALIASES),
+        HistogramRule("ttft", "gen_ai_server_time_to_first_token_seconds", aliases=("gen_ai_server_time_to_first_token",)),
+    ),
+    provider_labels=("gen_ai_provider_name", "gen_ai_system"),
+    model_labels=("gen_ai_response_model", "gen_ai_request_model"),
+    route_labels=("gen_ai_operation_name",),
+)
+
+PRESETS: dict[str, Preset] = {LITELLM.name: LITELLM, OTEL_GENAI.name: OTEL_GENAI}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,26 +115,66 @@ class Matched:
 
     key: SeriesKey
     part: str  # "counter", "bucket", "sum" or "count"
-    raw_id: tuple[str, tuple[tuple[str, str], ...]]  # identity for reset tracking
+    raw_id: tuple[str, str, tuple[tuple[str, str], ...]]  # (signal, sample name, labels): reset tracking
     value: float
     le: float | None = None
 
 
-class Mapper:
-    """Applies a preset to parsed samples."""
+DIMENSIONS = ("provider", "model", "route")
 
-    def __init__(self, preset: Preset, model_providers: Mapping[str, str] | None = None) -> None:
+
+class Mapper:
+    """Applies a preset to parsed samples, then the label policy: which dimensions are kept
+    (``keep_labels``), which values are allowed (``allow``) and how many series may exist
+    (``max_series``). What the policy drops is counted in :attr:`dropped` by reason."""
+
+    def __init__(self, preset: Preset, model_providers: Mapping[str, str] | None = None, *,
+                 keep_labels: tuple[str, ...] = ("model", "route"),
+                 allow: Mapping[str, tuple[str, ...]] | None = None, max_series: int | None = None) -> None:
         self.preset = preset
         self._model_providers = dict(model_providers or {})
+        self._keep_model = "model" in keep_labels
+        self._keep_route = "route" in keep_labels
+        self._allow = {k: frozenset(v) for k, v in (allow or {}).items() if v}
+        self.max_series = max_series
+        self._series: set[SeriesKey] = set()
+        self.dropped: dict[str, int] = {"not_allowed": 0, "series_cap": 0}
         self._counters: dict[str, list[tuple[CounterRule, list[tuple[str, re.Pattern[str]]]]]] = {}
         for rule in preset.counters:
             compiled = [(k, re.compile(v)) for k, v in rule.match.items()]
-            for name in (rule.metric, rule.metric + "_total"):
-                self._counters.setdefault(name, []).append((rule, compiled))
+            for base in (rule.metric, *rule.aliases):
+                for name in {base, base + "_total"}:
+                    self._counters.setdefault(name, []).append((rule, compiled))
         self._hist: dict[str, tuple[HistogramRule, str]] = {}
         for h in preset.histograms:
-            for suffix in ("bucket", "sum", "count"):
-                self._hist[f"{h.metric}_{suffix}"] = (h, suffix)
+            for base in (h.metric, *h.aliases):
+                for suffix in ("bucket", "sum", "count"):
+                    self._hist[f"{base}_{suffix}"] = (h, suffix)
+
+    def remember(self, keys: Iterable[SeriesKey]) -> None:
+        """Count series that already exist (in the store) against ``max_series``."""
+        self._series.update(keys)
+
+    @property
+    def series_count(self) -> int:
+        return len(self._series)
+
+    def admit(self, key: SeriesKey) -> SeriesKey | None:
+        """The key after the label policy, or None (counted) when it is dropped."""
+        if not self._keep_model or not self._keep_route:
+            key = SeriesKey(key.signal, key.provider, key.model if self._keep_model else "",
+                            key.route if self._keep_route else "")
+        if key in self._series:
+            return key
+        for dim, allowed in self._allow.items():
+            if getattr(key, dim) not in allowed:
+                self.dropped["not_allowed"] += 1
+                return None
+        if self.max_series is not None and len(self._series) >= self.max_series:
+            self.dropped["series_cap"] += 1
+            return None
+        self._series.add(key)
+        return key
 
     def _first(self, sample: Sample, keys: tuple[str, ...]) -> str:
         for k in keys:
@@ -116,24 +183,24 @@ class Mapper:
                 return v
         return ""
 
-    def _key(self, signal: str, sample: Sample) -> SeriesKey:
+    def _key(self, signal: str, sample: Sample) -> SeriesKey | None:
         model = self._first(sample, self.preset.model_labels)
         provider = self._first(sample, self.preset.provider_labels)
         if not provider:
             provider = self._model_providers.get(model, "")
         if not provider and "/" in model:
             provider = model.split("/", 1)[0]
-        return SeriesKey(signal, provider or "unknown", model, self._first(sample, self.preset.route_labels))
+        key = SeriesKey(signal, provider or "unknown", model, self._first(sample, self.preset.route_labels))
+        return self.admit(key)
 
     def map(self, samples: list[Sample]) -> list[Matched]:
         out: list[Matched] = []
         for s in samples:
-            rules = self._counters.get(s.name)
-            if rules:
-                for rule, compiled in rules:
-                    if all(p.fullmatch(s.label(k) or "") for k, p in compiled):
-                        out.append(Matched(self._key(rule.signal, s), "counter", (s.name, s.labels), s.value))
-                continue
+            for rule, compiled in self._counters.get(s.name, ()):
+                if all(p.fullmatch(s.label(k) or "") for k, p in compiled):
+                    key = self._key(rule.signal, s)
+                    if key is not None:
+                        out.append(Matched(key, "counter", (rule.signal, s.name, s.labels), s.value))
             hist = self._hist.get(s.name)
             if hist is None:
                 continue
@@ -146,6 +213,19 @@ class Mapper:
                     continue
                 le = float(raw_le)
                 labels = tuple(kv for kv in labels if kv[0] != "le")
-            stripped = Sample(s.name, labels, s.value)
-            out.append(Matched(self._key(hist_rule.signal, stripped), part, (s.name, s.labels), s.value, le))
+            key = self._key(hist_rule.signal, Sample(s.name, labels, s.value))
+            if key is not None:
+                out.append(Matched(key, part, (hist_rule.signal, s.name, s.labels), s.value, le))
         return out
+
+
+def preset_from_config(name: str, counters: Mapping[str, tuple[str, Mapping[str, str]]],
+                       histograms: Mapping[str, str], provider_labels: tuple[str, ...],
+                       model_labels: tuple[str, ...], route_labels: tuple[str, ...]) -> Preset:
+    """A preset whose every metric and label is named in the settings (``generic``)."""
+    return Preset(
+        name=name,
+        counters=tuple(CounterRule(sig, metric, dict(match)) for sig, (metric, match) in counters.items()),
+        histograms=tuple(HistogramRule(sig, metric) for sig, metric in histograms.items()),
+        provider_labels=provider_labels, model_labels=model_labels, route_labels=route_labels,
+    )

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from collectors.hour_of_week import WEEKDAYS, profile
+from collectors.hour_of_week import profile, profile_cells
 from collectors.signals import DERIVED, hourly
 from controller.core import ALL, Controller, decision_body, package_version
 
@@ -142,12 +142,7 @@ def create_app(controller: Controller) -> FastAPI:
         now = int((c.decision.at if c.decision else datetime.now(UTC)).timestamp())
         series = hourly(c.store, signal, c.settings.timezone, now - weeks * 7 * 86400, now,
                         None if provider == ALL else provider)
-        prof = profile(series, c.settings.timezone)
-        cells = [
-            {"weekday": WEEKDAYS[s // 24], "hour": s % 24, "median": _num(r["median"]),
-             "p10": _num(r["p10"]), "p90": _num(r["p90"]), "weeks": int(r["weeks"])}
-            for s, r in prof.iterrows()
-        ]
+        cells = profile_cells(profile(series, c.settings.timezone))
         return {"signal": signal, "series": provider, "tz": c.settings.timezone, "cells": cells}
 
     return app

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from collectors.errors import CollectorError
 from controller.core import package_version
 from controller.errors import ConfigError
 from controller.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from collectors.store import Store
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -74,18 +79,26 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_import_csv(args: argparse.Namespace) -> int:
-    from collectors.csv_import import import_csv
+@contextlib.contextmanager
+def _store(args: argparse.Namespace) -> Iterator[tuple[Settings, str, Store]]:
+    """The settings, the timezone (``--timezone`` or the settings') and the store, closed after."""
     from collectors.store import Store
 
     s = _settings(args)
     tz = args.timezone or s.timezone
     store = Store(s.data_dir, tz=tz)
     try:
-        st = import_csv(store, args.file, time_column=args.time_column, value_column=args.value_column,
-                        signal=args.signal, provider=args.provider, ignore_offset=args.ignore_offset)
+        yield s, tz, store
     finally:
         store.close()
+
+
+def cmd_import_csv(args: argparse.Namespace) -> int:
+    from collectors.csv_import import import_csv
+
+    with _store(args) as (s, tz, store):
+        st = import_csv(store, args.file, time_column=args.time_column, value_column=args.value_column,
+                        signal=args.signal, provider=args.provider, ignore_offset=args.ignore_offset)
     print(f"imported {st.points} points ({st.rows_read} rows) of {args.signal!r} from {args.file}: "
           f"{st.first:%Y-%m-%d %H:%M} .. {st.last:%Y-%m-%d %H:%M} UTC, {st.written} new; "
           f"hours in {tz}; store {s.data_dir}")
@@ -95,36 +108,28 @@ def cmd_import_csv(args: argparse.Namespace) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     import json
 
-    from collectors.hour_of_week import WEEKDAYS, profile
+    from collectors.hour_of_week import profile, profile_cells
     from collectors.signals import hourly
-    from collectors.store import Store
     from controller.render import heatmap, heatmap_png, top_deviations
 
-    s = _settings(args)
-    tz = args.timezone or s.timezone
-    store = Store(s.data_dir, tz=tz)
-    try:
-        provider = None if args.provider in (None, "*") else args.provider
+    with _store(args) as (s, tz, store):
         span = store.span()
         if span is None:
             print(f"diurnal: the store in {s.data_dir} is empty", file=sys.stderr)
             return 1
+        provider = None if args.provider in (None, "*") else args.provider
         end = span[1] + 3600
-        series = hourly(store, args.signal, tz, end - int(args.weeks * 7 * 86400), end, provider)
-    except ValueError as exc:
-        print(f"diurnal: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        store.close()
+        try:
+            series = hourly(store, args.signal, tz, end - int(args.weeks * 7 * 86400), end, provider)
+        except ValueError as exc:
+            print(f"diurnal: {exc}", file=sys.stderr)
+            return 2
     prof = profile(series, tz)
-    who = args.provider or "all series"
     if args.json:
-        cells = [{"weekday": WEEKDAYS[i // 24], "hour": i % 24,
-                  **{k: (None if r[k] != r[k] else float(r[k])) for k in ("median", "p10", "p90")},
-                  "weeks": int(r["weeks"])} for i, r in prof.iterrows()]
-        print(json.dumps({"signal": args.signal, "series": args.provider or "*", "tz": tz, "cells": cells}))
+        print(json.dumps({"signal": args.signal, "series": args.provider or "*", "tz": tz,
+                          "cells": profile_cells(prof)}))
         return 0
-    title = f"Hour-of-week {args.signal} ({who}), median per slot, {tz}"
+    title = f"Hour-of-week {args.signal} ({args.provider or 'all series'}), median per slot, {tz}"
     print(heatmap(prof, title=title + ":", unit=args.signal))
     devs = top_deviations(prof, args.signal)
     print("\nTop deviations from the weekly median:" if devs else "\nNo hour deviates 15% or more from the weekly median.")

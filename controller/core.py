@@ -27,8 +27,8 @@ from collectors.errors import ExpositionError
 from collectors.events import EventBatch, parse_events
 from collectors.exposition import ExpositionParser, Sample
 from collectors.hour_of_week import local_hour_start_at
-from collectors.intervals import IngestStats, MinuteAggregator, MinuteRow
-from collectors.mapping import HISTOGRAM_SIGNALS, PRESETS, Mapper
+from collectors.intervals import IngestStats, MinuteAggregator, MinuteCell, MinuteRow
+from collectors.mapping import HISTOGRAM_SIGNALS, PRESETS, Mapper, SeriesKey, preset_from_config
 from collectors.signals import hourly, rows_value
 from collectors.store import CounterPoint, HistPoint, Store
 from controller.forecast import forecast
@@ -44,6 +44,21 @@ Clock = Callable[[], datetime]
 #: Signals forecast per provider, and for all providers together ("*").
 FORECAST_SIGNALS = ("latency_p95", "request_rate")
 ALL = "*"
+
+
+def build_mapper(settings: Settings) -> Mapper:
+    """The preset and label policy the settings ask for."""
+    r = settings.router
+    if r.preset == "generic":
+        m = r.mapping
+        assert m is not None  # the settings validator guarantees it
+        preset = preset_from_config(
+            "generic", {sig: (c.metric, c.match) for sig, c in m.counters.items()}, {str(k): v for k, v in m.histograms.items()},
+            tuple(m.provider_labels), tuple(m.model_labels), tuple(m.route_labels))
+    else:
+        preset = PRESETS[r.preset]
+    return Mapper(preset, r.model_providers, keep_labels=tuple(r.keep_labels),
+                  allow={k: tuple(v) for k, v in r.allow.items()}, max_series=r.max_series)
 
 
 def _utc_now() -> datetime:
@@ -70,7 +85,8 @@ class Controller:
         self.settings = settings
         self.clock = clock
         self.store = store if store is not None else Store(settings.data_dir, tz=settings.timezone)
-        self.mapper = Mapper(PRESETS[settings.router.preset], settings.router.model_providers)
+        self.mapper = build_mapper(settings)
+        self.mapper.remember(self.store.series())
         self.parser = ExpositionParser()
         self.aggregator = MinuteAggregator()
         self.registry = CollectorRegistry()
@@ -136,7 +152,7 @@ class Controller:
         now = when.timestamp()
         batch = parse_events(body, now=now, oldest=now - self.store.minute_retention)
         with self._lock:
-            self.aggregator.add_cells(batch.cells)
+            self.aggregator.add_cells(self._admitted(batch.cells))
             if batch.newest is not None:
                 newest = datetime.fromtimestamp(min(batch.newest, now), UTC)
                 if self._last_data_at is None or newest > self._last_data_at:
@@ -145,6 +161,21 @@ class Controller:
         if batch.errors:
             self.metrics.events.labels("rejected").inc(len(batch.errors))
         return batch
+
+    def _admitted(self, cells: dict[int, dict[SeriesKey, MinuteCell]]) -> dict[int, dict[SeriesKey, MinuteCell]]:
+        """Event cells after the label policy (merged where a dimension is not kept)."""
+        out: dict[int, dict[SeriesKey, MinuteCell]] = {}
+        for minute, per_key in cells.items():
+            target = out.setdefault(minute, {})
+            for key, cell in per_key.items():
+                kept = self.mapper.admit(key)
+                if kept is None:
+                    continue
+                if kept in target:
+                    target[kept].merge(cell)
+                else:
+                    target[kept] = cell
+        return out
 
     def invalidate_history(self) -> None:
         """Forget cached hourly history (after a backfill or import wrote older data), so the

@@ -38,14 +38,53 @@ class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+CounterSignal = Literal["requests", "retries", "errors_429", "errors_5xx", "cache_hits", "cache_misses", "spend",
+                        "input_tokens", "output_tokens"]
+HistogramSignal = Literal["latency", "ttft"]
+
+
+class CounterMapping(_Group):
+    metric: str = Field(min_length=1, description="Counter name as exposed (with or without _total).")
+    match: dict[str, str] = Field(
+        default_factory=dict, description="Label -> regular expression the value must fully match."
+    )
+
+
+class GenericMapping(_Group):
+    """Metric names for the ``generic`` preset."""
+
+    counters: dict[CounterSignal, CounterMapping] = Field(
+        default_factory=dict, description="Signal -> counter metric. `requests` is required."
+    )
+    histograms: dict[HistogramSignal, str] = Field(
+        default_factory=dict, description="Signal -> histogram base name (without _bucket). Latency in seconds."
+    )
+    provider_labels: list[str] = Field(default_factory=lambda: ["provider"], description="Labels naming the provider, first found wins.")
+    model_labels: list[str] = Field(default_factory=lambda: ["model"], description="Labels naming the model.")
+    route_labels: list[str] = Field(default_factory=lambda: ["route"], description="Labels naming the route.")
+
+
 class RouterSettings(_Group):
     metrics_url: str | None = Field(
         default=None,
         description="URL of the router's Prometheus /metrics endpoint that `diurnal run` scrapes. "
         "Unset means nothing is scraped (events or backfill only).",
     )
-    preset: Literal["litellm"] = Field(
-        default="litellm", description="Metric-name mapping for the router's exposition."
+    preset: Literal["litellm", "otel-genai", "generic"] = Field(
+        default="litellm",
+        description="Metric-name mapping: `litellm` (LiteLLM proxy), `otel-genai` (OpenTelemetry GenAI "
+        "conventions, e.g. Envoy AI Gateway), or `generic` (names from `router.mapping`).",
+    )
+    mapping: GenericMapping | None = Field(default=None, description="Metric names for the `generic` preset.")
+    keep_labels: list[Literal["model", "route"]] = Field(
+        default=["model", "route"],
+        description="Dimensions kept besides the provider; drop one to merge its series.",
+    )
+    allow: dict[Literal["provider", "model", "route"], list[str]] = Field(
+        default_factory=dict, description="Allowed values per dimension; others are dropped and counted."
+    )
+    max_series: int = Field(
+        default=2000, ge=1, description="Cap on stored series; new series past it are dropped and counted."
     )
     model_providers: dict[str, str] = Field(
         default_factory=dict,
@@ -61,6 +100,12 @@ class RouterSettings(_Group):
     bearer_token: SecretStr | None = Field(
         default=None, description="Bearer token sent to the router's /metrics, if it needs one."
     )
+
+    @model_validator(mode="after")
+    def _generic_needs_mapping(self) -> RouterSettings:
+        if self.preset == "generic" and (self.mapping is None or "requests" not in self.mapping.counters):
+            raise ValueError("preset `generic` needs router.mapping with at least counters.requests")
+        return self
 
 
 class PrometheusSettings(_Group):

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class StateCollector(Collector):
         self._ctl = controller
         self._version = version
 
-    def collect(self) -> Iterator[GaugeMetricFamily | InfoMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | InfoMetricFamily | CounterMetricFamily]:
         ctl = self._ctl
         yield InfoMetricFamily("diurnal_build", "diurnal version.", value={"version": self._version()})
         mode = GaugeMetricFamily("diurnal_mode", "1 for the active mode.", labels=["mode"])
@@ -105,3 +105,13 @@ class StateCollector(Collector):
         yield GaugeMetricFamily(
             "diurnal_stored_series", "Series in the embedded store.", value=float(ctl.stored_series_count())
         )
+        yield GaugeMetricFamily(
+            "diurnal_series_limit", "Cap on series (router.max_series).", value=float(ctl.mapper.max_series or 0)
+        )
+        dropped = CounterMetricFamily(
+            "diurnal_dropped_samples", "Samples dropped by the label policy, by reason (not_allowed, series_cap).",
+            labels=["reason"],
+        )
+        for reason, n in sorted(ctl.mapper.dropped.items()):
+            dropped.add_metric([reason], float(n))
+        yield dropped

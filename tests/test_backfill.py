@@ -24,7 +24,7 @@ from collectors.store import Store
 from controller import Controller
 from controller.demo import demo_settings
 from sim import STATIC_WEIGHTS, SimulatedRouter, WorldSpec
-from tests.conftest import free_port, need_binary, wait_http
+from tests.conftest import PrometheusServer, free_port, need_binary, wait_http
 
 TZ = "America/New_York"
 
@@ -173,3 +173,78 @@ def test_hourly_series_of_a_backfilled_store_is_regular(tmp_path: Path) -> None:
     s = hourly(store, "request_rate", TZ, 0, 7200)
     assert isinstance(s, pd.Series) and s.isna().all()
     store.close()
+
+
+@pytest.mark.integration
+def test_prometheus_scrapes_the_router_and_backfill_matches_direct_scrape(tmp_path: Path,
+                                                                         prometheus: PrometheusServer) -> None:
+    """A real Prometheus scrapes the simulated router over HTTP; diurnal backfills it through
+    query_range; the profile equals the one from ingesting the same scrapes directly."""
+    import json
+    import time
+    import urllib.parse
+    import urllib.request
+
+    from sim.server import RouterServer
+
+    spec = WorldSpec()
+    wall = datetime.now(UTC)
+    if (3600 - wall.minute * 60 - wall.second) < 150:  # keep the test inside one local hour
+        time.sleep(3600 - wall.minute * 60 - wall.second + 2)
+    sim_now = [datetime(2026, 11, 9, 8, tzinfo=pd.Timestamp.now(TZ).tz)]  # Monday 08:00 New York
+    router = SimulatedRouter(spec, seed=6, start=sim_now[0], weights=STATIC_WEIGHTS, clock=lambda: sim_now[0])
+    server = RouterServer(router).start()
+    target = server.url.removeprefix("http://").removesuffix("/metrics")
+    direct = Controller.from_settings(demo_settings(tmp_path / "direct", spec))
+
+    def recorded_at(expected: float) -> float:
+        """When Prometheus stored openai's request counter with this value."""
+        q = urllib.parse.urlencode({"query": f'litellm_deployment_total_requests_total{{api_provider="openai",'
+                                             f'instance="{target}"}}[2m]'})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            body = json.load(urllib.request.urlopen(f"{prometheus.url}/api/v1/query?{q}", timeout=10))
+            for series in body["data"]["result"]:
+                for ts, v in series["values"]:
+                    if float(v) == expected:
+                        return float(ts)
+            time.sleep(0.5)
+        raise AssertionError(f"Prometheus never stored {expected}")
+
+    first = last = 0.0
+    try:
+        prometheus.set_targets([target])
+        for _ in range(6):
+            sim_now[0] += timedelta(minutes=5)
+            router.advance(sim_now[0])
+            exposition = router.exposition()
+            openai = next(s.value for s in parse_exposition(exposition)
+                          if s.name == "litellm_deployment_total_requests_total" and s.label("api_provider") == "openai")
+            at = recorded_at(openai)
+            first = first or at
+            last = at
+            direct.ingest_exposition(exposition, at=datetime.fromtimestamp(at, UTC))
+        time.sleep(3)  # one more scrape of the last state
+    finally:
+        prometheus.set_targets([])
+        server.stop()
+    direct.flush()
+    backfilled = Store(tmp_path / "backfilled", tz=TZ)
+    with httpx.Client(timeout=60) as client:
+        backfill(backfilled, Mapper(LITELLM, spec.model_providers()), PrometheusAPI(client, prometheus.url),
+                 start=int(first) - 60, end=int(last) + 60, step=1)
+    lo, hi = int(first) - 7200, int(last) + 7200
+    for counter in ("requests", "spend", "cache_hits", "errors_429"):
+        d = sum(p.value for p in direct.store.hour_counters(counter, lo, hi))
+        b = sum(p.value for p in backfilled.hour_counters(counter, lo, hi))
+        assert b == pytest.approx(d, rel=1e-9), counter
+    # Rates also depend on how many minutes the samples covered (Prometheus sampled every 2 s),
+    # so the profile comparison is on quantiles and ratios, which depend on the data alone.
+    for signal, provider in [("latency_p95", "openai"), ("latency_p95", "azure"), ("latency_p50", None),
+                             ("cache_hit_ratio", None), ("error_429_ratio", None)]:
+        a = profile(hourly(backfilled, signal, TZ, lo, hi, provider), TZ)["median"].to_numpy(float)
+        b = profile(hourly(direct.store, signal, TZ, lo, hi, provider), TZ)["median"].to_numpy(float)
+        assert np.isfinite(a).sum() >= 1
+        assert np.allclose(a, b, rtol=1e-9, equal_nan=True), signal
+    direct.close()
+    backfilled.close()
