@@ -75,8 +75,14 @@ LITELLM = Preset(
         CounterRule("spend", "litellm_spend_metric"),
         CounterRule("input_tokens", "litellm_input_tokens_metric"),
         CounterRule("output_tokens", "litellm_output_tokens_metric"),
+        # LiteLLM retries a failed call on another deployment as a fallback.
+        CounterRule("retries", "litellm_deployment_successful_fallbacks"),
+        CounterRule("retries", "litellm_deployment_failed_fallbacks"),
     ),
-    histograms=(HistogramRule("latency", "litellm_llm_api_latency_metric"),),
+    histograms=(
+        HistogramRule("latency", "litellm_llm_api_latency_metric"),
+        HistogramRule("ttft", "litellm_llm_api_time_to_first_token_metric"),
+    ),
     provider_labels=("api_provider",),
     model_labels=("litellm_model_name", "model"),
     route_labels=("requested_model",),

@@ -32,7 +32,7 @@ def totals(mapper: Mapper, text: str) -> dict[tuple[str, str], float]:
     out: dict[tuple[str, str], float] = {}
     for r in agg.close_all():
         k = (r.key.signal, r.key.provider)
-        out[k] = out.get(k, 0) + (r.cell.value or r.cell.count)
+        out[k] = out.get(k, 0) + (r.cell.value or r.cell.count or r.cell.buckets.get(math.inf, 0.0))
     return out
 
 
@@ -136,3 +136,14 @@ def test_simulated_router_through_litellm_preset_conserves_requests(tmp_path: Pa
         agg.ingest(m.map(parse_exposition(router.exposition())), (T0 + timedelta(minutes=minute)).timestamp())
     stored = sum(r.cell.value for r in agg.close_all() if r.key.signal == "requests")
     assert stored == pytest.approx(router.truth()["requests"].sum(), rel=1e-12)
+
+
+def test_litellm_fallbacks_and_ttft() -> None:
+    text = ('litellm_deployment_successful_fallbacks_total{requested_model="chat",fallback_model="claude",'
+            'api_provider="openai"} 3\n'
+            'litellm_deployment_failed_fallbacks_total{requested_model="chat",fallback_model="claude",'
+            'api_provider="openai"} 1\n'
+            'litellm_llm_api_time_to_first_token_metric_bucket{model="gpt-4o",le="0.5"} 8\n'
+            'litellm_llm_api_time_to_first_token_metric_bucket{model="gpt-4o",le="+Inf"} 10\n')
+    got = totals(Mapper(LITELLM, {"gpt-4o": "openai"}), text)
+    assert got[("retries", "openai")] == 4 and got[("ttft", "openai")] == 10
