@@ -80,11 +80,18 @@ def _cell(cells: dict[int, dict[SeriesKey, MinuteCell]], minute: int, key: Serie
 
 
 def _observe(cell: MinuteCell, value: float) -> None:
-    i = bisect.bisect_left(EVENT_BUCKETS, value)
-    for le in EVENT_BUCKETS[i:]:
-        cell.buckets[le] = cell.buckets.get(le, 0.0) + 1.0
+    """Count ``value`` in its own bucket; :func:`_cumulate` makes the buckets cumulative."""
+    le = EVENT_BUCKETS[bisect.bisect_left(EVENT_BUCKETS, value)]
+    cell.buckets[le] = cell.buckets.get(le, 0.0) + 1.0
     cell.count += 1.0
     cell.sum += value
+
+
+def _cumulate(cell: MinuteCell) -> None:
+    running = 0.0
+    for le in EVENT_BUCKETS:
+        running += cell.buckets.get(le, 0.0)
+        cell.buckets[le] = running
 
 
 def parse_events(body: bytes, *, now: float, oldest: float) -> EventBatch:
@@ -135,4 +142,8 @@ def parse_events(body: bytes, *, now: float, oldest: float) -> EventBatch:
             _observe(_cell(cells, minute, SeriesKey("ttft", p, m, r)), ev.ttft)
         batch.accepted += 1
         batch.newest = ts if batch.newest is None else max(batch.newest, ts)
+    for per_key in cells.values():
+        for key, c in per_key.items():
+            if key.signal in ("latency", "ttft"):
+                _cumulate(c)
     return batch

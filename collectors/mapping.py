@@ -127,6 +127,9 @@ class Matched:
 
 
 DIMENSIONS = ("provider", "model", "route")
+_MAX_PLANS = 200_000
+#: (series key or None when dropped, part, raw id, le, drop reason)
+_Step = tuple[SeriesKey | None, str, tuple[str, str, tuple[tuple[str, str], ...]], float | None, str | None]
 
 
 class Mapper:
@@ -145,6 +148,7 @@ class Mapper:
         self.max_series = max_series
         self._series: set[SeriesKey] = set()
         self.dropped: dict[str, int] = {"not_allowed": 0, "series_cap": 0}
+        self._plans: dict[tuple[str, tuple[tuple[str, str], ...]], list[_Step]] = {}
         self._counters: dict[str, list[tuple[CounterRule, list[tuple[str, re.Pattern[str]]]]]] = {}
         for rule in preset.counters:
             compiled = [(k, re.compile(v)) for k, v in rule.match.items()]
@@ -167,20 +171,24 @@ class Mapper:
 
     def admit(self, key: SeriesKey) -> SeriesKey | None:
         """The key after the label policy, or None (counted) when it is dropped."""
+        kept, reason = self._admit(key)
+        if reason is not None:
+            self.dropped[reason] += 1
+        return kept
+
+    def _admit(self, key: SeriesKey) -> tuple[SeriesKey | None, str | None]:
         if not self._keep_model or not self._keep_route:
             key = SeriesKey(key.signal, key.provider, key.model if self._keep_model else "",
                             key.route if self._keep_route else "")
         if key in self._series:
-            return key
+            return key, None
         for dim, allowed in self._allow.items():
             if getattr(key, dim) not in allowed:
-                self.dropped["not_allowed"] += 1
-                return None
+                return None, "not_allowed"
         if self.max_series is not None and len(self._series) >= self.max_series:
-            self.dropped["series_cap"] += 1
-            return None
+            return None, "series_cap"
         self._series.add(key)
-        return key
+        return key, None
 
     def _first(self, sample: Sample, keys: tuple[str, ...]) -> str:
         for k in keys:
@@ -189,7 +197,7 @@ class Mapper:
                 return v
         return ""
 
-    def _key(self, signal: str, sample: Sample) -> SeriesKey | None:
+    def _key(self, signal: str, sample: Sample) -> tuple[SeriesKey | None, str | None]:
         model = self._first(sample, self.preset.model_labels)
         provider = self._first(sample, self.preset.provider_labels)
         if not provider:
@@ -197,31 +205,47 @@ class Mapper:
         if not provider and "/" in model:
             provider = model.split("/", 1)[0]
         key = SeriesKey(signal, provider or "unknown", model, self._first(sample, self.preset.route_labels))
-        return self.admit(key)
+        return self._admit(key)
 
-    def map(self, samples: list[Sample]) -> list[Matched]:
-        out: list[Matched] = []
-        for s in samples:
-            for rule, compiled in self._counters.get(s.name, ()):
-                if all(p.fullmatch(s.label(k) or "") for k, p in compiled):
-                    key = self._key(rule.signal, s)
-                    if key is not None:
-                        out.append(Matched(key, "counter", (rule.signal, s.name, s.labels), s.value))
-            hist = self._hist.get(s.name)
-            if hist is None:
-                continue
+    def _plan(self, s: Sample) -> list[_Step]:
+        """What one raw series feeds: (key or None, part, raw id, le, drop reason) per rule."""
+        plan: list[_Step] = []
+        for rule, compiled in self._counters.get(s.name, ()):
+            if all(p.fullmatch(s.label(k) or "") for k, p in compiled):
+                key, reason = self._key(rule.signal, s)
+                plan.append((key, "counter", (rule.signal, s.name, s.labels), None, reason))
+        hist = self._hist.get(s.name)
+        if hist is not None:
             hist_rule, part = hist
             labels = s.labels
             le: float | None = None
-            if part == "bucket":
-                raw_le = s.label("le")
-                if raw_le is None:
-                    continue
-                le = float(raw_le)
-                labels = tuple(kv for kv in labels if kv[0] != "le")
-            key = self._key(hist_rule.signal, Sample(s.name, labels, s.value))
-            if key is not None:
-                out.append(Matched(key, part, (hist_rule.signal, s.name, s.labels), s.value, le))
+            raw_le = s.label("le") if part == "bucket" else None
+            if part != "bucket" or raw_le is not None:
+                if raw_le is not None:
+                    le = float(raw_le)
+                    labels = tuple(kv for kv in labels if kv[0] != "le")
+                key, reason = self._key(hist_rule.signal, Sample(s.name, labels, s.value))
+                plan.append((key, part, (hist_rule.signal, s.name, s.labels), le, reason))
+        return plan
+
+    def map(self, samples: list[Sample]) -> list[Matched]:
+        # A router repeats the same series every scrape and the label policy's verdict on a
+        # series never changes (the allow-list is fixed, the cap only admits more), so each
+        # series' plan is worked out once.
+        out: list[Matched] = []
+        plans = self._plans
+        for s in samples:
+            ident = (s.name, s.labels)
+            plan = plans.get(ident)
+            if plan is None:
+                plan = self._plan(s)
+                if len(plans) < _MAX_PLANS:
+                    plans[ident] = plan
+            for key, part, raw_id, le, reason in plan:
+                if key is None:
+                    self.dropped[reason or "not_allowed"] += 1
+                else:
+                    out.append(Matched(key, part, raw_id, s.value, le))
         return out
 
 
