@@ -37,23 +37,13 @@ def slots(index: pd.DatetimeIndex, tz: str) -> np.ndarray:
 
 
 def local_hour_start_at(ts: int, tz: str) -> int:
-    """Scalar :func:`local_hour_start`, without pandas overhead (used once per tick)."""
-    local = datetime.fromtimestamp(ts, ZoneInfo(tz))
-    return ts - local.minute * 60 - local.second
-
-
-def local_hour_start(ts: np.ndarray, tz: str) -> np.ndarray:
-    """For Unix-second timestamps, the Unix second at which their local hour began.
+    """For a Unix-second timestamp, the Unix second at which its local hour began.
 
     Computed from the local minute and second, so it is right in half-hour zones and on both
     sides of a DST change (the repeated hour gives two distinct buckets).
     """
-    ts = np.asarray(ts, dtype=np.int64)
-    if ts.size == 0:
-        return ts
-    local = pd.to_datetime(ts, unit="s", utc=True).tz_convert(tz)
-    offset = np.asarray(local.minute, dtype=np.int64) * 60 + np.asarray(local.second, dtype=np.int64)
-    return ts - offset
+    local = datetime.fromtimestamp(ts, ZoneInfo(tz))
+    return ts - local.minute * 60 - local.second
 
 
 def profile(series: pd.Series, tz: str) -> pd.DataFrame:

@@ -126,7 +126,6 @@ class Matched:
     le: float | None = None
 
 
-DIMENSIONS = ("provider", "model", "route")
 _MAX_PLANS = 200_000
 #: (series key or None when dropped, part, raw id, le, drop reason)
 _Step = tuple[SeriesKey | None, str, tuple[str, str, tuple[tuple[str, str], ...]], float | None, str | None]

@@ -90,16 +90,9 @@ def _lookup(signal: str) -> Derived:
     return gauge(signal)
 
 
-def window_value(store: Store, signal: str, start: int, end: int, provider: str | None = None) -> float:
-    """The derived signal over ``[start, end)`` (Unix seconds) from the store, NaN without data."""
-    d = _lookup(signal)
-    hist = store.histograms(d.histogram, start, end, provider) if d.histogram is not None else []
-    counters = [p for name in d.counters for p in store.counters(name, start, end, provider)]
-    return rows_value(signal, counters, hist)
-
-
 def rows_value(signal: str, counters: Iterable[CounterPoint], hist: Iterable[HistPoint]) -> float:
-    """The derived signal over the given minute points (already filtered to one window)."""
+    """The derived signal over the given minute points (already filtered to one window),
+    e.g. the controller's last few minutes, kept in memory."""
     d = _lookup(signal)
     sums: dict[str, float] = defaultdict(float)
     seen: set[int] = set()

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 from collectors.hour_of_week import (
-    local_hour_start,
     local_hour_start_at,
     profile,
     slot,
@@ -55,7 +54,7 @@ def test_local_hour_buckets_on_dst_days(day: str, hours: int) -> None:
     start = pd.Timestamp(day, tz="America/New_York")
     end = start + pd.DateOffset(days=1)  # a calendar day: local midnight to local midnight
     minutes = np.arange(int(start.timestamp()), int(end.timestamp()), 60)
-    buckets = np.unique(local_hour_start(minutes, "America/New_York"))
+    buckets = np.unique([local_hour_start_at(int(m), "America/New_York") for m in minutes])
     assert len(buckets) == hours
     assert all(local_hour_start_at(int(b), "America/New_York") == b for b in buckets)
 
