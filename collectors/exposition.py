@@ -52,8 +52,7 @@ class ExpositionParser:
         for line in text.split("\n"):
             if not line or line[0] == "#":
                 continue
-            close = line.rfind("}")
-            cut = close + 1 if close >= 0 else line.find(" ")
+            cut = _series_end(line)
             hit = known.get(line[:cut]) if cut > 0 else None
             if hit is not None:
                 rest = line[cut:].split()
@@ -66,12 +65,18 @@ class ExpositionParser:
             unknown.append(line)
         for line in unknown:  # raises ExpositionError on a bad line: the scrape is rejected whole
             samples = parse_exposition(line + "\n")
-            close = line.rfind("}")
-            cut = close + 1 if close >= 0 else line.find(" ")
+            cut = _series_end(line)
             if len(samples) == 1 and cut > 0 and len(known) < self.max_series:
                 known[line[:cut]] = (samples[0].name, samples[0].labels)
             out.extend(samples)
         return out
+
+
+def _series_end(line: str) -> int:
+    """Where the series part (``name{labels}``) of a sample line ends: after the last ``}``
+    (values and timestamps never contain one), else at the first space; <= 0 if neither."""
+    close = line.rfind("}")
+    return close + 1 if close >= 0 else line.find(" ")
 
 
 def _is_openmetrics(text: str, content_type: str | None) -> bool:

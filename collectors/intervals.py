@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from collectors.mapping import Matched, SeriesKey
@@ -150,14 +151,19 @@ class MinuteAggregator:
                     dest.merge(cell, fraction)
         return stats
 
-    def add_cells(self, cells: dict[int, dict[SeriesKey, MinuteCell]]) -> None:
-        """Merge already-aggregated minute cells (pushed events) into the open minutes."""
+    def add_cells(self, cells: dict[int, dict[SeriesKey, MinuteCell]],
+                  key_map: Callable[[SeriesKey], SeriesKey | None] | None = None) -> None:
+        """Merge already-aggregated minute cells (pushed events) into the open minutes.
+        ``key_map`` may rename a key (cells that land on one key are merged) or drop it (None)."""
         for minute, per_key in cells.items():
             target = self._open[minute]
             for key, cell in per_key.items():
-                dest = target.get(key)
+                kept = key if key_map is None else key_map(key)
+                if kept is None:
+                    continue
+                dest = target.get(kept)
                 if dest is None:
-                    target[key] = cell
+                    target[kept] = cell
                 else:
                     dest.merge(cell)
 

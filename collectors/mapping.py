@@ -8,6 +8,7 @@ provider, model and route it belongs to.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -147,6 +148,9 @@ class Mapper:
         self.max_series = max_series
         self._series: set[SeriesKey] = set()
         self.dropped: dict[str, int] = {"not_allowed": 0, "series_cap": 0}
+        # Scrapes and a backfill thread map concurrently: the cap check-and-add and the drop
+        # counts must not race.
+        self._lock = threading.Lock()
         self._plans: dict[tuple[str, tuple[tuple[str, str], ...]], list[_Step]] = {}
         self._counters: dict[str, list[tuple[CounterRule, list[tuple[str, re.Pattern[str]]]]]] = {}
         for rule in preset.counters:
@@ -162,7 +166,8 @@ class Mapper:
 
     def remember(self, keys: Iterable[SeriesKey]) -> None:
         """Count series that already exist (in the store) against ``max_series``."""
-        self._series.update(keys)
+        with self._lock:
+            self._series.update(keys)
 
     @property
     def series_count(self) -> int:
@@ -170,9 +175,10 @@ class Mapper:
 
     def admit(self, key: SeriesKey) -> SeriesKey | None:
         """The key after the label policy, or None (counted) when it is dropped."""
-        kept, reason = self._admit(key)
-        if reason is not None:
-            self.dropped[reason] += 1
+        with self._lock:
+            kept, reason = self._admit(key)
+            if reason is not None:
+                self.dropped[reason] += 1
         return kept
 
     def _admit(self, key: SeriesKey) -> tuple[SeriesKey | None, str | None]:
@@ -233,18 +239,19 @@ class Mapper:
         # series' plan is worked out once.
         out: list[Matched] = []
         plans = self._plans
-        for s in samples:
-            ident = (s.name, s.labels)
-            plan = plans.get(ident)
-            if plan is None:
-                plan = self._plan(s)
-                if len(plans) < _MAX_PLANS:
-                    plans[ident] = plan
-            for key, part, raw_id, le, reason in plan:
-                if key is None:
-                    self.dropped[reason or "not_allowed"] += 1
-                else:
-                    out.append(Matched(key, part, raw_id, s.value, le))
+        with self._lock:
+            for s in samples:
+                ident = (s.name, s.labels)
+                plan = plans.get(ident)
+                if plan is None:
+                    plan = self._plan(s)
+                    if len(plans) < _MAX_PLANS:
+                        plans[ident] = plan
+                for key, part, raw_id, le, reason in plan:
+                    if key is None:
+                        self.dropped[reason or "not_allowed"] += 1
+                    else:
+                        out.append(Matched(key, part, raw_id, s.value, le))
         return out
 
 

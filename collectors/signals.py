@@ -31,6 +31,15 @@ class Derived:
     #: An imported level (not a counter): the value is the mean of the stored points.
     gauge: bool = False
 
+    def sets_coverage(self, counter: str) -> bool:
+        """Whether points of ``counter`` count as minutes covered (the denominator of a rate)."""
+        return counter == self.counters[0] or self.name == "cache_hit_ratio"
+
+
+def _merge_buckets(target: dict[float, float], buckets: dict[float, float]) -> None:
+    for le, c in buckets.items():
+        target[le] += c
+
 
 DERIVED: dict[str, Derived] = {
     d.name: d
@@ -100,13 +109,12 @@ def rows_value(signal: str, counters: Iterable[CounterPoint], hist: Iterable[His
     if d.histogram is not None:
         for h in hist:
             if h.key.signal == d.histogram:
-                for le, c in h.buckets.items():
-                    buckets[le] += c
+                _merge_buckets(buckets, h.buckets)
     for p in counters:
         name = p.key.signal
         if name in d.counters:
             sums[name] += p.value
-            if name == d.counters[0] or d.name == "cache_hit_ratio":
+            if d.sets_coverage(name):
                 seen.add(p.ts)
     return _combine(d, sums, len(seen), buckets)
 
@@ -139,13 +147,11 @@ def hourly(store: Store, signal: str, tz: str, start: int, end: int, provider: s
     buckets: dict[int, dict[float, float]] = defaultdict(lambda: defaultdict(float))
     if d.histogram is not None:
         for h in store.hour_histograms(d.histogram, lo, hi, provider):
-            target = buckets[h.ts]
-            for le, c in h.buckets.items():
-                target[le] += c
+            _merge_buckets(buckets[h.ts], h.buckets)
     for name in d.counters:
         for p in store.hour_counters(name, lo, hi, provider):
             sums[p.ts][name] += p.value
-            if name == d.counters[0] or d.name == "cache_hit_ratio":
+            if d.sets_coverage(name):
                 # Series of one signal are scraped together: the hour's coverage is the best one.
                 minutes[p.ts] = max(minutes[p.ts], p.minutes)
     values = [

@@ -27,8 +27,8 @@ from collectors.errors import ExpositionError
 from collectors.events import EventBatch, parse_events
 from collectors.exposition import ExpositionParser, Sample
 from collectors.hour_of_week import local_hour_start_at
-from collectors.intervals import IngestStats, MinuteAggregator, MinuteCell, MinuteRow
-from collectors.mapping import HISTOGRAM_SIGNALS, PRESETS, Mapper, SeriesKey, preset_from_config
+from collectors.intervals import IngestStats, MinuteAggregator, MinuteRow
+from collectors.mapping import HISTOGRAM_SIGNALS, PRESETS, Mapper, preset_from_config
 from collectors.signals import hourly, rows_value
 from collectors.store import CounterPoint, HistPoint, Store
 from controller.forecast import forecast
@@ -152,7 +152,7 @@ class Controller:
         now = when.timestamp()
         batch = parse_events(body, now=now, oldest=now - self.store.minute_retention)
         with self._lock:
-            self.aggregator.add_cells(self._admitted(batch.cells))
+            self.aggregator.add_cells(batch.cells, key_map=self.mapper.admit)
             if batch.newest is not None:
                 newest = datetime.fromtimestamp(min(batch.newest, now), UTC)
                 if self._last_data_at is None or newest > self._last_data_at:
@@ -161,21 +161,6 @@ class Controller:
         if batch.errors:
             self.metrics.events.labels("rejected").inc(len(batch.errors))
         return batch
-
-    def _admitted(self, cells: dict[int, dict[SeriesKey, MinuteCell]]) -> dict[int, dict[SeriesKey, MinuteCell]]:
-        """Event cells after the label policy (merged where a dimension is not kept)."""
-        out: dict[int, dict[SeriesKey, MinuteCell]] = {}
-        for minute, per_key in cells.items():
-            target = out.setdefault(minute, {})
-            for key, cell in per_key.items():
-                kept = self.mapper.admit(key)
-                if kept is None:
-                    continue
-                if kept in target:
-                    target[kept].merge(cell)
-                else:
-                    target[kept] = cell
-        return out
 
     def invalidate_history(self) -> None:
         """Forget cached hourly history (after a backfill or import wrote older data), so the
