@@ -113,19 +113,42 @@ def create_app(controller: Controller) -> FastAPI:
         return JSONResponse({"accepted": batch.accepted, "rejected": len(batch.errors), "errors": batch.errors[:1000]},
                             status_code=status)
 
-    @app.get("/v1/forecast", summary="Current forecasts per signal and provider.")
-    def get_forecast(c: Ctl) -> dict[str, Any]:
+    @app.get("/v1/forecast", summary="Current forecasts per signal and provider, with model, skill and gate.")
+    def get_forecast(
+        c: Ctl,
+        components: Annotated[int, Query(ge=0, le=8 * 168,
+                                         description="Also return the last N hours of the decomposition.")] = 0,
+    ) -> dict[str, Any]:
         out = []
-        for (signal, provider), fc in sorted(c.forecasts().items()):
-            out.append({
+        for (signal, provider), sf in sorted(c.forecasts().items()):
+            fit, sel = sf.fit, sf.fit.selection
+            item: dict[str, Any] = {
                 "signal": signal,
                 "provider": provider,
-                "model": fc.attrs.get("model"),
+                "model": fit.model,
+                "stage": fit.stage,
+                "history_days": round(fit.history_days, 3),
+                "skill": _num(sel.skill) if sel else None,
+                "seasonality_gain": _num(sel.seasonality_gain) if sel else None,
+                "backtest_mae": {k: _num(v) for k, v in sel.scores.items()} if sel else {},
+                "trusted": sf.trusted,
+                "gate": sf.gate,
+                "message": sf.message,
+                "fitted_at": sf.fitted_at.isoformat(),
+                "failed_refits": sf.failures,
+                "outliers_replaced": fit.outliers,
                 "points": [
                     {"at": ts.isoformat(), **{k: _num(row[k]) for k in ("mean", "lower", "upper")}}
-                    for ts, row in fc.iterrows()
+                    for ts, row in fit.frame.iterrows()
                 ],
-            })
+            }
+            if components and fit.decomposition is not None:
+                tail = fit.decomposition.iloc[-components:]
+                item["components"] = [
+                    {"at": ts.isoformat(), **{k: _num(row[k]) for k in ("trend", "daily", "weekly", "residual")}}
+                    for ts, row in tail.iterrows()
+                ]
+            out.append(item)
         return {"tz": c.settings.timezone, "forecasts": out}
 
     @app.get("/v1/profile", summary="Hour-of-week profile of one signal.")

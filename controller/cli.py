@@ -16,6 +16,8 @@ from controller.errors import ConfigError
 from controller.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from collectors.store import Store
 
 
@@ -105,12 +107,10 @@ def cmd_import_csv(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_profile(args: argparse.Namespace) -> int:
-    import json
-
-    from collectors.hour_of_week import profile, profile_cells
+def _stored_hourly(args: argparse.Namespace, weeks: float) -> tuple[Settings, str, pd.Series] | int:
+    """``args.signal`` per local hour over the last ``weeks`` of the store (for ``args.provider``,
+    or all together); an exit code instead when there is nothing to read."""
     from collectors.signals import hourly
-    from controller.render import heatmap, heatmap_png, top_deviations
 
     with _store(args) as (s, tz, store):
         span = store.span()
@@ -120,10 +120,22 @@ def cmd_profile(args: argparse.Namespace) -> int:
         provider = None if args.provider in (None, "*") else args.provider
         end = span[1] + 3600
         try:
-            series = hourly(store, args.signal, tz, end - int(args.weeks * 7 * 86400), end, provider)
+            return s, tz, hourly(store, args.signal, tz, end - int(weeks * 7 * 86400), end, provider)
         except ValueError as exc:
             print(f"diurnal: {exc}", file=sys.stderr)
             return 2
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    import json
+
+    from collectors.hour_of_week import profile, profile_cells
+    from controller.render import heatmap, heatmap_png, top_deviations
+
+    read = _stored_hourly(args, args.weeks)
+    if isinstance(read, int):
+        return read
+    _, tz, series = read
     prof = profile(series, tz)
     if args.json:
         print(json.dumps({"signal": args.signal, "series": args.provider or "*", "tz": tz,
@@ -138,6 +150,59 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.png:
         heatmap_png(prof, str(args.png), title=title, unit=args.signal)
         print(f"\nwrote {args.png}")
+    return 0
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    import json
+
+    import pandas as pd
+
+    from controller.core import LOAD_SIGNALS
+    from controller.forecast import fit, gate
+
+    read = _stored_hourly(args, _settings(args).forecast.history_weeks)
+    if isinstance(read, int):
+        return read
+    s, tz, series = read
+    fs = s.forecast
+    observed = series.dropna()
+    if len(observed) < 2:
+        print(f"diurnal: no {args.signal} data for {args.provider or 'all series'} in the store", file=sys.stderr)
+        return 1
+    result = fit(series.loc[observed.index[0]:], args.hours, tz=tz, coverage=fs.coverage,
+                 min_history=pd.Timedelta(days=fs.min_history_days),
+                 weekly_history=pd.Timedelta(days=fs.weekly_history_days),
+                 under_penalty=fs.under_penalty if args.signal in LOAD_SIGNALS else 1.0,
+                 backtest_days=fs.backtest_days, exclude=[(w.start, w.end) for w in fs.exclude])
+    code, message = gate(result, skill_gate=fs.skill_gate, seasonality_gate=fs.seasonality_gate)
+    sel = result.selection
+    frame = result.frame
+    if args.json:
+        def num(v: float) -> float | None:
+            return None if v != v else float(v)  # NaN -> null
+
+        print(json.dumps({
+            "signal": args.signal, "series": args.provider or "*", "tz": tz, "model": result.model,
+            "stage": result.stage, "history_days": result.history_days, "gate": code, "message": message,
+            "skill": num(sel.skill) if sel else None,
+            "seasonality_gain": num(sel.seasonality_gain) if sel else None,
+            "backtest_mae": {k: num(v) for k, v in sel.scores.items()} if sel else {},
+            "points": [{"at": ts.isoformat(), **{b: num(r[b]) for b in ("mean", "lower", "upper")}}
+                       for ts, r in frame.iterrows()],
+        }))
+        return 0
+    print(f"{args.signal} ({args.provider or 'all series'}), {result.history_days:.1f} days of history, {tz}")
+    print(f"{code}: {message}")
+    if sel is None:
+        return 0
+    print("backtest MAE per candidate (lower is better):")
+    for name, mae in sorted(sel.scores.items(), key=lambda kv: kv[1]):
+        print(f"  {'*' if name == sel.model else ' '} {name:<26} {mae:.4g}")
+    pct = round(fs.coverage * 100)
+    print(f"\nnext {args.hours} hours (mean, {pct}% band):")
+    for ts, row in frame.iterrows():
+        print(f"  {ts.tz_convert(tz):%a %m-%d %H:%M %Z}  {row['mean']:>10.4g}   [{row['lower']:.4g} .. {row['upper']:.4g}]")
     return 0
 
 
@@ -158,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="run against the built-in simulated router, time compressed")
-    demo.add_argument("--weeks", type=int, default=3, help="simulated weeks; the last is scored (default 3)")
+    demo.add_argument("--weeks", type=int, default=4,
+                      help="simulated weeks; the last is scored (default 4: hour-of-week forecasts need 3 weeks)")
     demo.add_argument("--seed", type=int, default=7, help="random seed of the simulated world")
     demo.add_argument("--data-dir", type=Path, help="keep the store here (default: a temp dir, removed after)")
     demo.add_argument("--serve", action="store_true", help="keep the API up afterwards")
@@ -191,6 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--json", action="store_true", help="print the profile as JSON")
     prof.add_argument("--config", type=Path, help="YAML settings file (data_dir)")
     prof.set_defaults(func=cmd_profile)
+
+    fc = sub.add_parser("forecast", help="forecast a signal from the store: chosen model, skill, gate, bands")
+    fc.add_argument("--signal", default="request_rate", help="derived or imported signal (default request_rate)")
+    fc.add_argument("--provider", help="one provider (default: all together)")
+    fc.add_argument("--hours", type=int, default=24, help="hours ahead (default 24)")
+    fc.add_argument("--timezone", help="IANA zone of the seasonality (default: settings)")
+    fc.add_argument("--json", action="store_true", help="print the forecast as JSON")
+    fc.add_argument("--config", type=Path, help="YAML settings file (data_dir, forecast.*)")
+    fc.set_defaults(func=cmd_forecast)
 
     check = sub.add_parser("check-config", help="validate a settings file and name any bad field")
     check.add_argument("file", type=Path)

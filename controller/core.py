@@ -16,6 +16,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 
@@ -31,11 +32,12 @@ from collectors.intervals import IngestStats, MinuteAggregator, MinuteRow
 from collectors.mapping import HISTOGRAM_SIGNALS, PRESETS, Mapper, preset_from_config
 from collectors.signals import hourly, rows_value
 from collectors.store import CounterPoint, HistPoint, Store
-from controller.forecast import forecast
+from controller.forecast import Fit, Selection, gate
 from controller.guardrails import guard
+from controller.refit import FitJob, Refitter
 from controller.settings import Settings
 from controller.telemetry import Metrics, StateCollector
-from policies import Decision, PolicyConfig, ProviderConfig, ProviderView, View, decide
+from policies import Decision, PolicyConfig, ProviderConfig, ProviderView, Reason, View, decide
 
 log = logging.getLogger("diurnal.controller")
 
@@ -43,7 +45,22 @@ Clock = Callable[[], datetime]
 
 #: Signals forecast per provider, and for all providers together ("*").
 FORECAST_SIGNALS = ("latency_p95", "request_rate")
+#: Load signals: under-predicting them costs more (``forecast.under_penalty``) in model choice.
+LOAD_SIGNALS = frozenset({"request_rate", "input_token_rate", "output_token_rate", "spend_rate"})
 ALL = "*"
+
+
+@dataclass(frozen=True)
+class SeriesForecast:
+    """The last good fit of one series, and what the gates made of it."""
+
+    fit: Fit
+    fitted_at: datetime
+    trusted: bool
+    gate: str  # reason code: ForecastTrusted, InsufficientHistory, BelowSkillGate, NotSeasonal
+    message: str
+    selected_at: datetime | None = None
+    failures: int = 0  # refits failed in a row since this fit
 
 
 def build_mapper(settings: Settings) -> Mapper:
@@ -81,7 +98,8 @@ def package_version() -> str:
 class Controller:
     """Collects, forecasts, decides. Thread-safe: one lock around ingest and step."""
 
-    def __init__(self, settings: Settings, *, clock: Clock = _utc_now, store: Store | None = None) -> None:
+    def __init__(self, settings: Settings, *, clock: Clock = _utc_now, store: Store | None = None,
+                 refit_in_step: bool = True, refitter: Refitter | None = None) -> None:
         self.settings = settings
         self.clock = clock
         self.store = store if store is not None else Store(settings.data_dir, tz=settings.timezone)
@@ -97,7 +115,12 @@ class Controller:
         self._etag: str | None = None
         self._last_data_at: datetime | None = None
         self._last_refit_hour: int | None = None
-        self._forecasts: dict[tuple[str, str], pd.DataFrame] = {}
+        self._forecasts: dict[tuple[str, str], SeriesForecast] = {}
+        fs = settings.forecast
+        self.refitter = refitter or Refitter(fs.workers, fs.refit_timeout_seconds)
+        #: ``step`` refits when due (embedding); the service runs :meth:`refit` on its own job.
+        self.refit_in_step = refit_in_step
+        self._refit_lock = threading.Lock()
         self._hourly: dict[tuple[str, str], pd.Series] = {}
         # Minutes closed recently, kept in memory so a tick reads no SQL for observations.
         self._recent_counters: list[CounterPoint] = []
@@ -110,8 +133,8 @@ class Controller:
             self._last_data_at = datetime.fromtimestamp(span[1] + 60, UTC)
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, clock: Clock | None = None) -> Controller:
-        return cls(settings, clock=clock or _utc_now)
+    def from_settings(cls, settings: Settings, *, clock: Clock | None = None, refit_in_step: bool = True) -> Controller:
+        return cls(settings, clock=clock or _utc_now, refit_in_step=refit_in_step)
 
     # ---- ingest -------------------------------------------------------------------------
 
@@ -188,13 +211,12 @@ class Controller:
             rows = self.aggregator.close_before(when.timestamp())
             self.store.write(rows)
             self._remember(rows, int(when.timestamp()))
-            hour = local_hour_start_at(int(when.timestamp()), self.settings.timezone)
-            if self._refit_due(hour, when):
-                self.store.prune(int(when.timestamp()))  # retention, once an hour
-                self._refit(hour)
+            if self.refit_in_step and self.refit_due(when):
+                self.refit(when)
             config = self.policy_config()
             view = self._view(when, config)
             target = decide(view, self._decision, config, when)
+            target = replace(target, reasons=(*target.reasons, *self._forecast_reasons()))
             decision = guard(target, self._decision, config, self.settings.guardrails, view.data_age_seconds)
             self._publish(decision)
         self.metrics.ticks.inc()
@@ -216,17 +238,52 @@ class Controller:
         hist = [p for p in self._recent_hist if provider is None or p.key.provider == provider]
         return rows_value(signal, counters, hist)
 
-    def _refit_due(self, hour: int, when: datetime) -> bool:
+    def refit_due(self, at: datetime | None = None) -> bool:
+        """True when a local hour has started since the last refit (or the interval passed)."""
+        when = _aware(at) if at is not None else _aware(self.clock())
         if self._last_refit_hour is None:
             return True
+        hour = local_hour_start_at(int(when.timestamp()), self.settings.timezone)
         interval = max(3600.0, self.settings.forecast.refit_interval_minutes * 60)
         return hour - self._last_refit_hour >= interval
 
-    def _refit(self, hour: int) -> None:
+    def refit(self, at: datetime | None = None) -> dict[tuple[str, str], BaseException]:
+        """Refit every forecast series from the store, as of ``at``.
+
+        Histories are read under the controller's lock; the fits run without it (in the
+        worker pool, or inline), so ticks and API reads go on meanwhile. A series whose fit
+        fails or times out keeps its last good forecast. Returns the failures.
+        """
+        when = _aware(at) if at is not None else _aware(self.clock())
         started = time.perf_counter()
+        with self._refit_lock:
+            with self._lock:
+                hour = local_hour_start_at(int(when.timestamp()), self.settings.timezone)
+                self.store.prune(int(when.timestamp()))  # retention, once an hour
+                jobs = self._fit_jobs(hour, when)
+                self._last_refit_hour = hour
+            outcomes = self.refitter.run(jobs)
+            given = {job.key: job.selection for job in jobs}
+            failures: dict[tuple[str, str], BaseException] = {}
+            with self._lock:
+                for key, outcome in outcomes.items():
+                    if isinstance(outcome, BaseException):
+                        failures[key] = outcome
+                        self._refit_failed(key, outcome)
+                        continue
+                    old = given.get(key)
+                    reused = old is not None and outcome.selection is not None and outcome.selection.stage == old.stage
+                    self._forecasts[key] = self._judge(outcome, when, self._forecasts.get(key), reused)
+        self.metrics.refit_seconds.observe(time.perf_counter() - started)
+        return failures
+
+    def _fit_jobs(self, hour: int, when: datetime) -> list[FitJob]:
+        fs = self.settings.forecast
         tz = self.settings.timezone
-        start = hour - self.settings.forecast.history_weeks * 7 * 86400
-        forecasts: dict[tuple[str, str], pd.DataFrame] = {}
+        start = hour - fs.history_weeks * 7 * 86400
+        reselect = timedelta(hours=fs.reselect_hours)
+        exclude = tuple((w.start, w.end) for w in fs.exclude)
+        jobs = []
         for provider in [*self.providers(), ALL]:
             for signal in FORECAST_SIGNALS:
                 if signal == "latency_p95" and provider == ALL:
@@ -235,17 +292,50 @@ class Controller:
                 observed = hist.dropna()
                 if len(observed) < 2:
                     continue
-                try:
-                    fc = forecast(hist.loc[observed.index[0]:], self.settings.forecast.horizon_hours, tz=tz,
-                                  min_history=pd.Timedelta(days=self.settings.forecast.min_history_days))
-                except ValueError as exc:
-                    log.warning("forecast of %s/%s failed: %s", signal, provider, exc)
-                    continue
-                if fc.attrs.get("model") != "none":
-                    forecasts[(signal, provider)] = fc
-        self._forecasts = forecasts
-        self._last_refit_hour = hour
-        self.metrics.refit_seconds.observe(time.perf_counter() - started)
+                key = (signal, provider)
+                prior = self._forecasts.get(key)
+                selection: Selection | None = None
+                if prior is not None and prior.selected_at is not None and when - prior.selected_at < reselect:
+                    selection = prior.fit.selection
+                jobs.append(FitJob(
+                    key=key, history=hist.loc[observed.index[0]:], horizon=fs.horizon_hours, tz=tz,
+                    min_history=pd.Timedelta(days=fs.min_history_days),
+                    weekly_history=pd.Timedelta(days=fs.weekly_history_days),
+                    under_penalty=fs.under_penalty if signal in LOAD_SIGNALS else 1.0, coverage=fs.coverage,
+                    backtest_days=fs.backtest_days, exclude=exclude, selection=selection,
+                ))
+        return jobs
+
+    def _judge(self, fit: Fit, when: datetime, prior: SeriesForecast | None, reused: bool) -> SeriesForecast:
+        """Apply the skill gates to a new fit."""
+        fs = self.settings.forecast
+        code, message = gate(fit, skill_gate=fs.skill_gate, seasonality_gate=fs.seasonality_gate)
+        if fit.selection is None:
+            selected_at = None
+        elif reused and prior is not None and prior.selected_at is not None:
+            selected_at = prior.selected_at
+        else:
+            selected_at = when
+        return SeriesForecast(fit, when, code == "ForecastTrusted", code, message, selected_at)
+
+    def _refit_failed(self, key: tuple[str, str], exc: BaseException) -> None:
+        reason = "timeout" if isinstance(exc, TimeoutError) else "error"
+        self.metrics.refit_failures.labels(reason).inc()
+        prior = self._forecasts.get(key)
+        if prior is not None:
+            self._forecasts[key] = replace(prior, failures=prior.failures + 1)
+        log.warning("refit of %s/%s failed (%s: %s); keeping the last good forecast%s", key[0], key[1],
+                    type(exc).__name__, exc, "" if prior is not None else " (there is none yet)")
+
+    def _forecast_reasons(self) -> list[Reason]:
+        """One reason per forecast series: trusted, or why the controller only reacts for it."""
+        out = []
+        for (signal, provider), sf in sorted(self._forecasts.items()):
+            message = sf.message if sf.trusted else f"{sf.message}; reacting to observations only"
+            if sf.failures:
+                message += f" (last {sf.failures} refits failed; forecast from {sf.fitted_at:%Y-%m-%d %H:%M} UTC)"
+            out.append(Reason(f"forecast/{signal}/{provider}", sf.gate, message))
+        return out
 
     def _hourly_history(self, signal: str, provider: str, start: int, end: int) -> pd.Series:
         """Hourly values over ``[start, end)``. Complete hours never change, so each call reads
@@ -277,17 +367,20 @@ class Controller:
             observations[("latency_p95", name)] = p95
             observations[("request_rate", name)] = rps
             peak, peak_at = self._window_max(("latency_p95", name), when, ahead_end)
+            trusted = peak is not None and self._trusted(("latency_p95", name))
             providers[name] = ProviderView(
                 name=name,
                 observed_p95_seconds=None if math.isnan(p95) else p95,
                 observed_rpm=None if math.isnan(rps) else rps * 60,
                 predicted_p95_seconds=peak,
                 predicted_p95_at=peak_at,
-                forecast_trusted=peak is not None,
+                forecast_trusted=trusted,
             )
         total_rps = self._observe("request_rate", None)
         observations[("request_rate", ALL)] = total_rps
         peak_rps, _ = self._window_max(("request_rate", ALL), when, ahead_end)
+        if not self._trusted(("request_rate", ALL)):
+            peak_rps = None
         self._observations = {k: v for k, v in observations.items() if not math.isnan(v)}
         return View(
             now=when,
@@ -298,9 +391,14 @@ class Controller:
             tz=self.settings.timezone,
         )
 
+    def _trusted(self, key: tuple[str, str]) -> bool:
+        sf = self._forecasts.get(key)
+        return sf is not None and sf.trusted
+
     def _window_max(self, key: tuple[str, str], start: datetime, end: datetime) -> tuple[float | None, datetime | None]:
         """Highest forecast mean among the steps overlapping ``[start, end)``."""
-        fc = self._forecasts.get(key)
+        sf = self._forecasts.get(key)
+        fc = sf.fit.frame if sf is not None else None
         if fc is None or fc.empty:
             return None, None
         times = fc.index.as_unit("s").asi8
@@ -355,7 +453,8 @@ class Controller:
     def observations(self) -> dict[tuple[str, str], float]:
         return dict(self._observations)
 
-    def forecasts(self) -> dict[tuple[str, str], pd.DataFrame]:
+    def forecasts(self) -> dict[tuple[str, str], SeriesForecast]:
+        """The last good forecast of every series, with its gate."""
         return dict(self._forecasts)
 
     def current_forecasts(self) -> dict[tuple[str, str], dict[str, float]]:
@@ -364,7 +463,8 @@ class Controller:
         out: dict[tuple[str, str], dict[str, float]] = {}
         if now is None:
             return out
-        for key, fc in self._forecasts.items():
+        for key, sf in self._forecasts.items():
+            fc = sf.fit.frame
             rows = fc[fc.index <= now]
             if not rows.empty:
                 row = rows.iloc[-1]
@@ -378,6 +478,7 @@ class Controller:
         try:
             self.flush()
         finally:
+            self.refitter.close()
             self.store.close()
 
 

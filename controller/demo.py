@@ -63,12 +63,13 @@ def demo_settings(data_dir: Path, spec: WorldSpec, **overrides: object) -> Setti
         "policy": {"providers": providers, "latency_slo_seconds": spec.slo_seconds},
         "guardrails": {"mode": "act", "stale_after_seconds": 900},
         "control": {"observation_window_minutes": 10},
+        "forecast": {"workers": 0},  # simulated time: fit inline, deterministic
     }
     values.update(overrides)  # a group given here replaces the demo's whole group
     return load_settings(**values)
 
 
-def run_demo(*, weeks: int = 3, seed: int = 7, data_dir: Path | None = None, scrape_minutes: int = 10,
+def run_demo(*, weeks: int = 4, seed: int = 7, data_dir: Path | None = None, scrape_minutes: int = 10,
              progress: Callable[[str], None] | None = None) -> DemoResult:
     """Run ``weeks`` simulated weeks; the last one is scored against static weights."""
     if weeks < 2:
@@ -123,20 +124,23 @@ def _predicted_peak(ctl: Controller, day_start: datetime, spec: WorldSpec) -> di
     out: dict[str, object] = {"made_at": ctl.decision.at if ctl.decision else None}
     day_end = pd.Timestamp(day_start + timedelta(days=1))
     fcs = ctl.forecasts()
-    rate = fcs.get(("request_rate", ALL))
-    if rate is not None:
+    rate_sf = fcs.get(("request_rate", ALL))
+    rate = rate_sf.fit.frame if rate_sf is not None else None
+    if rate_sf is not None and rate is not None:
         monday = rate[(rate.index >= pd.Timestamp(day_start)) & (rate.index < day_end)]
         if not monday.empty:
             at = monday["mean"].idxmax()
             out["rate_peak_at"] = at.to_pydatetime()
             out["rate_peak_rpm"] = float(monday.loc[at, "mean"]) * 60
             out["rate_peak_upper_rpm"] = float(monday.loc[at, "upper"]) * 60
-            out["rate_model"] = rate.attrs.get("model")
+            out["rate_model"] = rate_sf.fit.model
+            out["rate_skill"] = rate_sf.fit.skill
     slow: list[tuple[str, datetime, datetime, float]] = []
     for p in spec.providers:
-        fc = fcs.get(("latency_p95", p.name))
-        if fc is None:
+        sf = fcs.get(("latency_p95", p.name))
+        if sf is None:
             continue
+        fc = sf.fit.frame
         monday = fc[(fc.index >= pd.Timestamp(day_start)) & (fc.index < day_end)]
         over = monday[monday["mean"] > spec.slo_seconds]
         if not over.empty:

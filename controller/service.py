@@ -112,6 +112,15 @@ def tick(controller: Controller) -> None:
         log.exception("control tick failed; the loop goes on")
 
 
+def refit_when_due(controller: Controller) -> None:
+    """Refit at each new local hour (off the tick, in the worker pool); never raises."""
+    try:
+        if controller.refit_due():
+            controller.refit()
+    except Exception:
+        log.exception("refit failed; the forecasts in use are kept")
+
+
 def build_scheduler(controller: Controller, scraper: Scraper | None, settings: Settings) -> BackgroundScheduler:
     sched = BackgroundScheduler(
         timezone=UTC,
@@ -126,6 +135,10 @@ def build_scheduler(controller: Controller, scraper: Scraper | None, settings: S
                       id="scrape", next_run_time=datetime.now(UTC))
     sched.add_job(tick, "interval", args=[controller], seconds=settings.control.tick_interval_seconds,
                   id="tick", next_run_time=datetime.now(UTC))
+    # Checked every minute, runs when a local hour has started: refits take seconds to
+    # minutes and must not delay ticks, so they have their own job (and worker processes).
+    sched.add_job(refit_when_due, "interval", args=[controller], seconds=60, id="refit",
+                  next_run_time=datetime.now(UTC), misfire_grace_time=None)
     return sched
 
 
@@ -201,7 +214,7 @@ def _backfill_in_background(controller: Controller, settings: Settings) -> None:
 
 def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
     """The sidecar: scrape, tick and serve until stopped. History persists in ``data_dir``."""
-    controller = Controller.from_settings(settings)
+    controller = Controller.from_settings(settings, refit_in_step=False)
     url = settings.router.metrics_url
     if url is None:
         log.warning("router.metrics_url is not set: nothing will be scraped")

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -225,18 +226,74 @@ class GuardrailSettings(_Group):
     )
 
 
+class ExcludeWindow(_Group):
+    """A known anomaly (an incident, a holiday): its data is ignored when fitting."""
+
+    start: AwareDatetime = Field(description="Start of the window, with its UTC offset.")
+    end: AwareDatetime = Field(description="End of the window (exclusive), with its UTC offset.")
+    reason: str = Field(default="", description="Why, for the logs and the forecast API.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ExcludeWindow:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
 class ForecastSettings(_Group):
     min_history_days: float = Field(
         default=3.0, gt=0, description="No forecast below this much history. Measured in days."
     )
+    weekly_history_days: float = Field(
+        default=21.0, gt=0,
+        description="Hour-of-week models from this much history; hour-of-day models before. Measured in days.",
+    )
     refit_interval_minutes: float = Field(
         default=60.0, gt=0, description="How often forecasts are refitted. Measured in minutes."
+    )
+    reselect_hours: float = Field(
+        default=24.0, gt=0,
+        description="How often the backtest re-chooses each series' model; refits in between reuse the "
+                    "choice. Measured in hours.",
+    )
+    backtest_days: int = Field(
+        default=7, ge=1, le=28, description="Rolling origins (one a day) in the backtest that chooses a model."
     )
     horizon_hours: int = Field(
         default=24, ge=1, le=168, description="How far each forecast reaches. Measured in hours."
     )
     history_weeks: int = Field(
-        default=8, ge=1, description="History used for a fit. Measured in weeks."
+        default=8, ge=1, le=8, description="History used for a fit. Measured in weeks."
+    )
+    coverage: float = Field(
+        default=0.8, gt=0, lt=1, description="Central coverage of the forecast band (lower, upper). A fraction."
+    )
+    under_penalty: float = Field(
+        default=2.0, ge=1,
+        description="How much more an under-prediction costs than an over-prediction when choosing a model "
+                    "for a load signal (request rate, tokens, spend). A ratio.",
+    )
+    skill_gate: float = Field(
+        default=0.0, le=1,
+        description="A forecast is acted on ahead only with at least this skill (1 - MAE / MAE of seasonal "
+                    "naive, on the backtest). A ratio.",
+    )
+    seasonality_gate: float = Field(
+        default=0.1, le=1,
+        description="... and only when its seasonal model beats a flat forecast by this much (1 - MAE / MAE "
+                    "of the flat level); a series of noise fails it. A ratio.",
+    )
+    workers: int = Field(
+        default=2, ge=0, le=32,
+        description="Processes that refit. 0 fits in the calling thread (embedding, tests): no timeout then.",
+    )
+    refit_timeout_seconds: float = Field(
+        default=60.0, gt=0,
+        description="Longest one series' fit may take in a worker; past it the series keeps its last good "
+                    "forecast. Measured in seconds.",
+    )
+    exclude: list[ExcludeWindow] = Field(
+        default_factory=list, description="Known anomalies to leave out of every fit."
     )
 
 

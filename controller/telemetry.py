@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -48,6 +49,10 @@ class Metrics:
         self.refit_seconds = Histogram(
             "diurnal_refit_duration_seconds", "Wall time of one refit of all forecasts.",
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60), registry=registry,
+        )
+        self.refit_failures = Counter(
+            "diurnal_refit_failures", "Series refits that failed, by reason (error, timeout); the last good "
+            "forecast is kept.", ["reason"], registry=registry,
         )
         self.decision_reasons = Counter(
             "diurnal_decision_reasons", "Reasons given in decisions, by knob kind and reason code.",
@@ -102,6 +107,7 @@ class StateCollector(Collector):
                 forecast.add_metric([signal, provider, bound], value)
         yield observed
         yield forecast
+        yield from _forecast_state(ctl)
         yield GaugeMetricFamily(
             "diurnal_stored_series", "Series in the embedded store.", value=float(ctl.stored_series_count())
         )
@@ -115,3 +121,45 @@ class StateCollector(Collector):
         for reason, n in sorted(ctl.mapper.dropped.items()):
             dropped.add_metric([reason], float(n))
         yield dropped
+
+
+def _forecast_state(ctl: Controller) -> Iterator[GaugeMetricFamily | InfoMetricFamily]:
+    """Per forecast series: skill, gate, chosen model, decomposition at the last fitted hour."""
+    labels = ["signal", "provider"]
+    skill = GaugeMetricFamily(
+        "diurnal_forecast_skill", "Backtest skill: 1 - MAE / MAE of seasonal naive (>0 beats naive).", labels=labels)
+    gain = GaugeMetricFamily(
+        "diurnal_forecast_seasonality_gain", "1 - MAE of the seasonal model / MAE of a flat forecast.", labels=labels)
+    trusted = GaugeMetricFamily(
+        "diurnal_forecast_trusted", "1 when the forecast passes the skill gates and is acted on ahead.", labels=labels)
+    history = GaugeMetricFamily(
+        "diurnal_forecast_history_seconds", "History behind the forecast.", labels=labels)
+    age = GaugeMetricFamily(
+        "diurnal_forecast_age_seconds", "Time since the forecast in use was fitted (grows while refits fail).",
+        labels=labels)
+    model = InfoMetricFamily("diurnal_forecast_model", "The model the backtest chose, and the history stage.",
+                             labels=labels)
+    component = GaugeMetricFamily(
+        "diurnal_forecast_component", "Decomposition at the last fitted hour (trend, daily, weekly, residual).",
+        labels=[*labels, "component"])
+    now = ctl.decision.at if ctl.decision is not None else None
+    for (signal, provider), sf in sorted(ctl.forecasts().items()):
+        lv = [signal, provider]
+        fit = sf.fit
+        trusted.add_metric(lv, 1.0 if sf.trusted else 0.0)
+        history.add_metric(lv, fit.history_days * 86400.0)
+        model.add_metric(lv, {"model": fit.model, "stage": fit.stage})
+        if now is not None:
+            age.add_metric(lv, max(0.0, (now - sf.fitted_at).total_seconds()))
+        if fit.selection is not None:
+            if math.isfinite(fit.selection.skill):
+                skill.add_metric(lv, fit.selection.skill)
+            if math.isfinite(fit.selection.seasonality_gain):
+                gain.add_metric(lv, fit.selection.seasonality_gain)
+        if fit.decomposition is not None and len(fit.decomposition):
+            last = fit.decomposition.iloc[-1]
+            for name in ("trend", "daily", "weekly", "residual"):
+                value = float(last[name])
+                if math.isfinite(value):
+                    component.add_metric([*lv, name], value)
+    yield from (skill, gain, trusted, history, age, model, component)

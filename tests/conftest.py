@@ -15,15 +15,16 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from controller.core import Controller
 from controller.demo import demo_settings
 from controller.settings import Settings
-from sim import WorldSpec
+from sim import SimulatedRouter, WorldSpec
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 NY = ZoneInfo("America/New_York")
@@ -132,3 +133,19 @@ def prometheus() -> Iterator[PrometheusServer]:
         proc.wait(timeout=20)
         shutil.rmtree(workdir, ignore_errors=True)
 
+
+
+def warm_up(ctl: Controller, router: SimulatedRouter, start: datetime, end: datetime,
+            step: timedelta = timedelta(minutes=30)) -> None:
+    """Feed ``router``'s weeks from ``start`` to ``end`` quickly: coarse scrapes, static
+    weights, and no refits until the end (the next ``step`` refits once, on all of it)."""
+    in_step, ctl.refit_in_step = ctl.refit_in_step, False
+    now = start
+    try:
+        while now < end:
+            now = min(now + step, end)
+            router.advance(now)
+            ctl.ingest_exposition(router.exposition(), at=now)
+            ctl.step(at=now)
+    finally:
+        ctl.refit_in_step = in_step

@@ -10,6 +10,7 @@ import pytest
 from collectors.errors import ExpositionError
 from controller import Controller, Settings
 from sim import STATIC_WEIGHTS, SimulatedRouter, WorldSpec
+from tests.conftest import warm_up
 
 
 def drive(ctl: Controller, router: SimulatedRouter, start: datetime, end: datetime,
@@ -31,17 +32,19 @@ def metric(ctl: Controller, name: str, **labels: str) -> float:
 
 def test_embedding_api_learns_the_week_and_acts_before_the_peak(settings: Settings, spec: WorldSpec,
                                                                 monday: datetime) -> None:
-    start = monday - timedelta(weeks=1)
+    start = monday - timedelta(weeks=3)  # hour-of-week forecasts need three weeks
     ctl = Controller.from_settings(settings, clock=lambda: start)
     router = SimulatedRouter(spec, seed=3, start=start, weights=STATIC_WEIGHTS)
+    warm_up(ctl, router, start, monday)
     # 07:15 New York: the look-ahead (lead 30 min + window 60 min) now reaches the 08:00 hour.
-    drive(ctl, router, start, monday + timedelta(hours=7, minutes=15))
+    drive(ctl, router, monday, monday + timedelta(hours=7, minutes=15))
     d = ctl.decision
     assert d is not None
     assert math.isclose(sum(d.weights.values()), 1.0)
     assert d.weights["openai"] < STATIC_WEIGHTS["openai"]
     codes = {r.code for r in d.reasons_for("weights/openai")}
     assert codes == {"PredictedLatencyBreach"}
+    assert {r.code for r in d.reasons_for("forecast/latency_p95/openai")} == {"ForecastTrusted"}
     # Truth: before 08:00 nothing was degraded yet, so this was a move ahead of the breach.
     truth = router.truth()
     this_morning = truth[(truth.index >= monday) & (truth.index < monday + timedelta(hours=7, minutes=15))]

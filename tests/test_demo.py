@@ -14,7 +14,7 @@ from sim import STATIC_WEIGHTS, SimulatedRouter, WorldSpec
 
 def test_diurnal_demo_cli_prints_the_summary(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "controller.cli", "demo", "--weeks", "2", "--data-dir", str(tmp_path / "demo")],
+        [sys.executable, "-m", "controller.cli", "demo", "--data-dir", str(tmp_path / "demo")],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
@@ -23,6 +23,7 @@ def test_diurnal_demo_cli_prints_the_summary(tmp_path: Path) -> None:
     assert re.search(r"Mon .*█", out), "the Monday busy window should be the darkest cells"
     assert "Predicted Monday peak" in out and "openai p95 forecast over the SLO from 08:00 to 11:00" in out
     assert "PredictedLatencyBreach" in out
+    assert "forecast/latency_p95/openai: ForecastTrusted" in out
     m = re.search(r"static weights .*?:\s+(\d+) min\n\s+diurnal \(act mode\):\s+(\d+) min", out)
     assert m, out
     static_min, diurnal_min = int(m.group(1)), int(m.group(2))

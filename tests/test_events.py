@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -63,9 +64,11 @@ def test_bad_lines_are_rejected_with_their_line_number(line: str, needle: str) -
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> TestClient:
+def client(tmp_path: Path) -> Iterator[TestClient]:
     settings = load_settings(data_dir=tmp_path, api={"token": "t0ken"})
-    return TestClient(create_app(Controller.from_settings(settings, clock=lambda: NOW)))
+    ctl = Controller.from_settings(settings, clock=lambda: NOW)
+    yield TestClient(create_app(ctl))
+    ctl.close()
 
 
 def test_post_events_needs_the_token(client: TestClient) -> None:

@@ -77,3 +77,23 @@ def test_taylor_weekday_peak_is_at_eleven_london(tmp_path: Path, capsys: pytest.
     sunday_max = max(c["median"] for c in cells if c["weekday"] == "Sun")
     assert max(c["median"] for c in monday) > 1.2 * sunday_max
     assert np.isfinite([c["median"] for c in cells]).all()
+
+
+def test_import_then_forecast(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIURNAL_DATA_DIR", str(tmp_path / "store"))
+    monkeypatch.setenv("DIURNAL_TIMEZONE", "America/New_York")
+    csv = tmp_path / "load.csv"
+    write_csv(csv)
+    assert main(["import-csv", str(csv), "--time-column", "when", "--value-column", "load", "--signal", "load"]) == 0
+    capsys.readouterr()
+    assert main(["forecast", "--signal", "load", "--provider", "imported"]) == 0
+    out = capsys.readouterr().out
+    assert "ForecastTrusted" in out and "28.0 days of history" in out
+    assert main(["forecast", "--signal", "load", "--provider", "imported", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["stage"] == "weekly" and doc["gate"] == "ForecastTrusted" and len(doc["points"]) == 24
+    peak = max(doc["points"], key=lambda p: p["mean"])
+    local = pd.Timestamp(peak["at"]).tz_convert("America/New_York")
+    assert (local.day_name(), local.hour) == ("Monday", 9)  # after the 2026-11-01 change, still 09:00
+    assert main(["forecast", "--signal", "nope"]) == 1

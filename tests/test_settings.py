@@ -47,6 +47,11 @@ def test_yaml_file_and_env_overrides_it(tmp_path: Path, monkeypatch: pytest.Monk
         pytest.param("policy:\n  providers:\n    a: {baseline_weight: 1.0, max_weight: 0.5}\n",
                      "policy.providers.a", id="baseline-above-max"),
         pytest.param("router:\n  scrape_interval_seconds: -1\n", "router.scrape_interval_seconds", id="negative-interval"),
+        pytest.param("forecast:\n  exclude:\n    - {start: '2026-12-26T00:00Z', end: '2026-12-25T00:00Z'}\n",
+                     "forecast.exclude.0", id="exclude-window-backwards"),
+        pytest.param("forecast:\n  exclude:\n    - {start: '2026-12-25T00:00', end: '2026-12-26T00:00Z'}\n",
+                     "forecast.exclude.0.start", id="exclude-window-naive"),
+        pytest.param("forecast:\n  coverage: 1.5\n", "forecast.coverage", id="coverage-over-one"),
     ],
 )
 def test_bad_config_names_the_field(tmp_path: Path, yaml_text: str, field: str) -> None:
