@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from bench.realdata import DATASETS, Dataset, available, data_dir
-from controller.forecast import fit
+from controller.forecast import fit, gate
 from controller.forecast import models as m
 from controller.forecast.grid import to_grid
 
@@ -118,6 +118,7 @@ class Result:
     origins: int
     stages: dict[str, int]
     chosen: dict[str, int]
+    trusted: int
     scores: dict[str, dict[str, float]]
     covered: int
     points: int
@@ -130,6 +131,7 @@ def run_dataset(ds: Dataset, root: Path, days: int, candidates: bool, baselines:
     used = 0
     stages: dict[str, int] = {}
     chosen: dict[str, int] = {}
+    trusted = 0
 
     def add(name: str, key: str, value: float) -> None:
         rows.setdefault(name, {}).setdefault(key, []).append(value)
@@ -155,6 +157,7 @@ def run_dataset(ds: Dataset, root: Path, days: int, candidates: bool, baselines:
         preds[OURS] = result.frame["mean"].to_numpy(dtype=float)
         stages[result.stage] = stages.get(result.stage, 0) + 1
         chosen[result.model] = chosen.get(result.model, 0) + 1
+        trusted += gate(result)[0] == "ForecastTrusted"
         lo, hi = result.frame["lower"].to_numpy(dtype=float), result.frame["upper"].to_numpy(dtype=float)
         covered.extend(((truth[ok] >= lo[ok]) & (truth[ok] <= hi[ok])).astype(float).tolist())
         if candidates and result.selection is not None:
@@ -178,7 +181,7 @@ def run_dataset(ds: Dataset, root: Path, days: int, candidates: bool, baselines:
             "seconds": statistics.median(r["seconds"]) if r.get("seconds") else float("nan"),
         }
     summary[OURS]["coverage"] = float(np.mean(covered)) if covered else float("nan")
-    return Result(ds.name, ds.role, ds.tz, used, stages, chosen, summary, int(sum(covered)), len(covered))
+    return Result(ds.name, ds.role, ds.tz, used, stages, chosen, trusted, summary, int(sum(covered)), len(covered))
 
 
 def geomean(values: list[float]) -> float:
@@ -207,9 +210,11 @@ def print_table(results: list[Result]) -> None:
         print(f"  {r.dataset:<30}" + "".join(f"{c}={1000 * r.scores[c]['seconds']:.1f} " for c in names if c in r.scores))
     covered, points = sum(r.covered for r in results), sum(r.points for r in results)
     print(f"\ndiurnal's 80% interval: {covered / max(points, 1):.3f} of {points} actual points inside, "
-          "over all datasets; per dataset, with stages and chosen models:")
+          "over all datasets. Per dataset: coverage; origins where the skill gates would let the "
+          "controller act ahead (default gates); stages; chosen models:")
     for r in results:
-        print(f"  {r.dataset:<30} coverage {r.scores[OURS]['coverage']:.3f}  stages {r.stages}  chosen {r.chosen}")
+        print(f"  {r.dataset:<30} coverage {r.scores[OURS]['coverage']:.3f}  trusted {r.trusted}/{r.origins}  "
+              f"stages {r.stages}  chosen {r.chosen}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -211,8 +211,9 @@ class Controller:
             rows = self.aggregator.close_before(when.timestamp())
             self.store.write(rows)
             self._remember(rows, int(when.timestamp()))
-            if self.refit_in_step and self.refit_due(when):
-                self.refit(when)
+        if self.refit_in_step and self.refit_due(when):
+            self.refit(when)  # takes the refit lock, then this one: never the other way round
+        with self._lock:
             config = self.policy_config()
             view = self._view(when, config)
             target = decide(view, self._decision, config, when)

@@ -269,3 +269,10 @@ def test_statsmodels_is_imported_lazily() -> None:
             "print('statsmodels' in sys.modules or 'scipy' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_before_a_backtest_is_possible_the_naive_is_untrusted_but_banded() -> None:
+    hist = weekly_series("2026-05-04", "2026-05-07 12:00", noise=0.5)  # 3.5 days
+    f = forecast(hist, 24, tz=TZ)
+    assert f.attrs["model"] == "seasonal_naive_daily" and f.attrs["trusted"] is False
+    assert (f["upper"] - f["lower"]).min() > 0.5

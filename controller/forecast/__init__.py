@@ -183,11 +183,15 @@ def _select(cleaned: Cleaned, per_day: int, stage: Stage, *, backtest_days: int,
             errors.setdefault(name, []).append(truth[ok] - pred[ok])
             scaled.setdefault(name, []).append((actual[seen] - pred[seen]) / _error_scale(pred[seen], floor))
     ref = _reference(stage)
-    if not errors:  # nothing to score on yet: the stage's seasonal naive, untested
-        return Selection(stage, ref, float("nan"), float("nan"), (0.0, 0.0), floor)
     flat = {k: np.concatenate(v) for k, v in errors.items()}
-    if not len(flat[ref]):
-        return Selection(stage, ref, float("nan"), float("nan"), (0.0, 0.0), floor)
+    if not flat or not len(flat[ref]):
+        # Too little history for a backtest: the stage's seasonal naive, untested (so never
+        # trusted), with bands from its in-sample errors.
+        period = 7 * per_day if stage == "weekly" else per_day
+        v = cleaned.observed
+        e = (v[period:] - v[:-period]) / _error_scale(v[:-period], floor)
+        days = [d[np.isfinite(d)] for d in np.array_split(e, max(1, len(e) // per_day))]
+        return Selection(stage, ref, float("nan"), float("nan"), _band(days, coverage), floor)
     mae = {k: float(np.mean(np.abs(e))) for k, e in flat.items()}
     loss = {k: float(np.mean(np.where(e > 0, under_penalty * e, -e))) for k, e in flat.items()}
     best = min(loss, key=lambda k: (loss[k], k != ref))

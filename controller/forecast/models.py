@@ -8,7 +8,7 @@ All work on positions of the local wall-clock grid (see :mod:`controller.forecas
 - ``mstl``: statsmodels MSTL (daily, and weekly from three weeks) with ``seasonal_deg=0``;
   the seasonal parts are carried forward, the trend is extrapolated with a damped slope and
   the remainder decays as an AR(1). statsmodels is imported here, lazily.
-- ``level``: no seasonality at all, the median of the last week. It is the yardstick for
+- ``level``: no seasonality at all, flat at the mean of the last day. It is the yardstick for
   "is there seasonality to act on", and the right answer for a series of noise.
 """
 
@@ -79,9 +79,11 @@ def seasonal_median(inp: Inputs, h: int, period: int) -> np.ndarray:
 
 
 def level(inp: Inputs, h: int) -> np.ndarray:
-    recent = inp.values[-inp.per_week:]
+    """Flat at the mean of the last day: it follows level shifts as a trend model would, but
+    has no daily or weekly shape, so beating it takes seasonality."""
+    recent = inp.values[-inp.per_day:]
     recent = recent[np.isfinite(recent)]
-    value = float(np.median(recent)) if len(recent) else float(inp.filled[-1])
+    value = float(np.mean(recent)) if len(recent) else float(inp.filled[-1])
     return np.full(h, value)
 
 
