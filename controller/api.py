@@ -7,18 +7,23 @@ token from ``api.token``; see :func:`require_token`.
 from __future__ import annotations
 
 import hmac
+import logging
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from collectors.hour_of_week import profile, profile_cells
 from collectors.signals import DERIVED, hourly
 from controller.core import ALL, Controller, decision_body, package_version
+from controller.guardrails import Override
+
+log = logging.getLogger("diurnal.api")
 
 
 def _controller(request: Request) -> Controller:
@@ -43,6 +48,25 @@ def require_token(request: Request, authorization: Annotated[str | None, Header(
 
 
 Writer = Annotated[None, Depends(require_token)]
+
+
+#: Longest an override may last. Measured in seconds (7 days).
+MAX_OVERRIDE_SECONDS = 7 * 86400
+
+
+class OverrideIn(BaseModel):
+    """A pin on one knob until it expires."""
+
+    model_config = ConfigDict(extra="forbid")
+    knob: str = Field(description="The knob, e.g. weights/openai.", pattern=r"^weights/[^/]+$")
+    value: float = Field(ge=0, le=1, description="The weight to pin (a fraction of traffic).")
+    ttl_seconds: float = Field(gt=0, le=MAX_OVERRIDE_SECONDS, description="How long it lasts. Measured in seconds.")
+    reason: str = Field(default="", max_length=500, description="Why, for the decision's reasons and the audit.")
+
+
+def _override_out(o: Override) -> dict[str, Any]:
+    return {"id": o.id, "knob": o.knob, "value": o.value, "expires_at": o.expires_at.isoformat(), "reason": o.reason,
+            "created_at": o.created_at.isoformat() if o.created_at else None}
 
 
 def create_app(controller: Controller) -> FastAPI:
@@ -112,6 +136,32 @@ def create_app(controller: Controller) -> FastAPI:
         status = 200 if not batch.errors or batch.accepted else 422
         return JSONResponse({"accepted": batch.accepted, "rejected": len(batch.errors), "errors": batch.errors[:1000]},
                             status_code=status)
+
+    @app.get("/v1/overrides", summary="Active manual overrides.")
+    def list_overrides(c: Ctl) -> dict[str, Any]:
+        return {"overrides": [_override_out(o) for o in c.overrides.active(datetime.now(UTC))]}
+
+    @app.post("/v1/overrides", status_code=201, summary="Pin a knob until it expires (needs the bearer token).",
+              responses={401: {"description": "Missing or wrong token"}, 403: {"description": "Writes disabled"},
+                         422: {"description": "Unknown knob or bad value"}})
+    def post_override(body: OverrideIn, c: Ctl, _: Writer) -> dict[str, Any]:
+        provider = body.knob.split("/", 1)[1]
+        known = set(c.policy_config().providers)
+        if provider not in known:
+            raise HTTPException(422, f"unknown provider {provider!r} in {body.knob!r}; known: {', '.join(sorted(known))}")
+        now = datetime.now(UTC)
+        o = c.overrides.add(body.knob, body.value, now + timedelta(seconds=body.ttl_seconds), body.reason, now)
+        log.info("override %s: %s pinned to %.3f until %s (%s)", o.id, o.knob, o.value, o.expires_at.isoformat(),
+                 o.reason or "no reason given")
+        return {**_override_out(o), "applies_from": "the next control tick"}
+
+    @app.delete("/v1/overrides/{oid}", status_code=204, summary="Remove an override (needs the bearer token).",
+                responses={404: {"description": "No such override"}})
+    def delete_override(oid: str, c: Ctl, _: Writer) -> Response:
+        if not c.overrides.remove(oid):
+            raise HTTPException(404, f"no override {oid!r}")
+        log.info("override %s removed", oid)
+        return Response(status_code=204)
 
     @app.get("/v1/forecast", summary="Current forecasts per signal and provider, with model, skill and gate.")
     def get_forecast(

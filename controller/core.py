@@ -15,10 +15,12 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,8 +34,10 @@ from collectors.intervals import IngestStats, MinuteAggregator, MinuteRow
 from collectors.mapping import HISTOGRAM_SIGNALS, PRESETS, Mapper, preset_from_config
 from collectors.signals import hourly, rows_value
 from collectors.store import CounterPoint, HistPoint, Store
+from controller.audit import AuditLog
 from controller.forecast import Fit, Selection, gate
 from controller.guardrails import guard
+from controller.overrides import OverrideStore
 from controller.refit import FitJob, Refitter
 from controller.settings import Settings
 from controller.telemetry import Metrics, StateCollector
@@ -121,6 +125,10 @@ class Controller:
         #: ``step`` refits when due (embedding); the service runs :meth:`refit` on its own job.
         self.refit_in_step = refit_in_step
         self._refit_lock = threading.Lock()
+        self.overrides = OverrideStore(Path(settings.data_dir) / "overrides.json")
+        self.audit = AuditLog(Path(settings.data_dir) / "audit.jsonl")
+        #: The policy's recent targets, for the guardrails' stabilization window.
+        self._targets: deque[tuple[datetime, dict[str, float]]] = deque()
         self._hourly: dict[tuple[str, str], pd.Series] = {}
         # Minutes closed recently, kept in memory so a tick reads no SQL for observations.
         self._recent_counters: list[CounterPoint] = []
@@ -218,8 +226,13 @@ class Controller:
             view = self._view(when, config)
             target = decide(view, self._decision, config, when)
             target = replace(target, reasons=(*target.reasons, *self._forecast_reasons()))
-            decision = guard(target, self._decision, config, self.settings.guardrails, view.data_age_seconds)
-            self._publish(decision)
+            g = self.settings.guardrails
+            while self._targets and self._targets[0][0] < when - timedelta(seconds=g.stabilization_seconds):
+                self._targets.popleft()
+            decision = guard(target, self._decision, config, g, view.data_age_seconds,
+                             window=list(self._targets), overrides=self.overrides.active(when))
+            self._targets.append((when, dict(target.weights)))
+            self._publish(decision, view)
         self.metrics.ticks.inc()
         self.metrics.tick_seconds.observe(time.perf_counter() - started)
         return decision
@@ -411,9 +424,28 @@ class Controller:
         i = int(np.flatnonzero(inside)[np.argmax(mean[inside])])
         return float(mean[i]), datetime.fromtimestamp(int(times[i]), UTC)
 
-    def _publish(self, decision: Decision) -> None:
+    def _publish(self, decision: Decision, view: View) -> None:
         self._decision = decision
-        self._etag = '"' + hashlib.sha256(json.dumps(decision_body(decision, with_time=False), sort_keys=True).encode()).hexdigest()[:20] + '"'
+        etag = '"' + hashlib.sha256(json.dumps(decision_body(decision, with_time=False), sort_keys=True).encode()).hexdigest()[:20] + '"'
+        if etag != self._etag:  # a new decision: into the audit log with what it was based on
+            self.audit.append({
+                **decision_body(decision),
+                "etag": etag,
+                "inputs": {
+                    "data_age_seconds": view.data_age_seconds,
+                    "observed_total_rpm": view.observed_total_rpm,
+                    "predicted_total_rpm": view.predicted_total_rpm,
+                    "providers": {
+                        n: {"observed_p95_seconds": pv.observed_p95_seconds, "observed_rpm": pv.observed_rpm,
+                            "predicted_p95_seconds": pv.predicted_p95_seconds,
+                            "predicted_p95_at": pv.predicted_p95_at.isoformat() if pv.predicted_p95_at else None,
+                            "forecast_trusted": pv.forecast_trusted}
+                        for n, pv in sorted(view.providers.items())
+                    },
+                    "overrides": [o.id for o in self.overrides.active(decision.at)],
+                },
+            })
+        self._etag = etag
         for r in decision.reasons:
             self.metrics.decision_reasons.labels(r.knob.split("/", 1)[0], r.code).inc()
 

@@ -219,6 +219,12 @@ class GuardrailSettings(_Group):
         le=1,
         description="Largest change of one provider's weight per control tick. A fraction of traffic.",
     )
+    stabilization_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        description="Moves back toward the baseline wait until every recommendation of this window agrees "
+                    "(moves away from it are immediate). Measured in seconds.",
+    )
     stale_after_seconds: float = Field(
         default=180.0,
         gt=0,
