@@ -38,6 +38,7 @@ from controller.audit import AuditLog
 from controller.forecast import Fit, Selection, gate
 from controller.guardrails import guard
 from controller.overrides import OverrideStore
+from controller.publish import build_publishers
 from controller.refit import FitJob, Refitter
 from controller.settings import Settings
 from controller.telemetry import Metrics, StateCollector
@@ -127,6 +128,7 @@ class Controller:
         self._refit_lock = threading.Lock()
         self.overrides = OverrideStore(Path(settings.data_dir) / "overrides.json")
         self.audit = AuditLog(Path(settings.data_dir) / "audit.jsonl")
+        self.publishers = build_publishers(settings, lambda name, result: self.metrics.publishes.labels(name, result).inc())
         #: The policy's recent targets, for the guardrails' stabilization window.
         self._targets: deque[tuple[datetime, dict[str, float]]] = deque()
         self._hourly: dict[tuple[str, str], pd.Series] = {}
@@ -445,6 +447,10 @@ class Controller:
                     "overrides": [o.id for o in self.overrides.active(decision.at)],
                 },
             })
+            if decision.mode == "act":  # observe mode pushes nothing
+                body = decision_body(decision)
+                for pub in self.publishers:
+                    pub.publish(body, etag)
         self._etag = etag
         for r in decision.reasons:
             self.metrics.decision_reasons.labels(r.knob.split("/", 1)[0], r.code).inc()
@@ -511,6 +517,8 @@ class Controller:
         try:
             self.flush()
         finally:
+            for pub in self.publishers:
+                pub.close()
             self.refitter.close()
             self.store.close()
 

@@ -319,6 +319,38 @@ class ControlSettings(_Group):
     )
 
 
+class FilePublisherSettings(_Group):
+    path: Path | None = Field(
+        default=None, description="Write each new decision here (atomically), for a router that hot-reloads a "
+                                  "mounted file. Unset: off.")
+    format: Literal["json", "yaml"] = Field(default="json", description="File format.")
+    shape: Literal["decision", "litellm"] = Field(
+        default="decision",
+        description="`decision`: the body of GET /v1/decision. `litellm`: a LiteLLM proxy config fragment "
+                    "(model_list with deployment weights, router_settings).")
+    litellm_model_group: str = Field(
+        default="diurnal", min_length=1,
+        description="With shape litellm: the model_name the router.model_providers deployments serve.")
+
+
+class WebhookPublisherSettings(_Group):
+    url: str | None = Field(default=None, description="POST each new decision here (JSON). Unset: off.")
+    bearer_token: SecretStr | None = Field(default=None, description="Sent as Authorization: Bearer.")
+    timeout_seconds: float = Field(default=5.0, gt=0, description="Per attempt. Measured in seconds.")
+    max_attempts: int = Field(default=4, ge=1, le=10, description="Attempts per decision, first included.")
+    backoff_seconds: float = Field(
+        default=1.0, gt=0, description="Base of the exponential backoff (full jitter). Measured in seconds.")
+    max_backoff_seconds: float = Field(default=30.0, gt=0, description="Longest wait between attempts. Seconds.")
+
+
+class PublishSettings(_Group):
+    """Where decisions are pushed, in `act` mode only (`observe` pushes nothing). Routers can
+    always poll GET /v1/decision."""
+
+    file: FilePublisherSettings = Field(default_factory=FilePublisherSettings)
+    webhook: WebhookPublisherSettings = Field(default_factory=WebhookPublisherSettings)
+
+
 class Settings(BaseSettings):
     """diurnal's settings. See README for an annotated example file."""
 
@@ -346,6 +378,7 @@ class Settings(BaseSettings):
     guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
     forecast: ForecastSettings = Field(default_factory=ForecastSettings)
     control: ControlSettings = Field(default_factory=ControlSettings)
+    publish: PublishSettings = Field(default_factory=PublishSettings)
 
     @field_validator("timezone")
     @classmethod

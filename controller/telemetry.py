@@ -50,6 +50,10 @@ class Metrics:
             "diurnal_refit_duration_seconds", "Wall time of one refit of all forecasts.",
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60), registry=registry,
         )
+        self.publishes = Counter(
+            "diurnal_publishes", "Decision pushes by publisher (file, webhook) and result (ok, retry, failed, "
+            "rejected, superseded, error).", ["publisher", "result"], registry=registry,
+        )
         self.refit_failures = Counter(
             "diurnal_refit_failures", "Series refits that failed, by reason (error, timeout); the last good "
             "forecast is kept.", ["reason"], registry=registry,
