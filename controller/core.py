@@ -38,11 +38,22 @@ from controller.audit import AuditLog
 from controller.forecast import Fit, Selection, gate
 from controller.guardrails import guard
 from controller.overrides import OverrideStore
+from controller.prewarm_exec import KubernetesScaler, PrewarmExecutor
 from controller.publish import build_publishers
 from controller.refit import FitJob, Refitter
 from controller.settings import Settings
 from controller.telemetry import Metrics, StateCollector
-from policies import Decision, PolicyConfig, ProviderConfig, ProviderView, Reason, View, decide
+from policies import (
+    Decision,
+    LoadPoint,
+    PolicyConfig,
+    PrewarmConfig,
+    ProviderConfig,
+    ProviderView,
+    Reason,
+    View,
+    decide,
+)
 
 log = logging.getLogger("diurnal.controller")
 
@@ -129,6 +140,8 @@ class Controller:
         self.overrides = OverrideStore(Path(settings.data_dir) / "overrides.json")
         self.audit = AuditLog(Path(settings.data_dir) / "audit.jsonl")
         self.publishers = build_publishers(settings, lambda name, result: self.metrics.publishes.labels(name, result).inc())
+        self.prewarm = PrewarmExecutor(lambda: kubernetes_scaler(settings),
+                                       lambda name, result: self.metrics.prewarm_actions.labels(name, result).inc())
         #: The policy's recent targets, for the guardrails' stabilization window.
         self._targets: deque[tuple[datetime, dict[str, float]]] = deque()
         self._hourly: dict[tuple[str, str], pd.Series] = {}
@@ -398,7 +411,10 @@ class Controller:
         if not self._trusted(("request_rate", ALL)):
             peak_rps = None
         self._observations = {k: v for k, v in observations.items() if not math.isnan(v)}
+        wanted = {a.provider for a in config.prewarm}
+        load = {p: self._load_points(p, when) for p in wanted if self._trusted(("request_rate", p))}
         return View(
+            load_forecast={p: pts for p, pts in load.items() if pts},
             now=when,
             providers=providers,
             predicted_total_rpm=None if peak_rps is None else peak_rps * 60,
@@ -406,6 +422,17 @@ class Controller:
             data_age_seconds=self.data_age_seconds(when),
             tz=self.settings.timezone,
         )
+
+    def _load_points(self, provider: str, when: datetime) -> tuple[LoadPoint, ...]:
+        """The request-rate forecast from the step containing ``when`` on, in requests per minute."""
+        sf = self._forecasts.get(("request_rate", provider))
+        if sf is None:
+            return ()
+        fc = sf.fit.frame
+        step = fc.index[1] - fc.index[0] if len(fc) > 1 else pd.Timedelta(hours=1)
+        rows = fc[(fc.index + step > pd.Timestamp(when)) & fc["mean"].notna()]
+        return tuple(LoadPoint(ts.to_pydatetime(), float(r["mean"]) * 60, float(r["upper"]) * 60)
+                     for ts, r in rows.iterrows())
 
     def _trusted(self, key: tuple[str, str]) -> bool:
         sf = self._forecasts.get(key)
@@ -452,6 +479,8 @@ class Controller:
                 for pub in self.publishers:
                     pub.publish(body, etag)
         self._etag = etag
+        if decision.mode == "act":  # each tick: it acts only on a changed amount, and retries a failed one
+            self.prewarm.apply(decision.prewarm, decision.at)
         for r in decision.reasons:
             self.metrics.decision_reasons.labels(r.knob.split("/", 1)[0], r.code).inc()
 
@@ -481,7 +510,12 @@ class Controller:
         else:  # nothing configured: equal shares over the providers seen so far
             seen = self.providers()
             providers = {n: ProviderConfig(1.0 / len(seen)) for n in seen}
-        return PolicyConfig(providers=providers, latency_slo_seconds=pol.latency_slo_seconds)
+        prewarm = tuple(
+            PrewarmConfig(a.name, a.kind, a.target, a.rpm_per_unit, a.min_units, a.max_units,
+                          timedelta(minutes=a.lead_minutes), timedelta(minutes=a.release_after_minutes), a.provider)
+            for a in pol.prewarm
+        )
+        return PolicyConfig(providers=providers, latency_slo_seconds=pol.latency_slo_seconds, prewarm=prewarm)
 
     def data_age_seconds(self, at: datetime | None = None) -> float | None:
         if self._last_data_at is None:
@@ -519,8 +553,16 @@ class Controller:
         finally:
             for pub in self.publishers:
                 pub.close()
+            self.prewarm.close()
             self.refitter.close()
             self.store.close()
+
+
+def kubernetes_scaler(settings: Settings) -> KubernetesScaler:
+    k = settings.publish.kubernetes
+    if k.api_url:
+        return KubernetesScaler(k.api_url, k.token_path, k.ca_path, timeout=k.timeout_seconds)
+    return KubernetesScaler.in_cluster(token_path=k.token_path, ca_path=k.ca_path, timeout=k.timeout_seconds)
 
 
 def decision_body(decision: Decision, *, with_time: bool = True) -> dict[str, object]:
@@ -531,8 +573,9 @@ def decision_body(decision: Decision, *, with_time: bool = True) -> dict[str, ob
         "recommended_weights": {k: round(v, 6) for k, v in sorted(decision.recommended_weights.items())},
         "thresholds": dict(sorted(decision.thresholds.items())),
         "prewarm": [
-            {"action": p.action, "target": p.target, "amount": p.amount, "at": p.at.isoformat(),
-             "peak_at": p.peak_at.isoformat()}
+            {"action": p.action, "kind": p.kind, "target": p.target, "amount": p.amount, "at": p.at.isoformat(),
+             "peak_at": p.peak_at.isoformat() if p.peak_at else None,
+             "release_at": p.release_at.isoformat() if p.release_at else None}
             for p in decision.prewarm
         ],
         "reasons": [{"knob": r.knob, "code": r.code, "message": r.message} for r in decision.reasons],

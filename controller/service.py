@@ -103,13 +103,37 @@ class Scraper:
         return True
 
 
-def tick(controller: Controller) -> None:
-    """One control tick; never raises (a failure is logged and counted)."""
+def tick(controller: Controller, sched: BackgroundScheduler | None = None) -> None:
+    """One control tick; never raises (a failure is logged and counted). With ``sched``, the
+    decision's future prewarm steps become date jobs (see :func:`schedule_prewarm`)."""
     try:
         controller.step()
+        if sched is not None:
+            schedule_prewarm(sched, controller)
     except Exception:
         controller.metrics.tick_errors.inc()
         log.exception("control tick failed; the loop goes on")
+
+
+def schedule_prewarm(sched: BackgroundScheduler, controller: Controller) -> None:
+    """One date job per planned prewarm step (per action and peak): it runs a tick at the
+    step's time, so the step is carried out on time rather than up to a tick late. A plan
+    that changes replaces its job; a plan that is gone loses it."""
+    d = controller.decision
+    if d is None:
+        return
+    wanted: dict[str, datetime] = {}
+    for p in d.prewarm:
+        if p.at > d.at:
+            wanted[f"prewarm:{p.action}:{(p.peak_at or p.at).isoformat()}"] = p.at
+    for job in sched.get_jobs():
+        if job.id.startswith("prewarm:") and job.id not in wanted:
+            job.remove()
+    for jid, at in wanted.items():
+        existing = sched.get_job(jid)
+        if existing is not None and getattr(existing, "next_run_time", None) == at:
+            continue
+        sched.add_job(tick, "date", args=[controller, sched], run_date=at, id=jid, replace_existing=True)
 
 
 def refit_when_due(controller: Controller) -> None:
@@ -133,7 +157,7 @@ def build_scheduler(controller: Controller, scraper: Scraper | None, settings: S
     if scraper is not None:
         sched.add_job(scraper.scrape_once, "interval", seconds=settings.router.scrape_interval_seconds,
                       id="scrape", next_run_time=datetime.now(UTC))
-    sched.add_job(tick, "interval", args=[controller], seconds=settings.control.tick_interval_seconds,
+    sched.add_job(tick, "interval", args=[controller, sched], seconds=settings.control.tick_interval_seconds,
                   id="tick", next_run_time=datetime.now(UTC))
     # Checked every minute, runs when a local hour has started: refits take seconds to
     # minutes and must not delay ticks, so they have their own job (and worker processes).

@@ -170,6 +170,35 @@ class ProviderPolicy(_Group):
         return self
 
 
+class PrewarmSettings(_Group):
+    """One thing to warm up ahead of predicted peaks."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="Name, used in reasons and metrics.")
+    kind: Literal["replicas", "webhook", "pool"] = Field(
+        description="`replicas`: scale a Kubernetes Deployment (target `namespace/name`); `webhook`: POST the "
+                    "amount to the target URL (cache warm, provisioned throughput); `pool`: a connection-pool "
+                    "size the router reads from the decision (target: the pool's name).")
+    target: str = Field(min_length=1, description="What to act on; see `kind`.")
+    rpm_per_unit: float = Field(gt=0, description="Requests per minute one unit (replica, pool slot) takes.")
+    min_units: int = Field(default=0, ge=0, description="Never fewer units than this.")
+    max_units: int = Field(default=100, ge=1, description="Never more units than this.")
+    lead_minutes: float = Field(
+        default=10.0, ge=0, description="Warm-up time: act this long before the peak starts. Measured in minutes.")
+    release_after_minutes: float = Field(
+        default=30.0, ge=0, description="Hold the prewarm this long after the peak ends. Measured in minutes.")
+    provider: str = Field(default="*", description="Whose load it serves: a provider, or `*` for all.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> PrewarmSettings:
+        if self.min_units > self.max_units:
+            raise ValueError(f"min_units ({self.min_units}) is above max_units ({self.max_units})")
+        if self.kind == "replicas" and self.target.count("/") != 1:
+            raise ValueError(f"a replicas target is `namespace/deployment`, got {self.target!r}")
+        if self.kind == "webhook" and not self.target.startswith(("http://", "https://")):
+            raise ValueError(f"a webhook target is an http(s) URL, got {self.target!r}")
+        return self
+
+
 class PolicySettings(_Group):
     providers: dict[str, ProviderPolicy] = Field(
         default_factory=dict,
@@ -188,9 +217,13 @@ class PolicySettings(_Group):
         gt=0,
         description="Length of the look-ahead window after the lead. Measured in minutes.",
     )
+    prewarm: list[PrewarmSettings] = Field(default_factory=list, description="What to warm up ahead of peaks.")
 
     @model_validator(mode="after")
     def _baselines_sum_to_one(self) -> PolicySettings:
+        names = [p.name for p in self.prewarm]
+        if len(set(names)) != len(names):
+            raise ValueError("prewarm action names must be unique")
         if self.providers:
             total = sum(p.baseline_weight for p in self.providers.values())
             if not math.isclose(total, 1.0, abs_tol=1e-6):
@@ -343,12 +376,24 @@ class WebhookPublisherSettings(_Group):
     max_backoff_seconds: float = Field(default=30.0, gt=0, description="Longest wait between attempts. Seconds.")
 
 
+class KubernetesSettings(_Group):
+    api_url: str | None = Field(
+        default=None, description="Kubernetes API for replicas prewarm. Unset: in-cluster "
+                                  "(KUBERNETES_SERVICE_HOST) with the pod's service account.")
+    token_path: Path = Field(default=Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+                             description="Service-account token file (re-read on each call).")
+    ca_path: Path = Field(default=Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"),
+                          description="CA bundle of the API server.")
+    timeout_seconds: float = Field(default=5.0, gt=0, description="Per API call. Measured in seconds.")
+
+
 class PublishSettings(_Group):
     """Where decisions are pushed, in `act` mode only (`observe` pushes nothing). Routers can
     always poll GET /v1/decision."""
 
     file: FilePublisherSettings = Field(default_factory=FilePublisherSettings)
     webhook: WebhookPublisherSettings = Field(default_factory=WebhookPublisherSettings)
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
 
 
 class Settings(BaseSettings):

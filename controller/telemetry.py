@@ -54,6 +54,10 @@ class Metrics:
             "diurnal_publishes", "Decision pushes by publisher (file, webhook) and result (ok, retry, failed, "
             "rejected, superseded, error).", ["publisher", "result"], registry=registry,
         )
+        self.prewarm_actions = Counter(
+            "diurnal_prewarm_actions", "Prewarm steps carried out, by action and result (ok, error).",
+            ["action", "result"], registry=registry,
+        )
         self.refit_failures = Counter(
             "diurnal_refit_failures", "Series refits that failed, by reason (error, timeout); the last good "
             "forecast is kept.", ["reason"], registry=registry,

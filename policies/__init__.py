@@ -3,8 +3,10 @@
 from policies.decide import decide
 from policies.types import (
     Decision,
+    LoadPoint,
     PolicyConfig,
     PrewarmAction,
+    PrewarmConfig,
     ProviderConfig,
     ProviderView,
     Reason,
@@ -14,8 +16,10 @@ from policies.weights import decide_weights
 
 __all__ = [
     "Decision",
+    "LoadPoint",
     "PolicyConfig",
     "PrewarmAction",
+    "PrewarmConfig",
     "ProviderConfig",
     "ProviderView",
     "Reason",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from policies.prewarm import decide_prewarm
 from policies.types import Decision, PolicyConfig, View
 from policies.weights import decide_weights
 
@@ -11,10 +12,10 @@ from policies.weights import decide_weights
 def decide(view: View, previous: Decision | None, config: PolicyConfig, now: datetime) -> Decision:
     """Compute every knob from the view. Pure and deterministic.
 
-    ``previous`` is accepted so that policies with memory (prewarm plans, hysteresis) share
-    one signature; the weights policy itself is memoryless and leaves smoothing to the
-    controller's guardrails.
+    ``previous`` (the last published decision) lets prewarm hold a plan until its release;
+    the weights policy is memoryless and leaves smoothing to the controller's guardrails.
     """
-    del previous  # weights are memoryless; step limits live in the guardrails
     weights, reasons = decide_weights(view, config)
-    return Decision(at=now, weights=weights, reasons=tuple(reasons), recommended_weights=dict(weights))
+    prewarm, prewarm_reasons = decide_prewarm(view, previous, config, now)
+    return Decision(at=now, weights=weights, reasons=(*reasons, *prewarm_reasons), recommended_weights=dict(weights),
+                    prewarm=prewarm)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,9 @@ class View:
     data_age_seconds: float | None = None
     #: The operator's IANA timezone, for messages.
     tz: str = "UTC"
+    #: Trusted load forecasts (requests per minute) per provider and "*" for all; a series
+    #: whose forecast is gated off is absent, and prewarm then reacts only.
+    load_forecast: Mapping[str, tuple[LoadPoint, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class PolicyConfig:
     latency_slo_seconds: float = 4.0
     #: Fraction of a provider's capacity the policy plans to use at most.
     capacity_headroom: float = 0.9
+    prewarm: tuple[PrewarmConfig, ...] = ()
 
     def baseline(self) -> dict[str, float]:
         return {name: p.baseline_weight for name, p in self.providers.items()}
@@ -64,13 +68,41 @@ class PolicyConfig:
 
 @dataclass(frozen=True)
 class PrewarmAction:
-    """Something to do ahead of a predicted peak (filled in by the prewarm policy)."""
+    """One step of a prewarm plan: set ``action``'s ``target`` to ``amount`` units at ``at``.
+
+    For each configured action a decision holds one step ``at`` now (what should be in place
+    now) and one per predicted peak ahead (``at`` = the peak's start minus the warm-up lead).
+    """
 
     action: str
     target: str
     amount: float
     at: datetime
-    peak_at: datetime
+    peak_at: datetime | None = None
+    kind: str = "replicas"  # replicas, webhook or pool
+    release_at: datetime | None = None  # held at least until then (peak end + stabilization)
+
+
+@dataclass(frozen=True)
+class LoadPoint:
+    """One step of a load forecast, in requests per minute."""
+
+    at: datetime
+    mean_rpm: float
+    upper_rpm: float
+
+
+@dataclass(frozen=True)
+class PrewarmConfig:
+    name: str
+    kind: str  # replicas, webhook or pool
+    target: str
+    rpm_per_unit: float
+    min_units: int = 0
+    max_units: int = 1_000_000
+    lead: timedelta = timedelta(minutes=10)
+    release_after: timedelta = timedelta(minutes=30)
+    provider: str = "*"  # whose load: a provider, or "*" for all
 
 
 @dataclass(frozen=True)

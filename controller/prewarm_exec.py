@@ -1,0 +1,155 @@
+"""Carrying out prewarm steps (``act`` mode only), and the Kubernetes scale client.
+
+- ``replicas``: the Deployment's ``scale`` subresource, through the in-cluster API with the
+  pod's service-account token (re-read each call: projected tokens rotate). A prewarm only
+  raises replicas; when a plan is released it goes back down only to the count it found
+  before raising, and only if nobody changed the Deployment since (an HPA or a person wins).
+- ``webhook``: POST ``{"action", "target", "amount", "peak_at", "release_at"}`` to the target
+  URL, with the same retry rules as the decision webhook.
+- ``pool``: nothing to call; the router reads the size from the decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from controller.publish import WebhookPublisher
+from policies import PrewarmAction
+
+log = logging.getLogger("diurnal.prewarm")
+
+SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+class KubernetesError(RuntimeError):
+    """The Kubernetes API refused or could not be reached."""
+
+
+class KubernetesScaler:
+    def __init__(self, api_url: str, token_path: Path = SA_DIR / "token", ca_path: Path | None = SA_DIR / "ca.crt",
+                 *, timeout: float = 5.0, transport: httpx.BaseTransport | None = None) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.token_path = token_path
+        verify: ssl.SSLContext | bool = True
+        if transport is None and ca_path is not None and ca_path.exists():
+            verify = ssl.create_default_context(cafile=str(ca_path))
+        self._client = httpx.Client(timeout=timeout, verify=verify, transport=transport)
+
+    @classmethod
+    def in_cluster(cls, **kw: Any) -> KubernetesScaler:
+        host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        if not host:
+            raise KubernetesError("not in a cluster: KUBERNETES_SERVICE_HOST is not set (set publish.kubernetes.api_url)")
+        return cls(f"https://{host}:{port}", **kw)
+
+    def _path(self, namespace: str, name: str) -> str:
+        return f"{self.api_url}/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"
+
+    def _headers(self) -> dict[str, str]:
+        try:
+            token = self.token_path.read_text().strip()
+        except OSError as exc:
+            raise KubernetesError(f"cannot read the service-account token at {self.token_path}: {exc}") from exc
+        return {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+
+    def _call(self, method: str, url: str, **kw: Any) -> dict[str, Any]:
+        try:
+            resp = self._client.request(method, url, headers={**self._headers(), **kw.pop("headers", {})}, **kw)
+        except httpx.HTTPError as exc:
+            raise KubernetesError(f"{method} {url}: {exc}") from exc
+        if resp.status_code >= 300:
+            raise KubernetesError(f"{method} {url}: HTTP {resp.status_code} {resp.text[:300]}")
+        body: dict[str, Any] = resp.json()
+        return body
+
+    def get_replicas(self, namespace: str, name: str) -> int:
+        return int(self._call("GET", self._path(namespace, name)).get("spec", {}).get("replicas", 0))
+
+    def set_replicas(self, namespace: str, name: str, replicas: int) -> int:
+        body = self._call("PATCH", self._path(namespace, name), json={"spec": {"replicas": int(replicas)}},
+                          headers={"Content-Type": "application/merge-patch+json"})
+        return int(body.get("spec", {}).get("replicas", replicas))
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class PrewarmExecutor:
+    """Applies the current step of each prewarm action when its amount changes."""
+
+    def __init__(self, scaler_factory: Callable[[], KubernetesScaler] | None = None,
+                 report: Callable[[str, str], None] | None = None,
+                 webhook_factory: Callable[[str], WebhookPublisher] | None = None) -> None:
+        self._scaler_factory = scaler_factory
+        self._scaler: KubernetesScaler | None = None
+        self._report = report or (lambda *_: None)
+        self._webhook_factory = webhook_factory or (lambda url: WebhookPublisher(url))
+        self._webhooks: dict[str, WebhookPublisher] = {}
+        self._applied: dict[str, float] = {}
+        #: replicas found before a prewarm raised them, and what it set: (found, set)
+        self._raised: dict[str, tuple[int, int]] = {}
+
+    def apply(self, steps: tuple[PrewarmAction, ...], now: Any) -> None:
+        current = {p.action: p for p in steps if p.at <= now}
+        for name, p in current.items():
+            if self._applied.get(name) == p.amount:
+                continue
+            try:
+                if p.kind == "replicas":
+                    self._replicas(p)
+                elif p.kind == "webhook":
+                    self._webhook(p)
+                self._applied[name] = p.amount
+                self._report(name, "ok")
+            except KubernetesError as exc:
+                self._report(name, "error")
+                log.warning("prewarm %s: %s (will retry on the next tick)", name, exc)
+
+    def _replicas(self, p: PrewarmAction) -> None:
+        if self._scaler is None:
+            if self._scaler_factory is None:
+                raise KubernetesError("no Kubernetes API configured for replicas prewarm")
+            self._scaler = self._scaler_factory()
+        namespace, name = p.target.split("/", 1)
+        have = self._scaler.get_replicas(namespace, name)
+        want = int(p.amount)
+        raised = self._raised.get(p.action)
+        if want > have:
+            found = raised[0] if raised is not None and raised[1] == have else have
+            self._scaler.set_replicas(namespace, name, want)
+            self._raised[p.action] = (found, want)
+            log.info("prewarm %s: %s scaled %d -> %d", p.action, p.target, have, want)
+        elif raised is not None and want < have:
+            found, did = raised
+            if have != did:  # someone else changed it since: theirs to manage
+                self._raised.pop(p.action)
+                return
+            back = max(want, found)
+            self._scaler.set_replicas(namespace, name, back)
+            log.info("prewarm %s released: %s scaled %d -> %d", p.action, p.target, have, back)
+            if back == found:
+                self._raised.pop(p.action)
+            else:
+                self._raised[p.action] = (found, back)
+
+    def _webhook(self, p: PrewarmAction) -> None:
+        hook = self._webhooks.get(p.target)
+        if hook is None:
+            hook = self._webhooks[p.target] = self._webhook_factory(p.target)
+        body = {"action": p.action, "target": p.target, "amount": p.amount,
+                "peak_at": p.peak_at.isoformat() if p.peak_at else None,
+                "release_at": p.release_at.isoformat() if p.release_at else None}
+        hook.publish(body, f'"{p.action}-{p.amount:g}-{p.at.isoformat()}"')
+
+    def close(self) -> None:
+        for hook in self._webhooks.values():
+            hook.close()
+        if self._scaler is not None:
+            self._scaler.close()

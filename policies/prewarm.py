@@ -1,0 +1,131 @@
+"""Prewarm plans: capacity in place *before* a predicted peak, released after it.
+
+For each configured action (a Deployment's replicas, a webhook such as a cache warm or
+provisioned throughput, a connection-pool size), in units of ``rpm_per_unit``:
+
+- the **reactive need** is what the load observed now takes;
+- the **predicted need** at a time ``t`` is what the *upper* band of the trusted load
+  forecast takes at ``t``; since warming up takes ``lead``, what is needed at any time within
+  ``[now, now + lead]`` must be in place now;
+- the amount now is ``max(reactive, predicted over the lead, held)`` within the action's
+  bounds: predictions only ever add. A plan that was raised for a peak is **held** until
+  the peak's end plus ``release_after`` (the stabilization window), so a forecast dipping
+  for an hour does not scale in; with no trusted forecast only the reactive need counts;
+- each later **peak** in the forecast (a stretch where the predicted need exceeds the amount
+  now) gets one plan step at its start minus ``lead``.
+
+Reason codes (knob ``prewarm/<name>``): ``PredictedPeak`` (raised now for a peak within the
+lead), ``HeldUntilRelease``, ``PeakPlanned`` (a later peak has a plan step), ``NoPeakAhead``,
+``ReactiveNeed``/``ForecastGated`` (no trusted forecast: the observed load only).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from policies.types import (
+    Decision,
+    LoadPoint,
+    PolicyConfig,
+    PrewarmAction,
+    PrewarmConfig,
+    Reason,
+    View,
+)
+
+
+def _units(rpm: float, a: PrewarmConfig) -> int:
+    need = math.ceil(max(0.0, rpm) / a.rpm_per_unit - 1e-9)
+    return int(min(a.max_units, max(a.min_units, need)))
+
+
+def _observed_rpm(view: View, provider: str) -> float | None:
+    if provider == "*":
+        return view.observed_total_rpm
+    pv = view.providers.get(provider)
+    return pv.observed_rpm if pv is not None else None
+
+
+def _step(points: Sequence[LoadPoint]) -> timedelta:
+    return points[1].at - points[0].at if len(points) > 1 else timedelta(hours=1)
+
+
+def _peaks(points: Sequence[LoadPoint], a: PrewarmConfig, above: int, now: datetime
+           ) -> list[tuple[datetime, datetime, datetime, int]]:
+    """Stretches of the forecast not yet over whose need exceeds ``above``:
+    (start, end, peak_at, units)."""
+    step = _step(points)
+    out: list[tuple[datetime, datetime, datetime, int]] = []
+    run: list[LoadPoint] = []
+    for p in [*points, None]:
+        if p is not None and p.at + step > now and _units(p.upper_rpm, a) > above:
+            run.append(p)
+            continue
+        if run:
+            top = max(run, key=lambda q: q.upper_rpm)
+            out.append((run[0].at, run[-1].at + step, top.at, _units(top.upper_rpm, a)))
+            run = []
+    return out
+
+
+def _when(t: datetime, tz: str) -> str:
+    return f"{t.astimezone(ZoneInfo(tz)):%a %H:%M %Z}"
+
+
+def decide_prewarm(view: View, previous: Decision | None, config: PolicyConfig, now: datetime
+                   ) -> tuple[tuple[PrewarmAction, ...], list[Reason]]:
+    """The plan steps and one reason per configured action. Pure."""
+    actions: list[PrewarmAction] = []
+    reasons: list[Reason] = []
+    before = {p.action: p for p in (previous.prewarm if previous is not None else ()) if p.at <= now}
+    for a in config.prewarm:
+        knob = f"prewarm/{a.name}"
+        observed = _observed_rpm(view, a.provider)
+        reactive = _units(observed or 0.0, a)
+        points = view.load_forecast.get(a.provider, ())
+        # What is needed at any time up to now + lead has to be in place now.
+        ahead = [p for p in points if p.at <= now + a.lead and p.at + _step(points) > now]
+        predicted = max((_units(p.upper_rpm, a) for p in ahead), default=a.min_units)
+        amount, release, peak_at = max(reactive, predicted), None, None
+        if predicted > reactive and ahead:
+            top = max(ahead, key=lambda p: p.upper_rpm)
+            peak_at = top.at
+            later = _peaks(points, a, max(reactive, a.min_units), now)
+            end = next((e for s, e, _, _ in later if s <= top.at < e), top.at)
+            release = end + a.release_after
+            code, msg = "PredictedPeak", (
+                f"{amount} units ahead of the predicted peak at {_when(top.at, view.tz)} (upper band "
+                f"{top.upper_rpm:.0f} rpm at {a.rpm_per_unit:g} rpm per unit, {a.lead.total_seconds() / 60:.0f} min "
+                f"to warm up); held until {_when(release, view.tz)}")
+        else:
+            code, msg = "ReactiveNeed", f"{amount} units for the {observed or 0:.0f} rpm observed now"
+        held = before.get(a.name)
+        if held is not None and held.release_at is not None and now < held.release_at and held.amount > amount:
+            amount, release, peak_at = int(held.amount), held.release_at, held.peak_at
+            code, msg = "HeldUntilRelease", (
+                f"holding {amount} units after the peak until {_when(release, view.tz)} (stabilization); "
+                f"now {reactive} needed")
+        since = now  # a step that did not change keeps the time it took effect (a stable ETag)
+        last = before.get(a.name)
+        if last is not None and last.amount == amount and last.release_at == release:
+            since = last.at
+        actions.append(PrewarmAction(a.name, a.target, amount, since, peak_at, a.kind, release))
+        if not points:
+            code_extra = " (no trusted load forecast: reacting only)"
+            code = "ForecastGated" if code == "ReactiveNeed" else code
+            msg += code_extra
+        upcoming = [pk for pk in _peaks(points, a, amount, now) if pk[0] - a.lead > now]
+        for start, end, top_at, units in upcoming:
+            actions.append(PrewarmAction(a.name, a.target, units, start - a.lead, top_at, a.kind,
+                                         end + a.release_after))
+        if upcoming:
+            s0, _, t0, u0 = upcoming[0]
+            msg += f"; next: {u0} units at {_when(s0 - a.lead, view.tz)} for the peak at {_when(t0, view.tz)}"
+            code = "PeakPlanned" if code == "ReactiveNeed" else code
+        elif points and code == "ReactiveNeed":
+            code = "NoPeakAhead"
+        reasons.append(Reason(knob, code, msg))
+    return tuple(actions), reasons

@@ -1,0 +1,127 @@
+"""The prewarm policy: plans at peak minus lead (local time, DST weeks too), holds until the
+release, never below the reactive need, and reacts only without a trusted forecast."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from policies import Decision, LoadPoint, PolicyConfig, PrewarmConfig, ProviderConfig, View, decide
+
+NY = ZoneInfo("America/New_York")
+POOL = PrewarmConfig("gpu-pool", "replicas", "llm/vllm", rpm_per_unit=100, min_units=2, max_units=20,
+                     lead=timedelta(minutes=30), release_after=timedelta(minutes=30))
+CONFIG = PolicyConfig(providers={"self": ProviderConfig(1.0)}, prewarm=(POOL,))
+
+
+def monday_load(day: datetime, base: float = 300.0, peak: float = 1500.0) -> tuple[LoadPoint, ...]:
+    """Hourly forecast for a local day: ``peak`` rpm (upper band) from 09:00 to 11:00 local."""
+    out = []
+    for h in range(24):
+        at = datetime(day.year, day.month, day.day, h, tzinfo=NY)
+        rpm = peak if 9 <= h < 11 else base
+        out.append(LoadPoint(at, rpm * 0.9, rpm))
+    return tuple(out)
+
+
+def view(now: datetime, load: tuple[LoadPoint, ...] | None, observed: float = 300.0) -> View:
+    return View(now=now, providers={}, observed_total_rpm=observed, data_age_seconds=5, tz="America/New_York",
+                load_forecast={"*": load} if load is not None else {})
+
+
+def step(now: datetime, load: tuple[LoadPoint, ...] | None, previous: Decision | None = None,
+         observed: float = 300.0) -> tuple[Decision, str]:
+    d = decide(view(now, load, observed), previous, CONFIG, now)
+    [r] = d.reasons_for("prewarm/gpu-pool")
+    return d, r.code
+
+
+def now_amount(d: Decision) -> float:
+    return next(p.amount for p in d.prewarm if p.at <= d.at)
+
+
+@pytest.mark.parametrize(
+    "day",
+    [
+        pytest.param(datetime(2026, 11, 16, tzinfo=NY), id="ordinary-monday"),
+        pytest.param(datetime(2026, 3, 9, tzinfo=NY), id="monday-after-spring-forward"),
+        pytest.param(datetime(2026, 11, 2, tzinfo=NY), id="monday-after-fall-back"),
+    ],
+)
+def test_the_plan_fires_at_nine_minus_its_lead_local_time(day: datetime) -> None:
+    load = monday_load(day)
+    d, code = step(day.replace(hour=6), load)
+    assert code == "PeakPlanned" and now_amount(d) == 3
+    [plan] = [p for p in d.prewarm if p.at > d.at]
+    assert plan.at.astimezone(NY).strftime("%H:%M") == "08:30" and plan.amount == 15
+    assert plan.peak_at is not None and plan.peak_at.astimezone(NY).hour == 9
+    assert plan.release_at is not None and plan.release_at.astimezone(NY).strftime("%H:%M") == "11:30"
+    before, code_before = step(day.replace(hour=8, minute=29), load, d)
+    assert now_amount(before) == 3 and code_before == "PeakPlanned"
+    at, code_at = step(day.replace(hour=8, minute=30), load, before)
+    assert now_amount(at) == 15 and code_at == "PredictedPeak"
+
+
+def test_held_after_the_peak_until_the_release_then_released() -> None:
+    day = datetime(2026, 11, 16, tzinfo=NY)
+    load = monday_load(day)
+    d, _ = step(day.replace(hour=10), load)
+    assert now_amount(d) == 15
+    d, code = step(day.replace(hour=11, minute=10), load, d)
+    assert (now_amount(d), code) == (15, "HeldUntilRelease")
+    d, code = step(day.replace(hour=11, minute=31), load, d)
+    assert now_amount(d) == 3 and code in ("NoPeakAhead", "ReactiveNeed")
+
+
+def test_never_below_the_reactive_need() -> None:
+    day = datetime(2026, 11, 16, tzinfo=NY)
+    d, code = step(day.replace(hour=6), monday_load(day), observed=1800.0)  # an unforecast surge now
+    assert now_amount(d) == 18
+
+
+def test_without_a_trusted_forecast_it_only_reacts() -> None:
+    d, code = step(datetime(2026, 11, 16, 8, 45, tzinfo=NY), None, observed=420.0)
+    assert code == "ForecastGated" and now_amount(d) == 5
+    assert [p for p in d.prewarm if p.at > d.at] == []
+
+
+def test_bounds_hold() -> None:
+    day = datetime(2026, 11, 16, tzinfo=NY)
+    d, _ = step(day.replace(hour=9), monday_load(day, peak=10_000))
+    assert now_amount(d) == 20  # max_units
+    d, _ = step(day.replace(hour=3), monday_load(day, base=0, peak=0), observed=0.0)
+    assert now_amount(d) == 2  # min_units
+
+
+def test_planned_steps_become_date_jobs_replaced_when_superseded() -> None:
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from controller.service import schedule_prewarm
+
+    class Ctl:
+        decision: Decision | None = None
+
+    day = datetime(2026, 11, 16, tzinfo=NY)
+    ctl = Ctl()
+    sched = BackgroundScheduler(timezone="UTC")
+    sched.start(paused=True)  # as in the service, but nothing runs
+    ctl.decision, _ = step(day.replace(hour=6), monday_load(day))
+    schedule_prewarm(sched, ctl)  # type: ignore[arg-type]
+    jobs = [j for j in sched.get_jobs() if j.id.startswith("prewarm:")]
+    assert len(jobs) == 1 and jobs[0].trigger.run_date == day.replace(hour=8, minute=30)
+    schedule_prewarm(sched, ctl)  # type: ignore[arg-type]  # the same plan: deduplicated
+    assert len(sched.get_jobs()) == 1
+    # A new forecast moves the same peak's start an hour earlier: the job is replaced.
+    earlier = tuple(LoadPoint(p.at, p.mean_rpm, 1500.0 if 8 <= p.at.astimezone(NY).hour < 11 else p.upper_rpm)
+                    for p in monday_load(day))
+    ctl.decision, _ = step(day.replace(hour=6, minute=10), earlier)
+    schedule_prewarm(sched, ctl)  # type: ignore[arg-type]
+    [job] = sched.get_jobs()
+    assert job.trigger.run_date == day.replace(hour=7, minute=30)
+    # The peak is no longer forecast: its job goes.
+    ctl.decision, _ = step(day.replace(hour=6, minute=20), monday_load(day, peak=300.0))
+    schedule_prewarm(sched, ctl)  # type: ignore[arg-type]
+    assert sched.get_jobs() == []
+    sched.shutdown(wait=False)
