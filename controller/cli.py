@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config)
+    overrides = {"data_dir": args.data_dir} if getattr(args, "data_dir", None) else {}
+    return load_settings(args.config, **overrides)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -56,6 +57,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                       progress=lambda msg: print(msg, flush=True))
     print()
     print(summary(result), flush=True)
+    if args.data_dir is not None:
+        print(f"\nEvery decision is in {args.data_dir / 'audit.jsonl'}; explain one with\n"
+              f"  diurnal explain --data-dir {args.data_dir} --changes 20\n"
+              f"  diurnal explain --data-dir {args.data_dir} --at {result.scored_start:%Y-%m-%d}T07:30", flush=True)
     if args.serve:
         settings = result.settings.model_copy(update={"api": result.settings.api.model_copy(update={"port": args.port})})
         print(f"\nServing the demo's state on http://{settings.api.host}:{args.port} "
@@ -206,6 +211,49 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    import httpx
+
+    from controller.audit import AuditLog
+    from controller.explain import changes, record_at, render
+
+    if args.url:
+        try:
+            resp = httpx.get(f"{args.url.rstrip('/')}/v1/decision", params={"explain": 1}, timeout=10)
+        except httpx.HTTPError as exc:
+            print(f"diurnal: cannot reach {args.url}: {exc}", file=sys.stderr)
+            return 1
+        if resp.status_code != 200:
+            print(f"diurnal: {args.url} answered HTTP {resp.status_code}: {resp.text[:200]}", file=sys.stderr)
+            return 1
+        tz = args.timezone or "UTC"
+        print(render(resp.json(), tz))
+        return 0
+    s = _settings(args)
+    tz = args.timezone or s.timezone
+    records = AuditLog(s.data_dir / "audit.jsonl").read()
+    if not records:
+        print(f"diurnal: no decisions in {s.data_dir / 'audit.jsonl'} yet", file=sys.stderr)
+        return 1
+    if args.changes:
+        print(changes(records, tz, args.changes))
+        return 0
+    at = None
+    if args.at:
+        at = datetime.fromisoformat(args.at)
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=ZoneInfo(tz))
+    rec = record_at(records, at)
+    if rec is None:
+        print(f"diurnal: no decision at or before {args.at}", file=sys.stderr)
+        return 1
+    print(render(rec, tz))
+    return 0
+
+
 def _logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # These log a line per scrape or job run at INFO; the sidecar reports failures itself.
@@ -266,6 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
     fc.add_argument("--json", action="store_true", help="print the forecast as JSON")
     fc.add_argument("--config", type=Path, help="YAML settings file (data_dir, forecast.*)")
     fc.set_defaults(func=cmd_forecast)
+
+    ex = sub.add_parser("explain", help="the decision in force and why, knob by knob")
+    ex.add_argument("--url", help="ask a running sidecar (e.g. http://127.0.0.1:8787) instead of the audit log")
+    ex.add_argument("--at", help="the decision in force at this time (ISO 8601; local time if no offset)")
+    ex.add_argument("--changes", type=int, metavar="N", help="list the last N weight or prewarm changes")
+    ex.add_argument("--timezone", help="IANA zone for times (default: settings)")
+    ex.add_argument("--config", type=Path, help="YAML settings file (data_dir)")
+    ex.add_argument("--data-dir", type=Path, help="data directory with audit.jsonl (default: settings)")
+    ex.set_defaults(func=cmd_explain)
 
     check = sub.add_parser("check-config", help="validate a settings file and name any bad field")
     check.add_argument("file", type=Path)

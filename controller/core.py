@@ -51,6 +51,8 @@ from policies import (
     ProviderConfig,
     ProviderView,
     Reason,
+    RouteConfig,
+    RouteView,
     View,
     decide,
 )
@@ -136,6 +138,9 @@ class Controller:
         self.refitter = refitter or Refitter(fs.workers, fs.refit_timeout_seconds)
         #: ``step`` refits when due (embedding); the service runs :meth:`refit` on its own job.
         self.refit_in_step = refit_in_step
+        #: Refits also decompose each series (trend, daily, weekly, residual) for /metrics and
+        #: the dashboards; a simulation can skip that until its last refit.
+        self.decompose = True
         self._refit_lock = threading.Lock()
         self.overrides = OverrideStore(Path(settings.data_dir) / "overrides.json")
         self.audit = AuditLog(Path(settings.data_dir) / "audit.jsonl")
@@ -332,6 +337,7 @@ class Controller:
                     weekly_history=pd.Timedelta(days=fs.weekly_history_days),
                     under_penalty=fs.under_penalty if signal in LOAD_SIGNALS else 1.0, coverage=fs.coverage,
                     backtest_days=fs.backtest_days, exclude=exclude, selection=selection,
+                    decomposition=self.decompose,
                 ))
         return jobs
 
@@ -413,7 +419,15 @@ class Controller:
         self._observations = {k: v for k, v in observations.items() if not math.isnan(v)}
         wanted = {a.provider for a in config.prewarm}
         load = {p: self._load_points(p, when) for p in wanted if self._trusted(("request_rate", p))}
+        predicted_rpm = None if peak_rps is None else peak_rps * 60
+        observed_rpm = None if math.isnan(total_rps) else total_rps * 60
+        routes = {
+            name: RouteView(None if predicted_rpm is None else predicted_rpm * r.traffic_share,
+                            None if observed_rpm is None else observed_rpm * r.traffic_share)
+            for name, r in self.settings.policy.routes.items()
+        }
         return View(
+            routes=routes,
             load_forecast={p: pts for p, pts in load.items() if pts},
             now=when,
             providers=providers,
@@ -431,8 +445,9 @@ class Controller:
         fc = sf.fit.frame
         step = fc.index[1] - fc.index[0] if len(fc) > 1 else pd.Timedelta(hours=1)
         rows = fc[(fc.index + step > pd.Timestamp(when)) & fc["mean"].notna()]
-        return tuple(LoadPoint(ts.to_pydatetime(), float(r["mean"]) * 60, float(r["upper"]) * 60)
-                     for ts, r in rows.iterrows())
+        times = rows.index.to_pydatetime()
+        mean, upper = rows["mean"].to_numpy(dtype=float) * 60, rows["upper"].to_numpy(dtype=float) * 60
+        return tuple(LoadPoint(t, float(m), float(u)) for t, m, u in zip(times, mean, upper, strict=True))
 
     def _trusted(self, key: tuple[str, str]) -> bool:
         sf = self._forecasts.get(key)
@@ -455,10 +470,12 @@ class Controller:
 
     def _publish(self, decision: Decision, view: View) -> None:
         self._decision = decision
-        etag = '"' + hashlib.sha256(json.dumps(decision_body(decision, with_time=False), sort_keys=True).encode()).hexdigest()[:20] + '"'
+        body = decision_body(decision)
+        untimed = {k: v for k, v in body.items() if k != "at"}
+        etag = '"' + hashlib.sha256(json.dumps(untimed, sort_keys=True).encode()).hexdigest()[:20] + '"'
         if etag != self._etag:  # a new decision: into the audit log with what it was based on
             self.audit.append({
-                **decision_body(decision),
+                **body,
                 "etag": etag,
                 "inputs": {
                     "data_age_seconds": view.data_age_seconds,
@@ -475,7 +492,6 @@ class Controller:
                 },
             })
             if decision.mode == "act":  # observe mode pushes nothing
-                body = decision_body(decision)
                 for pub in self.publishers:
                     pub.publish(body, etag)
         self._etag = etag
@@ -515,7 +531,13 @@ class Controller:
                           timedelta(minutes=a.lead_minutes), timedelta(minutes=a.release_after_minutes), a.provider)
             for a in pol.prewarm
         )
-        return PolicyConfig(providers=providers, latency_slo_seconds=pol.latency_slo_seconds, prewarm=prewarm)
+        routes = tuple(
+            RouteConfig(name, r.tier, r.baseline_fraction, r.quality_floor, r.max_fraction, r.strong_cost_per_request,
+                        r.weak_cost_per_request, r.hourly_budget, r.strong_provider, r.max_segment_disparity)
+            for name, r in sorted(pol.routes.items())
+        )
+        return PolicyConfig(providers=providers, latency_slo_seconds=pol.latency_slo_seconds, prewarm=prewarm,
+                            routes=routes)
 
     def data_age_seconds(self, at: datetime | None = None) -> float | None:
         if self._last_data_at is None:
@@ -572,6 +594,7 @@ def decision_body(decision: Decision, *, with_time: bool = True) -> dict[str, ob
         "weights": {k: round(v, 6) for k, v in sorted(decision.weights.items())},
         "recommended_weights": {k: round(v, 6) for k, v in sorted(decision.recommended_weights.items())},
         "thresholds": dict(sorted(decision.thresholds.items())),
+        "recommended_thresholds": dict(sorted(decision.recommended_thresholds.items())),
         "prewarm": [
             {"action": p.action, "kind": p.kind, "target": p.target, "amount": p.amount, "at": p.at.isoformat(),
              "peak_at": p.peak_at.isoformat() if p.peak_at else None,

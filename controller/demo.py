@@ -60,10 +60,20 @@ def demo_settings(data_dir: Path, spec: WorldSpec, **overrides: object) -> Setti
         "data_dir": data_dir,
         "timezone": spec.tz,
         "router": {"model_providers": spec.model_providers()},
-        "policy": {"providers": providers, "latency_slo_seconds": spec.slo_seconds},
         "guardrails": {"mode": "act", "stale_after_seconds": 900},
         "control": {"observation_window_minutes": 10},
         "forecast": {"workers": 0},  # simulated time: fit inline, deterministic
+        # The router's upstream connection pool, sized ahead of peaks (the router reads it
+        # from the decision), and one route whose strong-model share is kept within budget.
+        "policy": {
+            "providers": providers, "latency_slo_seconds": spec.slo_seconds,
+            "prewarm": [{"name": "upstream-pool", "kind": "pool", "target": "router-upstreams",
+                         "rpm_per_unit": 50, "min_units": 8, "max_units": 64, "lead_minutes": 15,
+                         "release_after_minutes": 30}],
+            "routes": {"chat": {"tier": "standard", "baseline_fraction": 0.3, "quality_floor": 0.1,
+                                "strong_cost_per_request": 0.012, "weak_cost_per_request": 0.001,
+                                "hourly_budget": 250.0, "strong_provider": "openai"}},
+        },
     }
     values.update(overrides)  # a group given here replaces the demo's whole group
     return load_settings(**values)
@@ -82,6 +92,7 @@ def run_demo(*, weeks: int = 4, seed: int = 7, data_dir: Path | None = None, scr
     settings = demo_settings(data_dir or Path(tempfile.mkdtemp(prefix="diurnal-demo-")), spec)
     now = start
     ctl = Controller.from_settings(settings, clock=lambda: now)
+    ctl.decompose = False  # components are for dashboards: computed once at the end, not hourly
     router = SimulatedRouter(spec, seed=seed, start=start, weights=STATIC_WEIGHTS)
     static = SimulatedRouter(spec, seed=seed, start=start, weights=STATIC_WEIGHTS)
     result = DemoResult(settings, ctl, scored_start, end, 0, 0, weeks=weeks)
@@ -106,6 +117,8 @@ def run_demo(*, weeks: int = 4, seed: int = 7, data_dir: Path | None = None, scr
             day_reported = day
             progress(f"  simulated {start + timedelta(days=day):%a %Y-%m-%d} ... ({time.perf_counter() - began:.0f}s)")
     static.advance(end)
+    ctl.decompose = True
+    ctl.refit(now)  # the state a --serve shows, with the decomposition
     ctl.flush()
     result.violations_diurnal = _violations(router, scored_start, end)
     result.violations_static = _violations(static, scored_start, end)
@@ -181,6 +194,7 @@ def summary(result: DemoResult) -> str:
     lines.append("")
     lines.append("What it decided ahead of that peak, and why:")
     lines.extend(_ahead_lines(result, tz))
+    lines.extend(_prewarm_and_route_lines(result, tz))
     lines.append("")
     saved = result.violations_static - result.violations_diurnal
     pct = f" ({saved / result.violations_static:.0%} fewer)" if result.violations_static else ""
@@ -216,6 +230,34 @@ def _ahead_lines(result: DemoResult, tz: ZoneInfo) -> list[str]:
         out.append(f"  reasons at {_local(first.at, tz, '%H:%M')}:")
         out.extend(f"    {r.knob}: {r.code} - {r.message}" for r in first.reasons)
     return out
+
+
+def _prewarm_and_route_lines(result: DemoResult, tz: ZoneInfo) -> list[str]:
+    """When the prewarm and the routing threshold changed on the scored Monday morning, and why."""
+    out: list[str] = []
+    last_units: dict[str, float] = {}
+    last_frac: dict[str, float] = {}
+    for d in result.ahead:
+        for p in d.prewarm:
+            if p.at > d.at:
+                continue
+            before = last_units.get(p.action)
+            last_units[p.action] = p.amount
+            if before is not None and before != p.amount:
+                why = next((r for r in d.reasons if r.knob == f"prewarm/{p.action}"), None)
+                out.append(f"  {_local(d.at, tz, '%a %H:%M')}  prewarm {p.action} {before:g} -> {p.amount:g} units"
+                           + (f"  ({why.code}: {why.message})" if why else ""))
+        for knob, v in d.thresholds.items():
+            if not knob.endswith("/escalation_fraction"):
+                continue
+            before = last_frac.get(knob)
+            last_frac[knob] = v
+            if before is not None and abs(before - v) > 1e-6:
+                route = knob.split("/")[1]
+                why = next((r for r in d.reasons if r.knob == f"thresholds/{route}"), None)
+                out.append(f"  {_local(d.at, tz, '%a %H:%M')}  route {route} escalation {before:.0%} -> {v:.0%}"
+                           + (f"  ({why.code}: {why.message})" if why else ""))
+    return out[:12]
 
 
 def _local(value: object, tz: ZoneInfo, fmt: str = "%a %Y-%m-%d %H:%M %Z") -> str:

@@ -13,6 +13,8 @@ In the HPA's order, after the kill switch and staleness:
 
 Then manual **overrides** pin single weights until they expire (only the kill switch beats
 them), and the **mode**: ``observe`` publishes the baseline and keeps the recommendation aside.
+Routing thresholds go back to their baseline fractions with the kill switch, stale inputs and
+in ``observe`` mode; they are not step-limited (a fraction and its score threshold move together).
 
 Reason codes (knob ``weights`` or ``weights/<provider>``): ``KillSwitch``, ``StaleInputs``,
 ``DesiredWithinDeadBand``, ``Stabilizing``, ``StepLimited``, ``ManualOverride``, ``ObserveMode``.
@@ -96,12 +98,18 @@ def guard(
     weights = _pin(weights, overrides, target.at, reasons)
     recommended = _normalise(weights)
     published = recommended
+    thresholds = dict(target.thresholds)
+    fresh = data_age_seconds is not None and data_age_seconds <= settings.stale_after_seconds
+    if settings.kill_switch or not fresh:
+        thresholds = config.baseline_thresholds()
+    published_thresholds = thresholds
     if settings.mode == "observe":
         published = baseline
+        published_thresholds = config.baseline_thresholds()
         reasons.append(Reason("weights", "ObserveMode",
                               "observe mode: the baseline is published; the recommendation is shown only"))
-    return replace(target, weights=published, recommended_weights=recommended,
-                   reasons=tuple(reasons), mode=settings.mode)
+    return replace(target, weights=published, recommended_weights=recommended, thresholds=published_thresholds,
+                   recommended_thresholds=thresholds, reasons=tuple(reasons), mode=settings.mode)
 
 
 def _smooth(target: Decision, prev: Mapping[str, float], baseline: Mapping[str, float], config: PolicyConfig,

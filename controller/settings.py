@@ -199,6 +199,29 @@ class PrewarmSettings(_Group):
         return self
 
 
+class RoutePolicy(_Group):
+    """A route with a strong/weak model split (a RouteLLM-style escalation)."""
+
+    tier: Literal["high", "standard", "low"] = Field(
+        default="standard", description="`high` routes are never downgraded to save money.")
+    baseline_fraction: float = Field(default=0.3, ge=0, le=1, description="Escalation share when nothing binds.")
+    quality_floor: float = Field(default=0.0, ge=0, le=1, description="Never escalate less than this share.")
+    max_fraction: float = Field(default=1.0, ge=0, le=1, description="Never escalate more than this share.")
+    strong_cost_per_request: float = Field(default=0.0, ge=0, description="Average cost of a strong-model request.")
+    weak_cost_per_request: float = Field(default=0.0, ge=0, description="Average cost of a weak-model request.")
+    hourly_budget: float | None = Field(default=None, gt=0, description="Spend budget per hour. Unset: none.")
+    strong_provider: str | None = Field(default=None, description="Provider of the strong model, for its latency.")
+    traffic_share: float = Field(default=1.0, gt=0, le=1, description="The route's share of all requests.")
+    max_segment_disparity: float = Field(
+        default=0.2, ge=0, le=1, description="Largest allowed gap in escalation rate between segments.")
+
+    @model_validator(mode="after")
+    def _order(self) -> RoutePolicy:
+        if not self.quality_floor <= self.baseline_fraction <= self.max_fraction:
+            raise ValueError("need quality_floor <= baseline_fraction <= max_fraction")
+        return self
+
+
 class PolicySettings(_Group):
     providers: dict[str, ProviderPolicy] = Field(
         default_factory=dict,
@@ -218,6 +241,7 @@ class PolicySettings(_Group):
         description="Length of the look-ahead window after the lead. Measured in minutes.",
     )
     prewarm: list[PrewarmSettings] = Field(default_factory=list, description="What to warm up ahead of peaks.")
+    routes: dict[str, RoutePolicy] = Field(default_factory=dict, description="Routes with a strong/weak split.")
 
     @model_validator(mode="after")
     def _baselines_sum_to_one(self) -> PolicySettings:

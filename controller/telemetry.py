@@ -100,6 +100,30 @@ class StateCollector(Collector):
             for provider, value in decision.recommended_weights.items():
                 weights.add_metric([provider, "recommended"], value)
         yield weights
+        thresholds = GaugeMetricFamily(
+            "diurnal_threshold", "Routing thresholds (escalation fractions, score thresholds), by kind "
+            "(published, recommended).", labels=["knob", "kind"])
+        units = GaugeMetricFamily("diurnal_prewarm_units", "Prewarm amount in force now, per action.",
+                                  labels=["action", "kind"])
+        next_at = GaugeMetricFamily("diurnal_prewarm_next_step_timestamp_seconds",
+                                    "When the next planned prewarm step is due (Unix time).", labels=["action"])
+        next_units = GaugeMetricFamily("diurnal_prewarm_next_step_units", "Amount of the next planned prewarm step.",
+                                       labels=["action"])
+        if decision is not None:
+            for knob, value in sorted(decision.thresholds.items()):
+                thresholds.add_metric([knob, "published"], value)
+            for knob, value in sorted(decision.recommended_thresholds.items()):
+                thresholds.add_metric([knob, "recommended"], value)
+            upcoming: dict[str, tuple[float, float]] = {}
+            for p in decision.prewarm:
+                if p.at <= decision.at:
+                    units.add_metric([p.action, p.kind], p.amount)
+                elif p.action not in upcoming or p.at.timestamp() < upcoming[p.action][0]:
+                    upcoming[p.action] = (p.at.timestamp(), p.amount)
+            for action, (ts, amount) in sorted(upcoming.items()):
+                next_at.add_metric([action], ts)
+                next_units.add_metric([action], amount)
+        yield from (thresholds, units, next_at, next_units)
         observed = GaugeMetricFamily(
             "diurnal_observed", "Latest observed value of a signal over the observation window.",
             labels=["signal", "provider"],

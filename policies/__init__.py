@@ -1,6 +1,7 @@
 """Pure decision functions. Imports neither collectors nor controller, and does no I/O."""
 
 from policies.decide import decide
+from policies.thresholds import RouteConfig, RouteView, decide_thresholds, score_threshold
 from policies.types import (
     Decision,
     LoadPoint,
@@ -23,7 +24,11 @@ __all__ = [
     "ProviderConfig",
     "ProviderView",
     "Reason",
+    "RouteConfig",
+    "RouteView",
     "View",
     "decide",
+    "decide_thresholds",
     "decide_weights",
+    "score_threshold",
 ]

@@ -11,8 +11,9 @@ provisioned throughput, a connection-pool size), in units of ``rpm_per_unit``:
   bounds: predictions only ever add. A plan that was raised for a peak is **held** until
   the peak's end plus ``release_after`` (the stabilization window), so a forecast dipping
   for an hour does not scale in; with no trusted forecast only the reactive need counts;
-- each later **peak** in the forecast (a stretch where the predicted need exceeds the amount
-  now) gets one plan step at its start minus ``lead``.
+- each later **peak** in the forecast (the highest point of a stretch where the predicted
+  need exceeds the amount now) gets one plan step at the peak minus ``lead``; the look-ahead
+  raises the amount earlier where the forecast climbs towards it.
 
 Reason codes (knob ``prewarm/<name>``): ``PredictedPeak`` (raised now for a peak within the
 lead), ``HeldUntilRelease``, ``PeakPlanned`` (a later peak has a plan step), ``NoPeakAhead``,
@@ -80,7 +81,10 @@ def decide_prewarm(view: View, previous: Decision | None, config: PolicyConfig, 
     """The plan steps and one reason per configured action. Pure."""
     actions: list[PrewarmAction] = []
     reasons: list[Reason] = []
-    before = {p.action: p for p in (previous.prewarm if previous is not None else ()) if p.at <= now}
+    # What was in force at the previous decision (its plan steps still ahead do not count:
+    # a step coming due is covered by the look-ahead over the lead).
+    before = {p.action: p for p in (previous.prewarm if previous is not None else ()) if p.at <= previous.at} \
+        if previous is not None else {}
     for a in config.prewarm:
         knob = f"prewarm/{a.name}"
         observed = _observed_rpm(view, a.provider)
@@ -96,18 +100,19 @@ def decide_prewarm(view: View, previous: Decision | None, config: PolicyConfig, 
             later = _peaks(points, a, max(reactive, a.min_units), now)
             end = next((e for s, e, _, _ in later if s <= top.at < e), top.at)
             release = end + a.release_after
+            what = (f"the load forecast for {_when(top.at, view.tz)}" if top.at <= now
+                    else f"the predicted peak at {_when(top.at, view.tz)}")
             code, msg = "PredictedPeak", (
-                f"{amount} units ahead of the predicted peak at {_when(top.at, view.tz)} (upper band "
-                f"{top.upper_rpm:.0f} rpm at {a.rpm_per_unit:g} rpm per unit, {a.lead.total_seconds() / 60:.0f} min "
-                f"to warm up); held until {_when(release, view.tz)}")
+                f"{amount} units ahead of {what} (upper band {top.upper_rpm:.0f} rpm at {a.rpm_per_unit:g} rpm "
+                f"per unit, {a.lead.total_seconds() / 60:.0f} min to warm up); held until {_when(release, view.tz)}")
         else:
             code, msg = "ReactiveNeed", f"{amount} units for the {observed or 0:.0f} rpm observed now"
         held = before.get(a.name)
         if held is not None and held.release_at is not None and now < held.release_at and held.amount > amount:
             amount, release, peak_at = int(held.amount), held.release_at, held.peak_at
             code, msg = "HeldUntilRelease", (
-                f"holding {amount} units after the peak until {_when(release, view.tz)} (stabilization); "
-                f"now {reactive} needed")
+                f"holding {amount} units until {_when(release, view.tz)}, the end of the predicted busy stretch "
+                f"plus the stabilization window; {max(reactive, predicted)} needed now")
         since = now  # a step that did not change keeps the time it took effect (a stable ETag)
         last = before.get(a.name)
         if last is not None and last.amount == amount and last.release_at == release:
@@ -117,13 +122,14 @@ def decide_prewarm(view: View, previous: Decision | None, config: PolicyConfig, 
             code_extra = " (no trusted load forecast: reacting only)"
             code = "ForecastGated" if code == "ReactiveNeed" else code
             msg += code_extra
-        upcoming = [pk for pk in _peaks(points, a, amount, now) if pk[0] - a.lead > now]
-        for start, end, top_at, units in upcoming:
-            actions.append(PrewarmAction(a.name, a.target, units, start - a.lead, top_at, a.kind,
+        # One plan step per peak ahead, at the peak minus the warm-up lead.
+        upcoming = [pk for pk in _peaks(points, a, amount, now) if pk[2] - a.lead > now]
+        for _, end, top_at, units in upcoming:
+            actions.append(PrewarmAction(a.name, a.target, units, top_at - a.lead, top_at, a.kind,
                                          end + a.release_after))
         if upcoming:
-            s0, _, t0, u0 = upcoming[0]
-            msg += f"; next: {u0} units at {_when(s0 - a.lead, view.tz)} for the peak at {_when(t0, view.tz)}"
+            _, _, t0, u0 = upcoming[0]
+            msg += f"; next: {u0} units at {_when(t0 - a.lead, view.tz)} for the peak at {_when(t0, view.tz)}"
             code = "PeakPlanned" if code == "ReactiveNeed" else code
         elif points and code == "ReactiveNeed":
             code = "NoPeakAhead"

@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from policies.thresholds import RouteConfig, RouteView
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,8 @@ class View:
     #: Trusted load forecasts (requests per minute) per provider and "*" for all; a series
     #: whose forecast is gated off is absent, and prewarm then reacts only.
     load_forecast: Mapping[str, tuple[LoadPoint, ...]] = field(default_factory=dict)
+    #: Per route: load, score distribution, segment escalation rates.
+    routes: Mapping[str, RouteView] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,10 @@ class PolicyConfig:
     #: Fraction of a provider's capacity the policy plans to use at most.
     capacity_headroom: float = 0.9
     prewarm: tuple[PrewarmConfig, ...] = ()
+    routes: tuple[RouteConfig, ...] = ()
+
+    def baseline_thresholds(self) -> dict[str, float]:
+        return {f"thresholds/{r.name}/escalation_fraction": r.baseline_fraction for r in self.routes}
 
     def baseline(self) -> dict[str, float]:
         return {name: p.baseline_weight for name, p in self.providers.items()}
@@ -117,6 +127,7 @@ class Decision:
     mode: str = "observe"
     #: What diurnal would set; equals ``weights`` unless the mode or a guard held them back.
     recommended_weights: Mapping[str, float] = field(default_factory=dict)
+    recommended_thresholds: Mapping[str, float] = field(default_factory=dict)
 
     def reasons_for(self, knob: str) -> tuple[Reason, ...]:
         return tuple(r for r in self.reasons if r.knob == knob)

@@ -29,6 +29,22 @@ def test_diurnal_demo_cli_prints_the_summary(tmp_path: Path) -> None:
     static_min, diurnal_min = int(m.group(1)), int(m.group(2))
     assert static_min > 100 and diurnal_min < static_min / 2
     assert (tmp_path / "demo" / "diurnal.db").exists()  # --data-dir keeps the store
+    assert re.search(r"prewarm upstream-pool \d+ -> \d+ units\s+\(PredictedPeak", out)
+    assert "route chat escalation 30% -> 10%" in out
+    # diurnal explain, from the audit log the demo left
+    ex = subprocess.run([sys.executable, "-m", "controller.cli", "explain", "--data-dir", str(tmp_path / "demo"),
+                         "--timezone", "America/New_York", "--at", "2026-11-16T07:30"],
+                        capture_output=True, text=True, timeout=120)
+    assert ex.returncode == 0, ex.stderr
+    assert "openai       0.05" in ex.stdout and "PredictedLatencyBreach" in ex.stdout
+    assert "upstream-pool (pool router-upstreams)" in ex.stdout and "for the peak at Mon 09:00" in ex.stdout
+    changes = subprocess.run([sys.executable, "-m", "controller.cli", "explain", "--data-dir", str(tmp_path / "demo"),
+                              "--timezone", "America/New_York", "--changes", "400"],
+                             capture_output=True, text=True, timeout=120)
+    assert changes.returncode == 0, changes.stderr
+    assert re.search(r"Mon 2026-11-16 06:40 EST: .*openai 0\.50 -> 0\.40\n    weights/openai: PredictedLatencyBreach",
+                     changes.stdout)
+    assert re.search(r"prewarm upstream-pool \d+ -> \d+\n    prewarm/upstream-pool: PredictedPeak", changes.stdout)
 
 
 def test_sim_is_deterministic_and_weights_do_not_change_demand() -> None:
