@@ -403,6 +403,8 @@ class Controller:
             observations[("request_rate", name)] = rps
             peak, peak_at = self._window_max(("latency_p95", name), when, ahead_end)
             trusted = peak is not None and self._trusted(("latency_p95", name))
+            errors = [v for s in ("error_429_ratio", "error_5xx_ratio") if not math.isnan(v := self._observe(s, name))]
+            tokens = self._observe("input_token_rate", name) + self._observe("output_token_rate", name)
             providers[name] = ProviderView(
                 name=name,
                 observed_p95_seconds=None if math.isnan(p95) else p95,
@@ -410,6 +412,8 @@ class Controller:
                 predicted_p95_seconds=peak,
                 predicted_p95_at=peak_at,
                 forecast_trusted=trusted,
+                observed_error_ratio=sum(errors) if errors else None,
+                tokens_per_request=tokens / rps if rps > 0 and not math.isnan(tokens) else None,
             )
         total_rps = self._observe("request_rate", None)
         observations[("request_rate", ALL)] = total_rps
@@ -520,7 +524,7 @@ class Controller:
         pol = self.settings.policy
         if pol.providers:
             providers = {
-                n: ProviderConfig(p.baseline_weight, p.min_weight, p.max_weight, p.capacity_rpm)
+                n: ProviderConfig(p.baseline_weight, p.min_weight, p.max_weight, p.capacity_rpm, p.capacity_tpm)
                 for n, p in pol.providers.items()
             }
         else:  # nothing configured: equal shares over the providers seen so far
@@ -537,7 +541,7 @@ class Controller:
             for name, r in sorted(pol.routes.items())
         )
         return PolicyConfig(providers=providers, latency_slo_seconds=pol.latency_slo_seconds, prewarm=prewarm,
-                            routes=routes)
+                            routes=routes, error_budget=pol.error_budget)
 
     def data_age_seconds(self, at: datetime | None = None) -> float | None:
         if self._last_data_at is None:

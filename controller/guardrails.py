@@ -31,7 +31,7 @@ from policies import Decision, PolicyConfig, Reason
 
 _EPS = 1e-12
 #: Policy reason codes under which taking share off a provider protects it.
-PROTECTIVE = frozenset({"PredictedLatencyBreach", "ObservedLatencyBreach", "CapacityLimited"})
+PROTECTIVE = frozenset({"PredictedLatencyBreach", "ObservedLatencyBreach", "ErrorBudgetBreach", "CapacityLimited"})
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,11 @@ class ProviderPolicy(_Group):
         description="Requests per minute this provider can take (its rate limit or measured knee). "
         "Unset means unbounded.",
     )
+    capacity_tpm: float | None = Field(
+        default=None, gt=0,
+        description="Tokens per minute this provider can take (its TPM limit); turned into requests with the "
+                    "tokens per request observed. Unset means unbounded.",
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> ProviderPolicy:
@@ -229,6 +234,10 @@ class PolicySettings(_Group):
     )
     latency_slo_seconds: float = Field(
         default=4.0, gt=0, description="p95 latency objective per provider. Measured in seconds."
+    )
+    error_budget: float = Field(
+        default=0.05, gt=0, le=1,
+        description="Share of requests failing with 429 or 5xx a provider may have before share moves off it.",
     )
     lead_minutes: float = Field(
         default=30.0,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -87,6 +88,14 @@ class StateCollector(Collector):
             "diurnal_data_age_seconds", "Age of the newest router data (-1 before any).",
             value=-1.0 if age is None else age,
         )
+        stale = age is None or age > ctl.settings.guardrails.stale_after_seconds
+        yield GaugeMetricFamily(
+            "diurnal_inputs_stale", "1 while router data is missing or older than guardrails.stale_after_seconds "
+            "(every knob is then at its baseline).", value=1.0 if stale else 0.0,
+        )
+        yield GaugeMetricFamily("diurnal_overrides_active", "Manual overrides in force.",
+                                value=float(len(ctl.overrides.active(ctl.decision.at if ctl.decision else
+                                                                     datetime.now(UTC)))))
         decision = ctl.decision
         weights = GaugeMetricFamily(
             "diurnal_provider_weight", "Provider traffic share, by kind (published, recommended, baseline).",

@@ -32,6 +32,10 @@ class ProviderView:
     predicted_p95_at: datetime | None = None
     #: False when the forecast is missing or did not earn trust; the policy then reacts only.
     forecast_trusted: bool = False
+    #: Share of requests failing with 429 or 5xx over the observation window.
+    observed_error_ratio: float | None = None
+    #: Input + output tokens per request, observed (turns a TPM limit into requests).
+    tokens_per_request: float | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class ProviderConfig:
     min_weight: float = 0.0
     max_weight: float = 1.0
     capacity_rpm: float | None = None
+    capacity_tpm: float | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,8 @@ class PolicyConfig:
     latency_slo_seconds: float = 4.0
     #: Fraction of a provider's capacity the policy plans to use at most.
     capacity_headroom: float = 0.9
+    #: Share of failing requests (429 and 5xx) a provider may have before share moves off it.
+    error_budget: float = 0.05
     prewarm: tuple[PrewarmConfig, ...] = ()
     routes: tuple[RouteConfig, ...] = ()
 

@@ -5,8 +5,9 @@ Reason codes (one per provider):
 - ``BaselineWeight``: nothing predicted or observed; the configured baseline.
 - ``PredictedLatencyBreach``: the trusted forecast puts p95 over the SLO within the window.
 - ``ObservedLatencyBreach``: no trusted forecast, but p95 is over the SLO now (reactive).
+- ``ErrorBudgetBreach``: its 429/5xx share is over the error budget now.
 - ``ShareReceived``: took share from a degraded provider.
-- ``CapacityLimited``: held below its target by its capacity (RPM limit or knee).
+- ``CapacityLimited``: held below its target by its capacity (RPM or TPM limit, or knee).
 - ``CapacityExhausted``: expected load exceeds every provider's capacity together.
 - ``AllProvidersDegraded``: every provider breaches; moving share would not help.
 """
@@ -27,7 +28,7 @@ def _fmt_when(pv: ProviderView, tz: str) -> str:
     return f" at {pv.predicted_p95_at.astimezone(ZoneInfo(tz)):%a %H:%M %Z}"
 
 
-def _degradation(pv: ProviderView | None, slo: float, tz: str) -> tuple[str, str] | None:
+def _degradation(pv: ProviderView | None, slo: float, tz: str, error_budget: float = 1.0) -> tuple[str, str] | None:
     if pv is None:
         return None
     if pv.forecast_trusted and pv.predicted_p95_seconds is not None and pv.predicted_p95_seconds > slo:
@@ -42,11 +43,26 @@ def _degradation(pv: ProviderView | None, slo: float, tz: str) -> tuple[str, str
             "ObservedLatencyBreach",
             f"observed p95 {pv.observed_p95_seconds:.2f}s exceeds the {slo:.2f}s SLO ({source}; reacting)",
         )
+    if pv.observed_error_ratio is not None and pv.observed_error_ratio > error_budget:
+        return (
+            "ErrorBudgetBreach",
+            f"{pv.observed_error_ratio:.1%} of its requests fail (429/5xx), over the {error_budget:.1%} error budget",
+        )
     return None
 
 
-def _capacity_share(cfg: PolicyConfig, name: str, total_rpm: float | None) -> float:
-    cap = cfg.providers[name].capacity_rpm
+def _capacity_rpm(cfg: PolicyConfig, name: str, pv: ProviderView | None) -> float | None:
+    """Requests per minute the provider takes: its RPM limit, or its TPM limit at the tokens
+    per request seen now, whichever is lower."""
+    p = cfg.providers[name]
+    caps = [p.capacity_rpm] if p.capacity_rpm is not None else []
+    if p.capacity_tpm is not None and pv is not None and pv.tokens_per_request:
+        caps.append(p.capacity_tpm / pv.tokens_per_request)
+    return min(caps) if caps else None
+
+
+def _capacity_share(cfg: PolicyConfig, name: str, total_rpm: float | None, pv: ProviderView | None = None) -> float:
+    cap = _capacity_rpm(cfg, name, pv)
     if cap is None or not total_rpm or total_rpm <= 0:
         return 1.0
     return min(1.0, cap * cfg.capacity_headroom / total_rpm)
@@ -59,7 +75,8 @@ def decide_weights(view: View, config: PolicyConfig) -> tuple[dict[str, float], 
         return {}, []
     slo = config.latency_slo_seconds
     load = max(v for v in (view.predicted_total_rpm, view.observed_total_rpm, 0.0) if v is not None)
-    degraded = {n: d for n in names if (d := _degradation(view.providers.get(n), slo, view.tz)) is not None}
+    degraded = {n: d for n in names
+                if (d := _degradation(view.providers.get(n), slo, view.tz, config.error_budget)) is not None}
     codes: dict[str, tuple[str, str]] = {}
 
     if len(degraded) == len(names):
@@ -73,7 +90,7 @@ def decide_weights(view: View, config: PolicyConfig) -> tuple[dict[str, float], 
     upper: dict[str, float] = {}
     for n in names:
         p = config.providers[n]
-        cap = min(p.max_weight, max(p.min_weight, _capacity_share(config, n, load)))
+        cap = min(p.max_weight, max(p.min_weight, _capacity_share(config, n, load, view.providers.get(n))))
         if n in degraded:
             weight[n] = p.min_weight
             upper[n] = p.min_weight
@@ -82,7 +99,8 @@ def decide_weights(view: View, config: PolicyConfig) -> tuple[dict[str, float], 
             weight[n] = min(p.baseline_weight, cap)
             upper[n] = cap
             if weight[n] < p.baseline_weight - _EPS:
-                codes[n] = ("CapacityLimited", f"held at {weight[n]:.2f} by capacity {p.capacity_rpm:.0f} rpm "
+                limit = _capacity_rpm(config, n, view.providers.get(n)) or 0.0
+                codes[n] = ("CapacityLimited", f"held at {weight[n]:.2f} by capacity {limit:.0f} rpm "
                             f"at {load:.0f} rpm expected")
             else:
                 codes[n] = ("BaselineWeight", f"baseline {p.baseline_weight:.2f}; no breach predicted or observed")
@@ -99,7 +117,7 @@ def decide_weights(view: View, config: PolicyConfig) -> tuple[dict[str, float], 
     elif free > _EPS:
         # Expected load exceeds the capacity of every provider together: no split avoids
         # overload, so the excess is spread by baseline (it will show as 429s, not be hidden).
-        capacity = sum(c for p in config.providers.values() if (c := p.capacity_rpm) is not None)
+        capacity = sum(c for n in names if (c := _capacity_rpm(config, n, view.providers.get(n))) is not None)
         for n in names:
             weight[n] += free * config.providers[n].baseline_weight
             codes[n] = ("CapacityExhausted", f"expected {load:.0f} rpm exceeds the {capacity:.0f} rpm all "

@@ -109,6 +109,7 @@ def test_stale_router_data_reverts_to_baseline(settings: Settings, spec: WorldSp
     assert d.weights == pytest.approx(STATIC_WEIGHTS)
     assert "StaleInputs" in {r.code for r in d.reasons}
     assert metric(ctl, "diurnal_data_age_seconds") > settings.guardrails.stale_after_seconds
+    assert metric(ctl, "diurnal_inputs_stale") == 1
     ctl.close()
 
 

@@ -56,6 +56,11 @@ def codes(d: Decision) -> dict[str, str]:
                      {"weights/openai": "AllProvidersDegraded"}, id="AllProvidersDegraded"),
         pytest.param(view(total_rpm=2600, openai=ProviderView("openai", 3.0, None, 8.0, NOW, True)),
                      {"weights/openai": "CapacityLimited"}, id="CapacityLimited-degraded-keeps-share"),
+        pytest.param(view(anthropic=ProviderView("anthropic", 3.0, None, 3.0, NOW, True, observed_error_ratio=0.12)),
+                     {"weights/anthropic": "ErrorBudgetBreach", "weights/openai": "ShareReceived"},
+                     id="ErrorBudgetBreach"),
+        pytest.param(view(anthropic=ProviderView("anthropic", 3.0, None, 3.0, NOW, True, observed_error_ratio=0.01)),
+                     {"weights/anthropic": "BaselineWeight"}, id="errors-within-budget"),
     ],
 )
 def test_weight_reason_codes(v: View, expected: dict[str, str]) -> None:
@@ -164,3 +169,14 @@ def test_observe_mode_publishes_baseline_but_keeps_the_recommendation() -> None:
 def test_decide_is_deterministic() -> None:
     v = view(openai=ProviderView("openai", 3.0, None, 8.0, NOW, True))
     assert decide(v, None, CONFIG, NOW) == decide(v, None, CONFIG, NOW)
+
+
+def test_a_tpm_limit_caps_share_at_the_tokens_per_request_seen() -> None:
+    cfg = PolicyConfig(providers={"a": ProviderConfig(0.5, 0.0, 1.0, None, 600_000),
+                                  "b": ProviderConfig(0.5, 0.0, 1.0)})
+    # 2,000 rpm at 1,000 tokens per request: 'a' takes 600 rpm, so at most 0.9 * 600 / 2000 = 0.27
+    v = View(now=NOW, providers={"a": ProviderView("a", 2.0, tokens_per_request=1000.0), "b": ProviderView("b", 2.0)},
+             predicted_total_rpm=2000, observed_total_rpm=2000, data_age_seconds=5)
+    d = decide(v, None, cfg, NOW)
+    assert d.weights["a"] == pytest.approx(0.27)
+    assert codes(d)["weights/a"] == "CapacityLimited"
