@@ -27,7 +27,8 @@ COUNTER_SIGNALS = (
     "output_tokens",
 )
 #: Histogram signals: bucket deltas in the store, quantiles derived from them.
-HISTOGRAM_SIGNALS = ("latency", "ttft")
+#: ``score`` is a router's routing-score distribution (RouteLLM-style), for threshold calibration.
+HISTOGRAM_SIGNALS = ("latency", "ttft", "score")
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -66,6 +67,8 @@ FORECAST_SIGNALS = ("latency_p95", "request_rate")
 #: Load signals: under-predicting them costs more (``forecast.under_penalty``) in model choice.
 LOAD_SIGNALS = frozenset({"request_rate", "input_token_rate", "output_token_rate", "spend_rate"})
 ALL = "*"
+#: Routing scores needed in an hour-of-week before a score threshold is calibrated from them.
+MIN_SCORE_SAMPLES = 100
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,7 @@ class Controller:
         #: Refits also decompose each series (trend, daily, weekly, residual) for /metrics and
         #: the dashboards; a simulation can skip that until its last refit.
         self.decompose = True
+        self._score_cache: dict[tuple[str, int], tuple[tuple[float, float], ...]] = {}
         self._refit_lock = threading.Lock()
         self.overrides = OverrideStore(Path(settings.data_dir) / "overrides.json")
         self.audit = AuditLog(Path(settings.data_dir) / "audit.jsonl")
@@ -427,7 +431,8 @@ class Controller:
         observed_rpm = None if math.isnan(total_rps) else total_rps * 60
         routes = {
             name: RouteView(None if predicted_rpm is None else predicted_rpm * r.traffic_share,
-                            None if observed_rpm is None else observed_rpm * r.traffic_share)
+                            None if observed_rpm is None else observed_rpm * r.traffic_share,
+                            score_cdf=self._score_cdf(name, when))
             for name, r in self.settings.policy.routes.items()
         }
         return View(
@@ -440,6 +445,30 @@ class Controller:
             data_age_seconds=self.data_age_seconds(when),
             tz=self.settings.timezone,
         )
+
+    def _score_cdf(self, route: str, when: datetime) -> tuple[tuple[float, float], ...]:
+        """The router's score distribution for ``route`` at this local hour of the week, merged
+        over the same hour of the weeks kept (wall-clock weeks: DST-safe); cached per hour."""
+        tz = ZoneInfo(self.settings.timezone)
+        hour = datetime.fromtimestamp(local_hour_start_at(int(when.timestamp()), self.settings.timezone), tz)
+        key = (route, int(hour.timestamp()))
+        if key in self._score_cache:
+            return self._score_cache[key]
+        cum: dict[float, float] = {}
+        many = len(self.settings.policy.routes) > 1
+        for w in range(1, self.settings.forecast.history_weeks + 1):
+            start = int((hour - timedelta(weeks=w)).timestamp())  # wall-clock arithmetic on an aware datetime
+            for h in self.store.hour_histograms("score", start, start + 3600):
+                if h.key.route == route or (not many and h.key.route == ""):
+                    for le, c in h.buckets.items():
+                        cum[le] = cum.get(le, 0.0) + c
+        total = cum.get(float("inf"), max(cum.values(), default=0.0))
+        cdf: tuple[tuple[float, float], ...] = ()
+        if total >= MIN_SCORE_SAMPLES:
+            cdf = tuple((le, min(1.0, c / total)) for le, c in sorted(cum.items()) if math.isfinite(le))
+        self._score_cache = {k: v for k, v in self._score_cache.items() if k[1] >= key[1]}
+        self._score_cache[key] = cdf
+        return cdf
 
     def _load_points(self, provider: str, when: datetime) -> tuple[LoadPoint, ...]:
         """The request-rate forecast from the step containing ``when`` on, in requests per minute."""

@@ -41,7 +41,7 @@ class _Group(BaseModel):
 
 CounterSignal = Literal["requests", "retries", "errors_429", "errors_5xx", "cache_hits", "cache_misses", "spend",
                         "input_tokens", "output_tokens"]
-HistogramSignal = Literal["latency", "ttft"]
+HistogramSignal = Literal["latency", "ttft", "score"]
 
 
 class CounterMapping(_Group):

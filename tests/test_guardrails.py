@@ -106,6 +106,8 @@ def test_overrides_win_until_they_expire(goal: list[float], value: float, ttl: f
         assert "ManualOverride" not in [r.code for r in out.reasons]
     if mode == "observe":
         assert out.weights == BASE  # observe mode pushes nothing, not even an override
+    elif pin.expires_at <= NOW and (age is None or age > g.stale_after_seconds):
+        assert out.weights == BASE  # stale inputs revert to the baseline
 
 
 #: Weights within every provider's [0.05, 0.7], summing to 1 (as the policy produces them).

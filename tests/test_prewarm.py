@@ -125,3 +125,23 @@ def test_planned_steps_become_date_jobs_replaced_when_superseded() -> None:
     schedule_prewarm(sched, ctl)  # type: ignore[arg-type]
     assert sched.get_jobs() == []
     sched.shutdown(wait=False)
+
+
+DAY = datetime(2026, 11, 16, tzinfo=NY)
+
+
+@pytest.mark.parametrize(
+    ("now", "load", "observed", "previous_at", "code"),
+    [
+        pytest.param(DAY.replace(hour=8, minute=45), monday_load(DAY), 300.0, None, "PredictedPeak", id="PredictedPeak"),
+        pytest.param(DAY.replace(hour=6), monday_load(DAY), 300.0, None, "PeakPlanned", id="PeakPlanned"),
+        pytest.param(DAY.replace(hour=11, minute=10), monday_load(DAY), 300.0, DAY.replace(hour=10),
+                     "HeldUntilRelease", id="HeldUntilRelease"),
+        pytest.param(DAY.replace(hour=12), monday_load(DAY), 300.0, None, "NoPeakAhead", id="NoPeakAhead"),
+        pytest.param(DAY.replace(hour=12), None, 300.0, None, "ForecastGated", id="ForecastGated"),
+    ],
+)
+def test_prewarm_reason_codes(now: datetime, load: tuple[LoadPoint, ...] | None, observed: float,
+                              previous_at: datetime | None, code: str) -> None:
+    previous = step(previous_at, load, observed=observed)[0] if previous_at else None
+    assert step(now, load, previous, observed)[1] == code

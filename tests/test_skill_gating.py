@@ -84,3 +84,24 @@ def test_without_the_gate_the_same_noise_would_move_traffic(tmp_path: Path) -> N
     assert [r.code for r in d.reasons_for("forecast/latency_p95/anthropic")] == ["ForecastTrusted"]
     assert [r.code for r in d.reasons_for("weights/anthropic")] == ["PredictedLatencyBreach"]
     ctl.close()
+
+
+@pytest.mark.parametrize(
+    ("days", "noise", "gates", "code"),
+    [
+        pytest.param(2, False, {}, "InsufficientHistory", id="InsufficientHistory"),
+        pytest.param(28, False, {}, "ForecastTrusted", id="ForecastTrusted"),
+        pytest.param(28, True, {}, "NotSeasonal", id="NotSeasonal"),
+        pytest.param(28, False, {"skill_gate": 0.99}, "BelowSkillGate", id="BelowSkillGate"),
+    ],
+)
+def test_forecast_gate_codes(days: int, noise: bool, gates: dict[str, float], code: str) -> None:
+    import pandas as pd
+
+    from controller.forecast import fit, gate
+
+    idx = pd.date_range("2026-05-04", periods=days * 24, freq="h", tz="UTC")
+    rng = np.random.default_rng(1)
+    shape = 0 if noise else 10 * np.sin(2 * np.pi * np.arange(len(idx)) / 24)
+    hist = pd.Series(100 + shape + rng.normal(0, 3, len(idx)), index=idx)
+    assert gate(fit(hist, 24, tz="UTC"), **gates)[0] == code

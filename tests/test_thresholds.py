@@ -3,10 +3,17 @@ segment disparity."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
 
+from collectors.intervals import MinuteCell, MinuteRow
+from collectors.mapping import SeriesKey
+from collectors.store import Store
+from controller import Controller, load_settings
 from controller.guardrails import guard
 from controller.settings import GuardrailSettings
 from policies import (
@@ -91,3 +98,33 @@ def test_thresholds_return_to_baseline_in_observe_mode_and_when_stale() -> None:
     assert stale.thresholds == {"thresholds/chat/escalation_fraction": 0.3}
     act = guard(d, None, cfg, GuardrailSettings(mode="act"), 5.0)
     assert act.thresholds["thresholds/chat/escalation_fraction"] == 0.1
+
+
+def test_the_score_threshold_comes_from_this_hour_of_weeks_router_scores(tmp_path: Path) -> None:
+    """A router exporting its routing-score histogram (generic preset, ``score``): Monday 09:00
+    scores run high, other hours low, so the same 30% escalation needs a higher threshold then."""
+    ny = ZoneInfo("America/New_York")
+    les = (0.2, 0.4, 0.6, 0.8, 1.0, float("inf"))
+    settings = load_settings(data_dir=tmp_path / "data", guardrails={"mode": "act"}, forecast={"workers": 0},
+                             policy={"providers": {"openai": {"baseline_weight": 1.0}},
+                                     "routes": {"chat": {"baseline_fraction": 0.3}}})
+    store = Store(settings.data_dir, tz=settings.timezone)
+    rows = []
+    monday = datetime(2026, 11, 16, 9, tzinfo=ny)  # after the 2026-11-01 DST change: wall-clock weeks
+    for w in (1, 2, 3):
+        for hour, scores in ((monday - timedelta(weeks=w), np.linspace(0.3, 1.0, 200)),
+                             (monday - timedelta(weeks=w, hours=3), np.linspace(0.0, 0.5, 200))):
+            cell = MinuteCell(count=200.0, sum=float(scores.sum()),
+                              buckets={le: float((scores <= le).sum()) for le in les})
+            rows.append(MinuteRow(int(hour.timestamp()), SeriesKey("score", "openai", "", "chat"), cell))
+    for at in (monday - timedelta(hours=3), monday):  # fresh router data just before each step
+        rows.append(MinuteRow(int(at.timestamp()) + 540, SeriesKey("requests", "openai"), MinuteCell(value=10.0)))
+    store.write(rows)
+    ctl = Controller(settings, store=store)
+    early = ctl.step(at=monday - timedelta(hours=3) + timedelta(minutes=10))
+    assert early.thresholds["thresholds/chat/score_threshold"] < 0.5
+    d = ctl.step(at=monday + timedelta(minutes=10))
+    # 30% of scores spread evenly over 0.3..1.0 lie above 0.79; the buckets interpolate it to about there
+    assert d.thresholds["thresholds/chat/score_threshold"] == pytest.approx(0.79, abs=0.03)
+    assert {r.code for r in d.reasons_for("thresholds/chat/score")} == {"CalibratedThreshold"}
+    ctl.close()
