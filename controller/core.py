@@ -36,6 +36,7 @@ from collectors.mapping import HISTOGRAM_SIGNALS, PRESETS, Mapper, preset_from_c
 from collectors.signals import hourly, rows_value
 from collectors.store import CounterPoint, HistPoint, Store
 from controller.audit import AuditLog
+from controller.capacity import measured_knee
 from controller.forecast import Fit, Selection, gate
 from controller.guardrails import guard
 from controller.overrides import OverrideStore
@@ -145,6 +146,8 @@ class Controller:
         #: the dashboards; a simulation can skip that until its last refit.
         self.decompose = True
         self._score_cache: dict[tuple[str, int], tuple[tuple[float, float], ...]] = {}
+        #: Measured knees (requests per minute) of providers with ``measure_knee``.
+        self._knees: dict[str, float | None] = {}
         self._refit_lock = threading.Lock()
         self.overrides = OverrideStore(Path(settings.data_dir) / "overrides.json")
         self.audit = AuditLog(Path(settings.data_dir) / "audit.jsonl")
@@ -299,6 +302,7 @@ class Controller:
                 hour = local_hour_start_at(int(when.timestamp()), self.settings.timezone)
                 self.store.prune(int(when.timestamp()))  # retention, once an hour
                 jobs = self._fit_jobs(hour, when)
+                self._measure_knees(hour)
                 self._last_refit_hour = hour
             outcomes = self.refitter.run(jobs)
             given = {job.key: job.selection for job in jobs}
@@ -344,6 +348,17 @@ class Controller:
                     decomposition=self.decompose,
                 ))
         return jobs
+
+    def _measure_knees(self, hour: int) -> None:
+        pol = self.settings.policy
+        start = hour - self.settings.forecast.history_weeks * 7 * 86400
+        for name, p in pol.providers.items():
+            if p.measure_knee and p.capacity_rpm is None:
+                knee = measured_knee(self._hourly_history("request_rate", name, start, hour),
+                                     self._hourly_history("latency_p95", name, start, hour), pol.latency_slo_seconds)
+                if knee != self._knees.get(name):
+                    log.info("measured knee of %s: %s", name, "none" if knee is None else f"{knee:.0f} rpm")
+                self._knees[name] = knee
 
     def _judge(self, fit: Fit, when: datetime, prior: SeriesForecast | None, reused: bool) -> SeriesForecast:
         """Apply the skill gates to a new fit."""
@@ -553,7 +568,9 @@ class Controller:
         pol = self.settings.policy
         if pol.providers:
             providers = {
-                n: ProviderConfig(p.baseline_weight, p.min_weight, p.max_weight, p.capacity_rpm, p.capacity_tpm)
+                n: ProviderConfig(p.baseline_weight, p.min_weight, p.max_weight,
+                                  p.capacity_rpm if p.capacity_rpm is not None or not p.measure_knee
+                                  else self._knees.get(n), p.capacity_tpm)
                 for n, p in pol.providers.items()
             }
         else:  # nothing configured: equal shares over the providers seen so far
@@ -580,6 +597,10 @@ class Controller:
 
     def observations(self) -> dict[tuple[str, str], float]:
         return dict(self._observations)
+
+    def knees(self) -> dict[str, float | None]:
+        """Measured knees (requests per minute) of providers with ``measure_knee``."""
+        return dict(self._knees)
 
     def forecasts(self) -> dict[tuple[str, str], SeriesForecast]:
         """The last good forecast of every series, with its gate."""

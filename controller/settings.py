@@ -159,6 +159,11 @@ class ProviderPolicy(_Group):
         description="Requests per minute this provider can take (its rate limit or measured knee). "
         "Unset means unbounded.",
     )
+    measure_knee: bool = Field(
+        default=False,
+        description="Without capacity_rpm: use the load at which this provider's p95 has left the SLO in its "
+                    "own history (its knee), re-measured at each refit.",
+    )
     capacity_tpm: float | None = Field(
         default=None, gt=0,
         description="Tokens per minute this provider can take (its TPM limit); turned into requests with the "

@@ -109,6 +109,15 @@ class StateCollector(Collector):
             for provider, value in decision.recommended_weights.items():
                 weights.add_metric([provider, "recommended"], value)
         yield weights
+        capacity = GaugeMetricFamily(
+            "diurnal_provider_capacity_rpm", "Requests per minute a provider is planned to take at most, by source "
+            "(configured, or measured: its knee).", labels=["provider", "source"])
+        for name, pp in ctl.settings.policy.providers.items():
+            if pp.capacity_rpm is not None:
+                capacity.add_metric([name, "configured"], pp.capacity_rpm)
+            elif (knee := ctl.knees().get(name)) is not None:
+                capacity.add_metric([name, "measured"], knee)
+        yield capacity
         thresholds = GaugeMetricFamily(
             "diurnal_threshold", "Routing thresholds (escalation fractions, score thresholds), by kind "
             "(published, recommended).", labels=["knob", "kind"])
