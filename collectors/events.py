@@ -4,7 +4,12 @@ The body is JSON lines, one event per line::
 
     {"ts": "2026-11-09T14:03:12Z", "provider": "openai", "model": "gpt-4o", "route": "chat",
      "latency": 1.84, "ttft": 0.41, "cache_hit": false, "retries": 0, "status": 200,
-     "input_tokens": 812, "output_tokens": 230, "cost": 0.0043, "segment": "free"}
+     "input_tokens": 812, "output_tokens": 230, "cost": 0.0043, "segment": "free",
+     "escalated": true, "score": 0.71}
+
+``escalated`` (the request went to the strong model) and ``segment`` give per-segment
+escalation rates; ``score`` (the router's routing score, 0..1) builds the score distribution
+that routing thresholds are calibrated on.
 
 ``ts`` is RFC 3339 with an offset or Unix seconds; ``latency`` and ``ttft`` are seconds.
 Each line is validated whole before anything from it is counted, so a truncated or invalid
@@ -29,6 +34,8 @@ EVENT_BUCKETS = (
     5.5, 6.0, 6.5, 7.0, 7.5, 8.0, 8.5, 9.0, 9.5, 10.0, 15.0, 20.0, 25.0, 30.0, 60.0, 120.0,
     180.0, 240.0, 300.0, math.inf,
 )
+#: Histogram bounds for routing scores (0..1).
+SCORE_BUCKETS = (*(round(0.05 * i, 2) for i in range(1, 21)), math.inf)
 MAX_LINE_BYTES = 16_384
 #: Events further in the future than this are refused (clock skew), seconds.
 MAX_FUTURE_SKEW = 300.0
@@ -51,6 +58,8 @@ class Event(BaseModel):
     output_tokens: int = Field(default=0, ge=0)
     cost: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     segment: str | None = Field(default=None, max_length=128)
+    escalated: bool | None = Field(default=None, description="Sent to the strong model (a routed request).")
+    score: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False, description="Router's routing score.")
 
     @field_validator("ts")
     @classmethod
@@ -69,6 +78,8 @@ class EventBatch:
     #: minute -> series -> cell, ready to merge into the aggregator's open minutes
     cells: dict[int, dict[SeriesKey, MinuteCell]] = field(default_factory=dict)
     newest: float | None = None
+    #: (minute, route, segment) -> [requests with ``escalated`` known, escalated]
+    segments: dict[tuple[int, str, str], list[int]] = field(default_factory=dict)
 
 
 def _cell(cells: dict[int, dict[SeriesKey, MinuteCell]], minute: int, key: SeriesKey) -> MinuteCell:
@@ -79,17 +90,17 @@ def _cell(cells: dict[int, dict[SeriesKey, MinuteCell]], minute: int, key: Serie
     return c
 
 
-def _observe(cell: MinuteCell, value: float) -> None:
+def _observe(cell: MinuteCell, value: float, bounds: tuple[float, ...] = EVENT_BUCKETS) -> None:
     """Count ``value`` in its own bucket; :func:`_cumulate` makes the buckets cumulative."""
-    le = EVENT_BUCKETS[bisect.bisect_left(EVENT_BUCKETS, value)]
+    le = bounds[bisect.bisect_left(bounds, value)]
     cell.buckets[le] = cell.buckets.get(le, 0.0) + 1.0
     cell.count += 1.0
     cell.sum += value
 
 
-def _cumulate(cell: MinuteCell) -> None:
+def _cumulate(cell: MinuteCell, bounds: tuple[float, ...] = EVENT_BUCKETS) -> None:
     running = 0.0
-    for le in EVENT_BUCKETS:
+    for le in bounds:
         running += cell.buckets.get(le, 0.0)
         cell.buckets[le] = running
 
@@ -140,10 +151,18 @@ def parse_events(body: bytes, *, now: float, oldest: float) -> EventBatch:
         _observe(_cell(cells, minute, SeriesKey("latency", p, m, r)), ev.latency)
         if ev.ttft is not None:
             _observe(_cell(cells, minute, SeriesKey("ttft", p, m, r)), ev.ttft)
+        if ev.score is not None:
+            _observe(_cell(cells, minute, SeriesKey("score", p, m, r)), ev.score, SCORE_BUCKETS)
+        if ev.escalated is not None:
+            tally = batch.segments.setdefault((minute, r, ev.segment or ""), [0, 0])
+            tally[0] += 1
+            tally[1] += int(ev.escalated)
         batch.accepted += 1
         batch.newest = ts if batch.newest is None else max(batch.newest, ts)
     for per_key in cells.values():
         for key, c in per_key.items():
             if key.signal in ("latency", "ttft"):
                 _cumulate(c)
+            elif key.signal == "score":
+                _cumulate(c, SCORE_BUCKETS)
     return batch

@@ -70,6 +70,9 @@ LOAD_SIGNALS = frozenset({"request_rate", "input_token_rate", "output_token_rate
 ALL = "*"
 #: Routing scores needed in an hour-of-week before a score threshold is calibrated from them.
 MIN_SCORE_SAMPLES = 100
+#: Segment escalation rates are measured over this window, from this many routed requests on.
+SEGMENT_WINDOW_SECONDS = 3600
+MIN_SEGMENT_REQUESTS = 50
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,8 @@ class Controller:
         #: the dashboards; a simulation can skip that until its last refit.
         self.decompose = True
         self._score_cache: dict[tuple[str, int], tuple[tuple[float, float], ...]] = {}
+        #: (minute, route, segment) -> [routed requests, escalated], from pushed events.
+        self._segments: dict[tuple[int, str, str], list[int]] = {}
         #: Measured knees (requests per minute) of providers with ``measure_knee``.
         self._knees: dict[str, float | None] = {}
         self._refit_lock = threading.Lock()
@@ -211,6 +216,10 @@ class Controller:
         batch = parse_events(body, now=now, oldest=now - self.store.minute_retention)
         with self._lock:
             self.aggregator.add_cells(batch.cells, key_map=self.mapper.admit)
+            for (minute, route, segment), (n, escalated) in batch.segments.items():
+                tally = self._segments.setdefault((minute, route, segment), [0, 0])
+                tally[0] += n
+                tally[1] += escalated
             if batch.newest is not None:
                 newest = datetime.fromtimestamp(min(batch.newest, now), UTC)
                 if self._last_data_at is None or newest > self._last_data_at:
@@ -447,7 +456,7 @@ class Controller:
         routes = {
             name: RouteView(None if predicted_rpm is None else predicted_rpm * r.traffic_share,
                             None if observed_rpm is None else observed_rpm * r.traffic_share,
-                            score_cdf=self._score_cdf(name, when))
+                            score_cdf=self._score_cdf(name, when), segment_rates=self._segment_rates(name, when))
             for name, r in self.settings.policy.routes.items()
         }
         return View(
@@ -460,6 +469,20 @@ class Controller:
             data_age_seconds=self.data_age_seconds(when),
             tz=self.settings.timezone,
         )
+
+    def _segment_rates(self, route: str, when: datetime) -> dict[str, float]:
+        """Escalation rate per segment over the last hour, from pushed events (segments with
+        at least ``MIN_SEGMENT_REQUESTS`` routed requests)."""
+        since = int(when.timestamp()) - SEGMENT_WINDOW_SECONDS
+        self._segments = {k: v for k, v in self._segments.items() if k[0] >= since}
+        many = len(self.settings.policy.routes) > 1
+        totals: dict[str, list[int]] = {}
+        for (_, r, segment), (n, esc) in self._segments.items():
+            if segment and (r == route or (not many and r == "")):
+                t = totals.setdefault(segment, [0, 0])
+                t[0] += n
+                t[1] += esc
+        return {seg: esc / n for seg, (n, esc) in totals.items() if n >= MIN_SEGMENT_REQUESTS}
 
     def _score_cdf(self, route: str, when: datetime) -> tuple[tuple[float, float], ...]:
         """The router's score distribution for ``route`` at this local hour of the week, merged

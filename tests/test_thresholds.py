@@ -3,6 +3,7 @@ segment disparity."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -127,4 +128,30 @@ def test_the_score_threshold_comes_from_this_hour_of_weeks_router_scores(tmp_pat
     # 30% of scores spread evenly over 0.3..1.0 lie above 0.79; the buckets interpolate it to about there
     assert d.thresholds["thresholds/chat/score_threshold"] == pytest.approx(0.79, abs=0.03)
     assert {r.code for r in d.reasons_for("thresholds/chat/score")} == {"CalibratedThreshold"}
+    ctl.close()
+
+
+def test_segment_rates_from_pushed_events_are_limited(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "data", guardrails={"mode": "act"}, forecast={"workers": 0},
+                             policy={"providers": {"openai": {"baseline_weight": 1.0}},
+                                     "routes": {"chat": {"baseline_fraction": 0.3, "max_segment_disparity": 0.2}}})
+    ctl = Controller.from_settings(settings)
+    now = datetime(2026, 11, 16, 14, 0, tzinfo=UTC)
+    lines = []
+    for i in range(200):
+        segment = "free" if i % 2 else "paid"
+        escalated = (i % 20 == 1) if segment == "free" else (i % 4 == 0)  # free 10%, paid 50%
+        lines.append(json.dumps({"ts": (now - timedelta(seconds=30)).isoformat(), "provider": "openai", "route": "chat",
+                                 "latency": 1.0, "status": 200, "segment": segment, "escalated": escalated,
+                                 "score": (i % 100) / 100}))
+    batch = ctl.ingest_events("\n".join(lines).encode(), at=now)
+    assert batch.accepted == 200 and not batch.errors
+    d = ctl.step(at=now + timedelta(minutes=1))
+    assert {r.code for r in d.reasons_for("thresholds/chat/segments")} == {"SegmentDisparity"}
+    assert "free" in d.reasons_for("thresholds/chat/segments")[0].message
+    assert d.thresholds["thresholds/chat/segments/free/escalation_fraction"] > 0.3
+    assert d.thresholds["thresholds/chat/segments/paid/escalation_fraction"] < 0.3
+    ctl.flush()
+    [score] = ctl.store.hour_histograms("score", 0, 2**40)
+    assert score.count == 200 and score.key.route == "chat"
     ctl.close()
