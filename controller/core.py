@@ -542,8 +542,7 @@ class Controller:
     def _publish(self, decision: Decision, view: View) -> None:
         self._decision = decision
         body = decision_body(decision)
-        untimed = {k: v for k, v in body.items() if k != "at"}
-        etag = '"' + hashlib.sha256(json.dumps(untimed, sort_keys=True).encode()).hexdigest()[:20] + '"'
+        etag = decision_etag(decision, body)
         if etag != self._etag:  # a new decision: into the audit log with what it was based on
             self.audit.append({
                 **body,
@@ -662,6 +661,15 @@ def kubernetes_scaler(settings: Settings) -> KubernetesScaler:
     if k.api_url:
         return KubernetesScaler(k.api_url, k.token_path, k.ca_path, timeout=k.timeout_seconds)
     return KubernetesScaler.in_cluster(token_path=k.token_path, ca_path=k.ca_path, timeout=k.timeout_seconds)
+
+
+def decision_etag(decision: Decision, body: dict[str, object] | None = None) -> str:
+    """The decision's ETag. A decision is new when a knob or a reason code changes; messages
+    are left out, since they carry live numbers (the p95 seen now) and a poller must get 304
+    while nothing it acts on has changed."""
+    identity = {k: v for k, v in (body or decision_body(decision)).items() if k not in ("at", "reasons")}
+    identity["codes"] = [(r.knob, r.code) for r in decision.reasons]
+    return '"' + hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20] + '"'
 
 
 def decision_body(decision: Decision, *, with_time: bool = True) -> dict[str, object]:

@@ -73,3 +73,20 @@ def test_metrics_pass_promtool_check(warmed: Controller) -> None:
         assert name in text
     proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and not proc.stdout.strip() and not proc.stderr.strip(), proc.stdout + proc.stderr
+
+
+def test_etag_changes_with_knobs_and_codes_not_with_live_numbers() -> None:
+    from datetime import UTC
+
+    from controller.core import decision_etag
+    from policies import Decision, Reason
+
+    at = datetime(2026, 11, 16, 8, tzinfo=UTC)
+    base = Decision(at=at, weights={"a": 0.5, "b": 0.5},
+                    reasons=(Reason("weights/a", "ObservedLatencyBreach", "observed p95 7.10s exceeds the SLO"),))
+    later = Decision(at=at + timedelta(minutes=1), weights={"a": 0.5, "b": 0.5},
+                     reasons=(Reason("weights/a", "ObservedLatencyBreach", "observed p95 7.45s exceeds the SLO"),))
+    assert decision_etag(base) == decision_etag(later)
+    moved = Decision(at=at, weights={"a": 0.4, "b": 0.6}, reasons=base.reasons)
+    recoded = Decision(at=at, weights={"a": 0.5, "b": 0.5}, reasons=(Reason("weights/a", "BaselineWeight", ""),))
+    assert len({decision_etag(base), decision_etag(moved), decision_etag(recoded)}) == 3
