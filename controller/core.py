@@ -566,7 +566,7 @@ class Controller:
                     pub.publish(body, etag)
         self._etag = etag
         if decision.mode == "act":  # each tick: it acts only on a changed amount, and retries a failed one
-            self.prewarm.apply(decision.prewarm, decision.at)
+            self.prewarm.submit(decision.prewarm, decision.at)
         for r in decision.reasons:
             self.metrics.decision_reasons.labels(r.knob.split("/", 1)[0], r.code).inc()
 

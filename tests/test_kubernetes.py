@@ -113,3 +113,29 @@ def test_an_unreachable_api_is_retried_on_the_next_tick(tmp_path: Path) -> None:
     up["ok"] = True
     ex.apply(step(8), NOW + timedelta(minutes=1))
     assert cluster.replicas == 8 and results[-1] == ("gpu-pool", "ok")
+
+
+def test_submit_applies_in_the_background_and_a_slow_api_does_not_block(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    cluster = FakeCluster(3)
+    release = threading.Event()
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        release.wait(10)
+        return cluster(request)
+
+    token = tmp_path / "token"
+    token.write_text("tok-1")
+    ex = PrewarmExecutor(lambda: KubernetesScaler("https://k8s", token, None, transport=httpx.MockTransport(slow)))
+    try:
+        started = time.monotonic()
+        ex.submit(step(6), NOW)
+        ex.submit(step(8), NOW + timedelta(minutes=1))  # replaces 6 if 6 has not started yet
+        assert time.monotonic() - started < 1.0  # the tick is not held up
+        release.set()
+        assert ex.wait_idle(10)
+        assert cluster.replicas == 8
+    finally:
+        ex.close()
