@@ -3,8 +3,8 @@
 A refit round is a list of :class:`FitJob` (one per series). With ``workers > 0`` the jobs run
 in a pool of worker processes, so fitting never holds the service's GIL while the API
 answers. Each fit has ``timeout`` seconds, enforced in its worker by an alarm; should a fit
-not answer even that (stuck inside C code), the round's deadline abandons what is left and
-the pool is replaced, so a stuck worker cannot block the next round either. With ``workers = 0`` jobs run in the calling thread,
+not answer even that (stuck inside C code), its worker is killed and replaced, so a stuck
+worker cannot block the round or the next one. With ``workers = 0`` jobs run in the calling thread,
 deterministic and cheap to start, which suits the demo, the benchmarks and tests; there is no
 timeout then.
 
@@ -14,6 +14,7 @@ controller keeps the last good forecast of a series whose refit failed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import signal
@@ -22,7 +23,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from multiprocessing.pool import AsyncResult, Pool
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as mp_wait
+from typing import Any
 
 import pandas as pd
 
@@ -75,22 +78,67 @@ def _guarded(fn: Callable[[FitJob], Fit], job: FitJob, seconds: float) -> Fit:
         signal.signal(signal.SIGALRM, previous)
 
 
+def _serve(conn: Connection, fn: Callable[[FitJob], Fit]) -> None:
+    """A worker: fit the jobs that arrive on ``conn`` until it sends None or closes.
+
+    It ignores SIGINT, so a Ctrl-C sent to the whole process group reaches the service only,
+    which then stops its workers itself.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        job, seconds = message
+        try:
+            result: Outcome = _guarded(fn, job, seconds)
+        except Exception as exc:
+            result = exc
+        try:
+            conn.send(result)
+        except Exception as exc:  # e.g. an exception that does not pickle
+            conn.send(RuntimeError(f"{type(exc).__name__}: {exc}"))
+
+
+class _Worker:
+    def __init__(self, ctx: Any, fn: Callable[[FitJob], Fit]) -> None:
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child, fn), daemon=True, name="diurnal-refit")
+        self.proc.start()
+        child.close()
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(5)
+        self.conn.close()
+
+
 class Refitter:
-    """Runs refit rounds; see the module doc. Thread-safe: one round at a time."""
+    """Runs refit rounds; see the module doc. Thread-safe: one round at a time.
+
+    The pool is a few worker processes, each with its own pipe: no queue lock is shared, so a
+    worker that dies (killed, or signalled with its process group) costs only its own job,
+    and a stuck one can always be killed and replaced.
+    """
 
     def __init__(self, workers: int, timeout: float, fn: Callable[[FitJob], Fit] = run_job) -> None:
         self.workers = workers
         self.timeout = timeout
         self._fn = fn
-        self._pool: Pool | None = None
+        self._pool: list[_Worker] = []
         self._lock = threading.Lock()
 
-    def _get_pool(self) -> Pool:
-        if self._pool is None:
-            # forkserver: the service has threads (uvicorn, the scheduler), and forking a
-            # threaded process can deadlock a child.
-            ctx = multiprocessing.get_context("forkserver")
-            self._pool = ctx.Pool(self.workers)
+    def _workers(self) -> list[_Worker]:
+        # forkserver: the service has threads (uvicorn, the scheduler), and forking a
+        # threaded process can deadlock a child.
+        ctx = multiprocessing.get_context("forkserver")
+        self._pool = [w for w in self._pool if w.proc.is_alive()]
+        while len(self._pool) < self.workers:
+            self._pool.append(_Worker(ctx, self._fn))
         return self._pool
 
     def run(self, jobs: Sequence[FitJob]) -> dict[tuple[str, str], Outcome]:
@@ -108,38 +156,56 @@ class Refitter:
             return exc
 
     def _pooled(self, jobs: Sequence[FitJob]) -> dict[tuple[str, str], Outcome]:
-        pool = self._get_pool()
-        # Each fit has its own limit; the round's deadline is the backstop for a worker that
-        # does not answer its alarm.
-        rounds = -(-len(jobs) // self.workers)
-        deadline = time.monotonic() + self.timeout * (rounds + 1)
-        pending: list[tuple[FitJob, AsyncResult[Fit]]] = [
-            (job, pool.apply_async(_guarded, (self._fn, job, self.timeout))) for job in jobs
-        ]
+        queue = list(jobs)
         out: dict[tuple[str, str], Outcome] = {}
-        timed_out = False
-        for job, res in pending:
-            try:
-                out[job.key] = res.get(timeout=max(0.0, deadline - time.monotonic()))
-            except multiprocessing.TimeoutError:
-                timed_out = True
-                out[job.key] = RefitTimeout(f"refit of {job.key[0]}/{job.key[1]} was abandoned at the round's deadline")
-            except Exception as exc:
-                out[job.key] = exc
-        if timed_out:  # a stuck worker would hold the next round too: replace the pool
-            log.warning("a refit worker did not answer by the round's deadline; restarting the worker pool")
-            self._terminate()
+        busy: dict[Connection, tuple[_Worker, FitJob, float]] = {}
+        idle = list(self._workers())
+        while queue or busy:
+            while queue and idle:
+                w, job = idle.pop(), queue.pop(0)
+                try:
+                    w.conn.send((job, self.timeout))
+                except (OSError, ValueError) as exc:
+                    out[job.key] = exc
+                    w.kill()
+                    continue
+                # The worker's alarm fires at the limit; a worker silent well past it is stuck.
+                busy[w.conn] = (w, job, time.monotonic() + self.timeout * 1.5 + 5)
+            if not busy:
+                break
+            wait_for = max(0.0, min(d for _, _, d in busy.values()) - time.monotonic())
+            ready = mp_wait(list(busy), timeout=wait_for)
+            for conn in [c for c in list(busy) if c in ready]:
+                w, job, _ = busy.pop(conn)
+                try:
+                    result: Outcome = w.conn.recv()
+                    out[job.key] = result
+                    idle.append(w)
+                except (EOFError, OSError) as exc:
+                    out[job.key] = RuntimeError(f"refit worker for {job.key[0]}/{job.key[1]} died: {exc!r}")
+                    w.kill()
+            now = time.monotonic()
+            for conn, (w, job, deadline) in list(busy.items()):
+                if now >= deadline:
+                    del busy[conn]
+                    log.warning("refit worker stuck on %s/%s past its limit; replacing it", *job.key)
+                    out[job.key] = RefitTimeout(f"refit of {job.key[0]}/{job.key[1]} was abandoned: its worker did "
+                                                "not answer its alarm")
+                    w.kill()
+            if queue and not idle:
+                idle = [w for w in self._workers() if w.conn not in busy]
         return out
 
     def _terminate(self) -> None:
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool = None
+        for w in self._pool:
+            with contextlib.suppress(Exception):
+                w.conn.send(None)
+        for w in self._pool:
+            w.proc.join(2)
+            w.kill()
+        self._pool = []
 
     def close(self) -> None:
+        """Ask the workers to stop, and kill any that do not within two seconds."""
         with self._lock:
-            if self._pool is not None:
-                self._pool.close()
-                self._pool.join()
-                self._pool = None
+            self._terminate()

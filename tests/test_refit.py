@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from datetime import datetime, timedelta
@@ -107,3 +108,23 @@ def test_pool_and_inline_give_the_same_forecast(tmp_path: Path) -> None:
     assert isinstance(inline, Fit) and isinstance(pooled, Fit)
     pd.testing.assert_frame_equal(inline.frame, pooled.frame)
     assert inline.selection == pooled.selection
+
+
+def test_a_killed_worker_costs_only_its_job_and_is_replaced() -> None:
+    """As when a Ctrl-C or a SIGTERM reaches the whole process group: no shared queue lock
+    can be left held, so the next round runs (and shutting down does not hang)."""
+    idx = pd.date_range("2026-05-04", periods=24 * 5, freq="h", tz="UTC")
+    jobs = [FitJob(("request_rate", f"s{i}"), pd.Series(1.0 + i, index=idx), 24, "UTC", pd.Timedelta(days=3),
+                   pd.Timedelta(days=21)) for i in range(4)]
+    refitter = Refitter(2, timeout=30.0)
+    try:
+        assert all(isinstance(v, Fit) for v in refitter.run(jobs).values())
+        for w in refitter._pool:
+            os.kill(w.proc.pid, signal.SIGTERM)
+            w.proc.join(5)
+        again = refitter.run(jobs)
+        assert all(isinstance(v, Fit) for v in again.values())
+    finally:
+        started = time.monotonic()
+        refitter.close()
+        assert time.monotonic() - started < 10
