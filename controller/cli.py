@@ -112,9 +112,10 @@ def cmd_import_csv(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stored_hourly(args: argparse.Namespace, weeks: float) -> tuple[Settings, str, pd.Series] | int:
-    """``args.signal`` per local hour over the last ``weeks`` of the store (for ``args.provider``,
-    or all together); an exit code instead when there is nothing to read."""
+def _stored_hourly(args: argparse.Namespace, weeks: float | None = None) -> tuple[Settings, str, pd.Series] | int:
+    """``args.signal`` per local hour over the last ``weeks`` of the store (default: the
+    settings' ``forecast.history_weeks``), for ``args.provider`` or all together; an exit code
+    instead when there is nothing to read."""
     from collectors.signals import hourly
 
     with _store(args) as (s, tz, store):
@@ -125,7 +126,8 @@ def _stored_hourly(args: argparse.Namespace, weeks: float) -> tuple[Settings, st
         provider = None if args.provider in (None, "*") else args.provider
         end = span[1] + 3600
         try:
-            return s, tz, hourly(store, args.signal, tz, end - int(weeks * 7 * 86400), end, provider)
+            span_weeks = s.forecast.history_weeks if weeks is None else weeks
+            return s, tz, hourly(store, args.signal, tz, end - int(span_weeks * 7 * 86400), end, provider)
         except ValueError as exc:
             print(f"diurnal: {exc}", file=sys.stderr)
             return 2
@@ -166,7 +168,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     from controller.core import LOAD_SIGNALS
     from controller.forecast import fit, gate
 
-    read = _stored_hourly(args, _settings(args).forecast.history_weeks)
+    read = _stored_hourly(args)
     if isinstance(read, int):
         return read
     s, tz, series = read

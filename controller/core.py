@@ -470,15 +470,19 @@ class Controller:
             tz=self.settings.timezone,
         )
 
+    def _is_route(self, label: str, route: str) -> bool:
+        """Whether data labelled ``label`` belongs to ``route``: unlabelled data counts for the
+        route when only one is configured."""
+        return label == route or (label == "" and len(self.settings.policy.routes) == 1)
+
     def _segment_rates(self, route: str, when: datetime) -> dict[str, float]:
         """Escalation rate per segment over the last hour, from pushed events (segments with
         at least ``MIN_SEGMENT_REQUESTS`` routed requests)."""
         since = int(when.timestamp()) - SEGMENT_WINDOW_SECONDS
         self._segments = {k: v for k, v in self._segments.items() if k[0] >= since}
-        many = len(self.settings.policy.routes) > 1
         totals: dict[str, list[int]] = {}
         for (_, r, segment), (n, esc) in self._segments.items():
-            if segment and (r == route or (not many and r == "")):
+            if segment and self._is_route(r, route):
                 t = totals.setdefault(segment, [0, 0])
                 t[0] += n
                 t[1] += esc
@@ -493,11 +497,10 @@ class Controller:
         if key in self._score_cache:
             return self._score_cache[key]
         cum: dict[float, float] = {}
-        many = len(self.settings.policy.routes) > 1
         for w in range(1, self.settings.forecast.history_weeks + 1):
             start = int((hour - timedelta(weeks=w)).timestamp())  # wall-clock arithmetic on an aware datetime
             for h in self.store.hour_histograms("score", start, start + 3600):
-                if h.key.route == route or (not many and h.key.route == ""):
+                if self._is_route(h.key.route, route):
                     for le, c in h.buckets.items():
                         cum[le] = cum.get(le, 0.0) + c
         total = cum.get(float("inf"), max(cum.values(), default=0.0))

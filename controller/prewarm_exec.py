@@ -17,14 +17,13 @@ from __future__ import annotations
 import logging
 import os
 import ssl
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from controller.publish import WebhookPublisher
+from controller.publish import LatestWins, WebhookPublisher
 from policies import PrewarmAction
 
 log = logging.getLogger("diurnal.prewarm")
@@ -99,42 +98,16 @@ class PrewarmExecutor:
         self._applied: dict[str, float] = {}
         #: replicas found before a prewarm raised them, and what it set: (found, set)
         self._raised: dict[str, tuple[int, int]] = {}
-        self._cond = threading.Condition()
-        self._pending: tuple[tuple[PrewarmAction, ...], Any] | None = None
-        self._closed = False
-        self._idle = threading.Event()
-        self._idle.set()
-        self._thread: threading.Thread | None = None
+        self._queue: LatestWins[tuple[tuple[PrewarmAction, ...], Any]] = LatestWins(
+            lambda item: self.apply(*item), "prewarm-executor")
 
     def submit(self, steps: tuple[PrewarmAction, ...], now: Any) -> None:
         """Apply in the background (the newest steps replace ones not yet applied), so a slow
         or unreachable Kubernetes API never holds up a control tick."""
-        with self._cond:
-            self._pending = (steps, now)
-            self._idle.clear()
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="prewarm-executor", daemon=True)
-                self._thread.start()
-            self._cond.notify()
+        self._queue.put((steps, now))
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        return self._idle.wait(timeout)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while self._pending is None and not self._closed:
-                    self._idle.set()
-                    self._cond.wait()
-                if self._closed:
-                    self._idle.set()
-                    return
-                item, self._pending = self._pending, None
-            assert item is not None
-            try:
-                self.apply(*item)
-            except Exception:  # the executor thread must outlive any one failure
-                log.exception("prewarm executor failed; retrying with the next decision")
+        return self._queue.wait_idle(timeout)
 
     def apply(self, steps: tuple[PrewarmAction, ...], now: Any) -> None:
         current = {p.action: p for p in steps if p.at <= now}
@@ -189,11 +162,7 @@ class PrewarmExecutor:
         hook.publish(body, f'"{p.action}-{p.amount:g}-{p.at.isoformat()}"')
 
     def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-        if self._thread is not None:
-            self._thread.join(10)
+        self._queue.close(10)
         for hook in self._webhooks.values():
             hook.close()
         if self._scaler is not None:

@@ -20,7 +20,7 @@ import random
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 import yaml
@@ -29,8 +29,69 @@ from controller.overrides import atomic_write
 
 log = logging.getLogger("diurnal.publish")
 
+T = TypeVar("T")
+
 #: Called with (publisher, result) after each publish attempt outcome, for metrics.
 Report = Callable[[str, str], None]
+
+
+class LatestWins(Generic[T]):
+    """One background thread handling items one at a time, where an item not yet started is
+    replaced by a newer one: a slow or failing consumer never builds a backlog, and the
+    producer (the control loop) never waits. ``newer`` is set while an item waits, so a
+    handler can cut a backoff short."""
+
+    def __init__(self, handle: Callable[[T], None], name: str) -> None:
+        self._handle = handle
+        self._name = name
+        self._cond = threading.Condition()
+        self._pending: T | None = None
+        self._closed = False
+        self._idle = threading.Event()
+        self._idle.set()
+        self.newer = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def put(self, item: T) -> None:
+        with self._cond:
+            self._pending = item
+            self._idle.clear()
+            self.newer.set()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until every item put was handled (tests, shutdown)."""
+        return self._idle.wait(timeout)
+
+    def _take(self) -> T | None:
+        with self._cond:
+            while self._pending is None and not self._closed:
+                self._idle.set()
+                self._cond.wait()
+            if self._closed:
+                self._idle.set()
+                return None
+            item, self._pending = self._pending, None
+            self.newer.clear()
+            return item
+
+    def _run(self) -> None:
+        while (item := self._take()) is not None:
+            try:
+                self._handle(item)
+            except Exception:  # the thread must outlive any one failure
+                log.exception("%s failed; going on with the next item", self._name)
+
+    def close(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._closed = True
+            self.newer.set()
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
 
 
 def litellm_config(weights: Mapping[str, float], model_providers: Mapping[str, str], group: str) -> dict[str, Any]:
@@ -98,47 +159,24 @@ class WebhookPublisher:
         if bearer_token:
             headers["Authorization"] = f"Bearer {bearer_token}"
         self._client = httpx.Client(timeout=timeout, headers=headers, transport=transport)
-        self._cond = threading.Condition()
-        self._pending: tuple[Mapping[str, Any], str] | None = None
-        self._closed = False
-        self._idle = threading.Event()
-        self._idle.set()
-        self._wait = threading.Event()  # set to cut a backoff short (a newer decision, or close)
         self._sleep = sleep
-        self._thread = threading.Thread(target=self._run, name="webhook-publisher", daemon=True)
-        self._thread.start()
+        self._queue: LatestWins[tuple[Mapping[str, Any], str]] = LatestWins(
+            lambda item: self._deliver(*item), "webhook-publisher")
 
     def publish(self, body: Mapping[str, Any], etag: str) -> None:
         """Queue ``body``; returns at once. A decision still waiting is replaced."""
-        with self._cond:
-            self._pending = (body, etag)
-            self._idle.clear()
-            self._wait.set()
-            self._cond.notify()
+        self._queue.put((body, etag))
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until every queued decision was delivered or given up (tests, shutdown)."""
-        return self._idle.wait(timeout)
-
-    def _take(self) -> tuple[Mapping[str, Any], str] | None:
-        with self._cond:
-            while self._pending is None and not self._closed:
-                self._idle.set()
-                self._cond.wait()
-            item, self._pending = self._pending, None
-            self._wait.clear()
-            return item
-
-    def _run(self) -> None:
-        while (item := self._take()) is not None:
-            self._deliver(*item)
+        return self._queue.wait_idle(timeout)
 
     def _pause(self, seconds: float) -> bool:
         """Back off; False when a newer decision (or close) cut the wait short."""
         if self._sleep is not None:
             self._sleep(seconds)
-            return not self._wait.is_set()
-        return not self._wait.wait(seconds)
+            return not self._queue.newer.is_set()
+        return not self._queue.newer.wait(seconds)
 
     def _deliver(self, body: Mapping[str, Any], etag: str) -> None:
         data = json.dumps(body).encode()
@@ -171,11 +209,7 @@ class WebhookPublisher:
                 return  # a newer decision is waiting: send that one instead
 
     def close(self, timeout: float = 5.0) -> None:
-        with self._cond:
-            self._closed = True
-            self._wait.set()
-            self._cond.notify()
-        self._thread.join(timeout)
+        self._queue.close(timeout)
         self._client.close()
 
 

@@ -77,9 +77,6 @@ class Selection:
     band_floor: float  # the constant part of the error scale
     scores: dict[str, float] = field(default_factory=dict)
 
-    def trusted(self, skill_gate: float = SKILL_GATE, seasonality_gate: float = SEASONALITY_GATE) -> bool:
-        return bool(self.skill >= skill_gate and self.seasonality_gain >= seasonality_gate)  # NaN fails
-
 
 @dataclass(frozen=True)
 class Fit:
@@ -320,7 +317,7 @@ def forecast(history: pd.Series, horizon: int, *, tz: str, coverage: float = DEF
         model=result.model, stage=result.stage, skill=result.skill, history_days=result.history_days,
         outliers=result.outliers,
         seasonality_gain=sel.seasonality_gain if sel else float("nan"),
-        trusted=bool(sel and sel.trusted()),
+        trusted=gate(result)[0] == "ForecastTrusted",
         scores=dict(sel.scores) if sel else {},
     )
     return frame
