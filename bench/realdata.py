@@ -66,3 +66,20 @@ DATASETS = (
 
 def available(root: Path) -> list[Dataset]:
     return [d for d in DATASETS if (root / d.file).exists()]
+
+
+def weekly_shape(root: Path, name: str) -> tuple[float, ...]:
+    """A real series' hour-of-week profile (168 values, Monday 00:00 local first): the median
+    of each local hour of the week, scaled so the busiest hour is 1.0. The closed-loop
+    benchmark can drive its simulated demand with it (``--shape``)."""
+    dataset = next((d for d in DATASETS if d.name == name), None)
+    if dataset is None:
+        raise ValueError(f"unknown dataset {name!r}; one of: {', '.join(d.name for d in DATASETS)}")
+    series = dataset.load(root).tz_convert(dataset.tz).dropna()
+    index = pd.DatetimeIndex(series.index)
+    hour_of_week = index.day_of_week * 24 + index.hour
+    profile = series.groupby(hour_of_week).median().reindex(range(168)).interpolate(limit_direction="both")
+    top = float(profile.max())
+    if not top > 0:
+        raise ValueError(f"{name} has no positive values to take a shape from")
+    return tuple(float(max(0.03, v / top)) for v in profile.to_numpy())

@@ -263,6 +263,12 @@ def _logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, getattr(logging, level)))
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from bench.closedloop import main as bench_main
+
+    return bench_main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diurnal", description="Time-aware sidecar for LLM routers.")
     parser.add_argument("--version", action="version", version=f"diurnal {package_version()}")
@@ -326,6 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--data-dir", type=Path, help="data directory with audit.jsonl (default: settings)")
     ex.set_defaults(func=cmd_explain)
 
+    bench = sub.add_parser("bench", add_help=False,
+                           help="closed-loop benchmark: diurnal against static, reactive, HPA, cron and an "
+                                "oracle on simulated weeks (`diurnal bench --help`)")
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=cmd_bench)
+
     check = sub.add_parser("check-config", help="validate a settings file and name any bad field")
     check.add_argument("file", type=Path)
     check.set_defaults(func=cmd_check_config)
@@ -333,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # its own parser, options and --help included
+        return cmd_bench(argparse.Namespace(rest=argv[1:]))
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

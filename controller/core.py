@@ -40,7 +40,7 @@ from controller.capacity import measured_knee
 from controller.forecast import Fit, Selection, gate
 from controller.guardrails import guard
 from controller.overrides import OverrideStore
-from controller.prewarm_exec import KubernetesScaler, PrewarmExecutor
+from controller.prewarm_exec import KubernetesScaler, PrewarmExecutor, ReplicaScaler
 from controller.publish import build_publishers
 from controller.refit import FitJob, Refitter
 from controller.settings import Settings
@@ -124,7 +124,8 @@ class Controller:
     """Collects, forecasts, decides. Thread-safe: one lock around ingest and step."""
 
     def __init__(self, settings: Settings, *, clock: Clock = _utc_now, store: Store | None = None,
-                 refit_in_step: bool = True, refitter: Refitter | None = None) -> None:
+                 refit_in_step: bool = True, refitter: Refitter | None = None,
+                 scaler: Callable[[], ReplicaScaler] | None = None) -> None:
         self.settings = settings
         self.clock = clock
         self.store = store if store is not None else Store(settings.data_dir, tz=settings.timezone)
@@ -157,8 +158,9 @@ class Controller:
         self.overrides = OverrideStore(Path(settings.data_dir) / "overrides.json")
         self.audit = AuditLog(Path(settings.data_dir) / "audit.jsonl")
         self.publishers = build_publishers(settings, lambda name, result: self.metrics.publishes.labels(name, result).inc())
-        self.prewarm = PrewarmExecutor(lambda: kubernetes_scaler(settings),
-                                       lambda name, result: self.metrics.prewarm_actions.labels(name, result).inc())
+        self.prewarm = PrewarmExecutor(scaler or (lambda: kubernetes_scaler(settings)),
+                                       lambda name, result: self.metrics.prewarm_actions.labels(name, result).inc(),
+                                       owned=frozenset(a.name for a in settings.policy.prewarm if a.scale_in))
         #: The policy's recent targets, for the guardrails' stabilization window.
         self._targets: deque[tuple[datetime, dict[str, float]]] = deque()
         self._hourly: dict[tuple[str, str], pd.Series] = {}
@@ -173,8 +175,11 @@ class Controller:
             self._last_data_at = datetime.fromtimestamp(span[1] + 60, UTC)
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, clock: Clock | None = None, refit_in_step: bool = True) -> Controller:
-        return cls(settings, clock=clock or _utc_now, refit_in_step=refit_in_step)
+    def from_settings(cls, settings: Settings, *, clock: Clock | None = None, refit_in_step: bool = True,
+                      scaler: Callable[[], ReplicaScaler] | None = None) -> Controller:
+        """``scaler`` replaces the in-cluster Kubernetes client for ``replicas`` prewarm
+        actions (an embedding program that manages replicas its own way)."""
+        return cls(settings, clock=clock or _utc_now, refit_in_step=refit_in_step, scaler=scaler)
 
     # ---- ingest -------------------------------------------------------------------------
 
@@ -450,6 +455,8 @@ class Controller:
             peak_rps = None
         self._observations = {k: v for k, v in observations.items() if not math.isnan(v)}
         wanted = {a.provider for a in config.prewarm}
+        if wanted - {ALL}:
+            wanted.add(ALL)  # a provider's action also serves its share of the total
         load = {p: self._load_points(p, when) for p in wanted if self._trusted(("request_rate", p))}
         predicted_rpm = None if peak_rps is None else peak_rps * 60
         observed_rpm = None if math.isnan(total_rps) else total_rps * 60

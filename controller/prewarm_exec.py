@@ -4,6 +4,7 @@
   pod's service-account token (re-read each call: projected tokens rotate). A prewarm only
   raises replicas; when a plan is released it goes back down only to the count it found
   before raising, and only if nobody changed the Deployment since (an HPA or a person wins).
+  An action with ``scale_in`` is diurnal's own: it is set to the computed amount both ways.
 - ``webhook``: POST ``{"action", "target", "amount", "peak_at", "release_at"}`` to the target
   URL, with the same retry rules as the decision webhook.
 - ``pool``: nothing to call; the router reads the size from the decision.
@@ -17,9 +18,11 @@ from __future__ import annotations
 import logging
 import os
 import ssl
+from collections import deque
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -33,6 +36,17 @@ SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 class KubernetesError(RuntimeError):
     """The Kubernetes API refused or could not be reached."""
+
+
+class ReplicaScaler(Protocol):
+    """What the executor needs of a cluster: :class:`KubernetesScaler` in production; an
+    embedding program (the closed-loop benchmark's simulated cluster) may pass its own."""
+
+    def get_replicas(self, namespace: str, name: str) -> int: ...
+
+    def set_replicas(self, namespace: str, name: str, replicas: int) -> int: ...
+
+    def close(self) -> None: ...
 
 
 class KubernetesScaler:
@@ -87,11 +101,18 @@ class KubernetesScaler:
 class PrewarmExecutor:
     """Applies the current step of each prewarm action when its amount changes."""
 
-    def __init__(self, scaler_factory: Callable[[], KubernetesScaler] | None = None,
+    def __init__(self, scaler_factory: Callable[[], ReplicaScaler] | None = None,
                  report: Callable[[str, str], None] | None = None,
-                 webhook_factory: Callable[[str], WebhookPublisher] | None = None) -> None:
+                 webhook_factory: Callable[[str], WebhookPublisher] | None = None,
+                 owned: frozenset[str] = frozenset(), scale_in_window: timedelta = timedelta(minutes=5)) -> None:
         self._scaler_factory = scaler_factory
-        self._scaler: KubernetesScaler | None = None
+        #: Actions whose Deployment diurnal owns: it scales them in as well as out, to the
+        #: highest amount asked for over ``scale_in_window`` (an HPA's scale-down
+        #: stabilization), so a dip of a few minutes never cancels replicas still warming up.
+        self._owned = owned
+        self._scale_in_window = scale_in_window
+        self._asked: dict[str, deque[tuple[Any, int]]] = {}
+        self._scaler: ReplicaScaler | None = None
         self._report = report or (lambda *_: None)
         self._webhook_factory = webhook_factory or (lambda url: WebhookPublisher(url))
         self._webhooks: dict[str, WebhookPublisher] = {}
@@ -112,11 +133,11 @@ class PrewarmExecutor:
     def apply(self, steps: tuple[PrewarmAction, ...], now: Any) -> None:
         current = {p.action: p for p in steps if p.at <= now}
         for name, p in current.items():
-            if self._applied.get(name) == p.amount:
+            if self._applied.get(name) == p.amount and name not in self._owned:  # owned: may still scale in
                 continue
             try:
                 if p.kind == "replicas":
-                    self._replicas(p)
+                    self._replicas(p, now)
                 elif p.kind == "webhook":
                     self._webhook(p)
                 self._applied[name] = p.amount
@@ -125,7 +146,7 @@ class PrewarmExecutor:
                 self._report(name, "error")
                 log.warning("prewarm %s: %s (will retry on the next tick)", name, exc)
 
-    def _replicas(self, p: PrewarmAction) -> None:
+    def _replicas(self, p: PrewarmAction, now: Any) -> None:
         if self._scaler is None:
             if self._scaler_factory is None:
                 raise KubernetesError("no Kubernetes API configured for replicas prewarm")
@@ -133,6 +154,16 @@ class PrewarmExecutor:
         namespace, name = p.target.split("/", 1)
         have = self._scaler.get_replicas(namespace, name)
         want = int(p.amount)
+        if p.action in self._owned:
+            asked = self._asked.setdefault(p.action, deque())
+            asked.append((now, want))
+            while asked and asked[0][0] < now - self._scale_in_window:
+                asked.popleft()
+            want = max(want, max(a for _, a in asked)) if want < have else want
+            if want != have:
+                self._scaler.set_replicas(namespace, name, want)
+                log.info("prewarm %s: %s scaled %d -> %d", p.action, p.target, have, want)
+            return
         raised = self._raised.get(p.action)
         if want > have:
             found = raised[0] if raised is not None and raised[1] == have else have

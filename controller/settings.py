@@ -197,6 +197,11 @@ class PrewarmSettings(_Group):
     release_after_minutes: float = Field(
         default=30.0, ge=0, description="Hold the prewarm this long after the peak ends. Measured in minutes.")
     provider: str = Field(default="*", description="Whose load it serves: a provider, or `*` for all.")
+    scale_in: bool = Field(
+        default=False,
+        description="`replicas` only. False: diurnal only raises replicas and, on release, returns to the count "
+                    "it found (an HPA or a person owns the Deployment). True: diurnal owns the replica count and "
+                    "also scales in to the amount it computes (the observed need, never below `min_units`).")
 
     @model_validator(mode="after")
     def _bounds(self) -> PrewarmSettings:
@@ -206,6 +211,8 @@ class PrewarmSettings(_Group):
             raise ValueError(f"a replicas target is `namespace/deployment`, got {self.target!r}")
         if self.kind == "webhook" and not self.target.startswith(("http://", "https://")):
             raise ValueError(f"a webhook target is an http(s) URL, got {self.target!r}")
+        if self.scale_in and self.kind != "replicas":
+            raise ValueError(f"scale_in applies to `replicas` actions only, not {self.kind!r}")
         return self
 
 

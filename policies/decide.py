@@ -18,7 +18,10 @@ def decide(view: View, previous: Decision | None, config: PolicyConfig, now: dat
     """
     weights, reasons = decide_weights(view, config)
     thresholds, threshold_reasons = decide_thresholds(view, config)
-    prewarm, prewarm_reasons = decide_prewarm(view, previous, config, now)
+    # A provider's prewarm serves the share this decision gives it (or the one in force, if
+    # higher): its own load history was made at the shares of the past.
+    shares = {n: max(w, previous.weights.get(n, 0.0) if previous is not None else 0.0) for n, w in weights.items()}
+    prewarm, prewarm_reasons = decide_prewarm(view, previous, config, now, shares)
     return Decision(at=now, weights=weights, thresholds=thresholds, prewarm=prewarm,
                     reasons=(*reasons, *threshold_reasons, *prewarm_reasons), recommended_weights=dict(weights),
                     recommended_thresholds=dict(thresholds))

@@ -23,7 +23,7 @@ lead), ``HeldUntilRelease``, ``PeakPlanned`` (a later peak has a plan step), ``N
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -76,9 +76,26 @@ def _when(t: datetime, tz: str) -> str:
     return f"{t.astimezone(ZoneInfo(tz)):%a %H:%M %Z}"
 
 
-def decide_prewarm(view: View, previous: Decision | None, config: PolicyConfig, now: datetime
-                   ) -> tuple[tuple[PrewarmAction, ...], list[Reason]]:
-    """The plan steps and one reason per configured action. Pure."""
+def _provider_points(view: View, provider: str, share: float | None) -> tuple[LoadPoint, ...]:
+    """The load forecast an action for ``provider`` serves: its own forecast, or the total
+    forecast at the ``share`` it is being given, whichever is higher at each step (its own
+    history was made at the shares of the past: moving traffic to it must warm more)."""
+    own = view.load_forecast.get(provider, ())
+    total = view.load_forecast.get("*", ()) if provider != "*" else ()
+    if not total or share is None:
+        return own
+    scaled = {p.at: LoadPoint(p.at, p.mean_rpm * share, p.upper_rpm * share) for p in total}
+    for p in own:
+        q = scaled.get(p.at)
+        if q is None or p.upper_rpm > q.upper_rpm:
+            scaled[p.at] = p
+    return tuple(scaled[t] for t in sorted(scaled))
+
+
+def decide_prewarm(view: View, previous: Decision | None, config: PolicyConfig, now: datetime,
+                   shares: Mapping[str, float] | None = None) -> tuple[tuple[PrewarmAction, ...], list[Reason]]:
+    """The plan steps and one reason per configured action. Pure. ``shares``: the weight each
+    provider is being given now (a provider's action then serves that share of the total)."""
     actions: list[PrewarmAction] = []
     reasons: list[Reason] = []
     # What was in force at the previous decision (its plan steps still ahead do not count:
@@ -89,7 +106,7 @@ def decide_prewarm(view: View, previous: Decision | None, config: PolicyConfig, 
         knob = f"prewarm/{a.name}"
         observed = _observed_rpm(view, a.provider)
         reactive = _units(observed or 0.0, a)
-        points = view.load_forecast.get(a.provider, ())
+        points = _provider_points(view, a.provider, (shares or {}).get(a.provider))
         # What is needed at any time up to now + lead has to be in place now.
         ahead = [p for p in points if p.at <= now + a.lead and p.at + _step(points) > now]
         predicted = max((_units(p.upper_rpm, a) for p in ahead), default=a.min_units)

@@ -1,0 +1,475 @@
+"""``diurnal bench``: diurnal against static, reactive, autoscaled and cron routing, in closed
+loop on simulated weeks (:mod:`sim.scenarios`), with an oracle as the upper bound.
+
+Per scenario:
+
+1. **Warm-up** (``warmup_weeks``, 3): the router runs as it did before diurnal: static
+   weights and a fixed pool. diurnal is installed in ``observe`` mode: it scrapes the
+   router's exposition every ``scrape_minutes`` and stores it, acting on nothing. Scenarios
+   whose weeks before are the same (they differ only in the scored week: a holiday, a flash
+   crowd) share one warm-up.
+2. **Scored week**: every policy starts from a copy of that same router and steers it for
+   one week, one tick a minute, on identical arrivals (the world's randomness is keyed by
+   seed and minute, never by what a policy did). diurnal is restarted in ``act`` mode on the
+   store it filled: it scrapes the exposition, steps, and its prewarm executor scales the
+   pool through the same executor code that PATCHes ``deployments/scale`` in a cluster (here
+   the scale client is the simulated cluster).
+
+Scores come from the world's ground truth per minute, never from what a policy reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import multiprocessing
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.baselines import BASELINES, HPA, REACTIVE, Knobs, Policy, apply
+from controller.core import Controller
+from controller.settings import Settings, load_settings
+from sim import AZURE_CONV_TOKENS, SimulatedRouter, TokenSizes
+from sim.scenarios import BENCH_WEIGHTS, NAMES, POOL, QUICK, STATIC_REPLICAS, Scenario, scenarios
+
+POLICIES = ("static", "reactive-routing", "hpa", "reactive", "cron", "diurnal", "oracle")
+ROUTE = "chat"
+
+
+# ---- diurnal, embedded -------------------------------------------------------------------
+
+def bench_settings(scenario: Scenario, data_dir: Path, mode: str) -> Settings:
+    """What an operator of this router would configure: the router's weights as baselines,
+    the paid providers' RPM limits, the SLO and error budget, and one prewarm action for the
+    pool (its warm-up time plus two minutes as the lead)."""
+    spec = scenario.spec
+    pool = next(p.pool for p in spec.providers if p.name == POOL)
+    assert pool is not None
+    providers = {
+        p.name: {"baseline_weight": BENCH_WEIGHTS[p.name], "min_weight": 0.05, "max_weight": 0.7,
+                 **({"capacity_rpm": p.rpm_limit} if p.pool is None else {})}
+        for p in spec.providers
+    }
+    return load_settings(
+        data_dir=data_dir,
+        timezone=spec.tz,
+        router={"model_providers": spec.model_providers()},
+        guardrails={"mode": mode, "stale_after_seconds": 900},
+        forecast={"workers": 0},  # simulated time: fits inline, deterministic
+        policy={
+            "providers": providers, "latency_slo_seconds": spec.slo_seconds, "error_budget": spec.error_budget,
+            "prewarm": [{"name": "pool", "kind": "replicas", "target": f"llm/{POOL}", "provider": POOL,
+                         "rpm_per_unit": pool.rpm_per_replica * 0.8, "min_units": 2, "max_units": 60,
+                         "lead_minutes": pool.warmup_minutes + 2, "release_after_minutes": 30,
+                         "scale_in": True}],  # no HPA on the pool: diurnal is its autoscaler
+            # The escalation share stays where the router has it: no budget binds here.
+            "routes": {ROUTE: {"baseline_fraction": spec.escalation_fraction,
+                               "quality_floor": spec.escalation_fraction}},
+        },
+    )
+
+
+class WorldScaler:
+    """The simulated cluster's ``deployments/scale``, for diurnal's prewarm executor."""
+
+    def __init__(self, world: SimulatedRouter) -> None:
+        self.world = world
+
+    def get_replicas(self, namespace: str, name: str) -> int:
+        return self.world.pools()[name][1]
+
+    def set_replicas(self, namespace: str, name: str, replicas: int) -> int:
+        self.world.scale(name, replicas)
+        return replicas
+
+    def close(self) -> None:
+        pass
+
+
+class Diurnal:
+    """diurnal through its embedding API, in ``act`` mode, on the store the warm-up filled."""
+
+    name = "diurnal"
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.ctl: Controller | None = None
+        self.now: datetime | None = None
+        self.decisions = 0
+
+    def start(self, world: SimulatedRouter, scenario: Scenario) -> None:
+        settings = bench_settings(scenario, self.data_dir, "act")
+        self.now = scenario.scored_start
+        self.ctl = Controller.from_settings(settings, clock=lambda: self.now or scenario.scored_start,
+                                            scaler=lambda: WorldScaler(world))
+        self.ctl.decompose = False  # the trend/daily/weekly split is for dashboards only
+
+    def tick(self, now: datetime, world: SimulatedRouter) -> Knobs:
+        assert self.ctl is not None
+        self.now = now
+        self.ctl.ingest_exposition(world.exposition(), at=now)
+        decision = self.ctl.step(at=now)
+        self.ctl.prewarm.wait_idle()  # the scale call lands before the world moves on
+        self.decisions += 1
+        return Knobs(dict(decision.weights), decision.thresholds.get(f"thresholds/{ROUTE}/escalation_fraction"))
+
+    def close(self) -> None:
+        if self.ctl is not None:
+            self.ctl.close()
+
+
+def warm_up(scenario: Scenario, seed: int, data_dir: Path, scrape_minutes: int = 10) -> SimulatedRouter:
+    """The weeks before: static weights and a fixed pool, diurnal observing."""
+    world = SimulatedRouter(scenario.spec, seed=seed, start=scenario.start, weights=BENCH_WEIGHTS)
+    world.scale(POOL, STATIC_REPLICAS)
+    settings = bench_settings(scenario, data_dir, "observe")
+    now = scenario.start
+    ctl = Controller.from_settings(settings, clock=lambda: now, refit_in_step=False)
+    try:
+        while now < scenario.scored_start:
+            now = min(now + timedelta(minutes=scrape_minutes), scenario.scored_start)
+            world.advance(now)
+            ctl.ingest_exposition(world.exposition(), at=now)
+            ctl.step(at=now)
+    finally:
+        ctl.close()
+    world.truth()  # compact the per-chunk arrays once
+    return world
+
+
+def warmup_key(scenario: Scenario) -> str:
+    """Scenarios with the same key have identical weeks before the scored one."""
+    return f"{replace(scenario.spec, holidays=(), flash=())!r}|{scenario.start.isoformat()}"
+
+
+# ---- running and scoring -----------------------------------------------------------------
+
+@dataclass
+class Score:
+    policy: str
+    slo_minutes: int
+    peak_slo_minutes: int
+    p95_of_p95: float
+    p99_of_p95: float
+    failed_requests: int
+    requests: int
+    cost_usd: float
+    token_cost_usd: float
+    replica_cost_usd: float
+    idle_replica_hours: float
+    quality: float
+    seconds: float
+
+
+@dataclass
+class ScenarioResult:
+    scenario: str
+    description: str
+    seasonal: bool
+    seed: int
+    scores: dict[str, Score] = field(default_factory=dict)
+    timeline: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    timeline_index: list[str] = field(default_factory=list)
+    warmup_seconds: float = 0.0
+
+    def best_reactive(self) -> Score | None:
+        found = [self.scores[n] for n in REACTIVE if n in self.scores]
+        return min(found, key=lambda s: (s.slo_minutes, s.cost_usd)) if found else None
+
+    def verdict(self) -> dict[str, Any]:
+        """The issue's targets, judged on these figures."""
+        d, r, o = self.scores.get("diurnal"), self.best_reactive(), self.scores.get("oracle")
+        if d is None or r is None:
+            return {}
+        cost_ratio = d.cost_usd / r.cost_usd if r.cost_usd else math.nan
+        slo_ratio = d.slo_minutes / r.slo_minutes if r.slo_minutes else (0.0 if d.slo_minutes == 0 else math.inf)
+        if self.seasonal:
+            met = d.slo_minutes <= 0.5 * r.slo_minutes and cost_ratio <= 1.05 if r.slo_minutes else \
+                d.slo_minutes == 0 and cost_ratio <= 1.05
+            target = ">=50% fewer SLO minutes than the best reactive, <=5% more cost"
+        else:
+            met = d.slo_minutes <= 1.05 * r.slo_minutes and cost_ratio <= 1.05
+            target = "<=5% worse than the best reactive on SLO minutes and cost"
+        out: dict[str, Any] = {"best_reactive": r.policy, "slo_ratio": slo_ratio, "cost_ratio": cost_ratio,
+                               "target": target, "met": bool(met)}
+        if o is not None:
+            out["oracle_gap_slo_minutes"] = d.slo_minutes - o.slo_minutes
+            out["oracle_cost_ratio"] = d.cost_usd / o.cost_usd if o.cost_usd else math.nan
+        return out
+
+
+def make_policy(name: str, data_dir: Path) -> Policy:
+    if name == "diurnal":
+        return Diurnal(data_dir)
+    if name not in BASELINES:
+        raise ValueError(f"unknown policy {name!r}; one of: {', '.join(POLICIES)}")
+    return BASELINES[name]()
+
+
+def run_policy(scenario: Scenario, policy: Policy, warm: SimulatedRouter, tick_minutes: int = 1) -> SimulatedRouter:
+    world = copy.deepcopy(warm)
+    world.respec(scenario.spec)
+    policy.start(world, scenario)
+    try:
+        now = scenario.scored_start
+        step = timedelta(minutes=tick_minutes)
+        while now < scenario.scored_end:
+            world.advance(now)
+            apply(world, policy.tick(now, world))
+            now += step
+        world.advance(scenario.scored_end)
+    finally:
+        policy.close()
+    return world
+
+
+def score(scenario: Scenario, policy: str, world: SimulatedRouter, seconds: float) -> Score:
+    truth = world.truth()
+    t = truth[(truth.index >= pd.Timestamp(scenario.scored_start)) & (truth.index < pd.Timestamp(scenario.scored_end))]
+    local = t.index.tz_convert(scenario.spec.tz)
+    hour = local.hour + local.minute / 60
+    in_peak = np.zeros(len(t), dtype=bool)
+    for dow, a, b in scenario.peaks:
+        in_peak |= (local.day_of_week == dow) & (hour >= a) & (hour < b)
+    pool = next(p.pool for p in scenario.spec.providers if p.name == POOL)
+    assert pool is not None
+    idle = np.maximum(0.0, t[f"ready_{POOL}"] - t[f"needed_{POOL}"] / 0.8).clip(lower=0).sum() / 60
+    p95 = t["p95"].dropna()
+    answered = (t["requests"] - t["failed"]).clip(lower=0)
+    return Score(
+        policy=policy,
+        slo_minutes=int(t["violation"].sum()),
+        peak_slo_minutes=int(t["violation"][in_peak].sum()),
+        p95_of_p95=float(np.quantile(p95, 0.95)) if len(p95) else math.nan,
+        p99_of_p95=float(np.quantile(p95, 0.99)) if len(p95) else math.nan,
+        failed_requests=int(t["failed"].sum()),
+        requests=int(t["requests"].sum()),
+        cost_usd=float(t["spend"].sum() + t["replica_cost"].sum()),
+        token_cost_usd=float(t["spend"].sum()),
+        replica_cost_usd=float(t["replica_cost"].sum()),
+        idle_replica_hours=float(idle),
+        quality=float((t["quality"] * answered).sum() / max(float(answered.sum()), 1.0)),
+        seconds=seconds,
+    )
+
+
+def _timeline(scenario: Scenario, world: SimulatedRouter) -> tuple[list[str], dict[str, list[float]]]:
+    """Hourly series for the plots: demand, pool replicas, openai's weight, worst p95."""
+    truth = world.truth()
+    t = truth[(truth.index >= pd.Timestamp(scenario.scored_start)) & (truth.index < pd.Timestamp(scenario.scored_end))]
+    pool = next(p.pool for p in scenario.spec.providers if p.name == POOL)
+    assert pool is not None
+    frame = pd.DataFrame({
+        "demand_rpm": t["requests"],
+        "pool_capacity_rpm": t[f"ready_{POOL}"] * pool.rpm_per_replica,
+        "pool_desired": t[f"desired_{POOL}"],
+        "weight_openai": t["weight_openai"],
+        "p95": t["p95"],
+        "violation": t["violation"].astype(float),
+    }).resample("15min")
+    agg = frame.agg({"demand_rpm": "mean", "pool_capacity_rpm": "mean", "pool_desired": "max",
+                     "weight_openai": "mean", "p95": "max", "violation": "sum"})
+    return ([ts.isoformat() for ts in agg.index],
+            {c: [None if math.isnan(v) else round(float(v), 4) for v in agg[c]] for c in agg.columns})  # type: ignore[misc]
+
+
+def run_group(names: Sequence[str], seed: int, policies: Sequence[str], *, tokens: TokenSizes = AZURE_CONV_TOKENS,
+              shape: tuple[float, ...] | None = None, warmup_weeks: int = 3, scored_days: int = 7,
+              tick_minutes: int = 1, progress: Callable[[str], None] | None = None) -> list[ScenarioResult]:
+    """Run scenarios that share their weeks before (see :func:`warmup_key`) on one warm-up."""
+    made = scenarios(seed, tokens=tokens, shape=shape)
+    group = [replace(made[n], warmup_weeks=warmup_weeks, scored_days=scored_days) for n in names]
+    if len({warmup_key(s) for s in group}) != 1:
+        raise ValueError(f"{', '.join(names)} do not share their weeks before")
+    shm = Path("/dev/shm")  # noqa: S108 - the stores are scratch; memory-backed when there is one
+    root = Path(tempfile.mkdtemp(prefix="diurnal-bench-", dir=shm if shm.is_dir() else None))
+    out = []
+    try:
+        began = time.perf_counter()
+        warm = warm_up(group[0], seed, root / "warm")
+        warmup_seconds = time.perf_counter() - began
+        for scenario in group:
+            result = ScenarioResult(scenario.name, scenario.description, scenario.seasonal, seed,
+                                    warmup_seconds=warmup_seconds)
+            for policy_name in policies:
+                data_dir = root / f"{scenario.name}-{policy_name}"
+                shutil.copytree(root / "warm", data_dir)  # each run starts from the same history
+                began = time.perf_counter()
+                world = run_policy(scenario, make_policy(policy_name, data_dir), warm, tick_minutes)
+                result.scores[policy_name] = score(scenario, policy_name, world, time.perf_counter() - began)
+                result.timeline_index, result.timeline[policy_name] = _timeline(scenario, world)
+                shutil.rmtree(data_dir, ignore_errors=True)
+                if progress is not None:
+                    s = result.scores[policy_name]
+                    progress(f"  {scenario.name:<26} {policy_name:<17} {s.slo_minutes:5d} SLO min  "
+                             f"${s.cost_usd:9.0f}  ({s.seconds:.0f}s)")
+            out.append(result)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+def groups(names: Sequence[str], seed: int = 0) -> list[list[str]]:
+    """``names`` grouped by shared warm-up, largest group first."""
+    made = scenarios(seed)
+    by: dict[str, list[str]] = {}
+    for n in names:
+        by.setdefault(warmup_key(made[n]), []).append(n)
+    return sorted(by.values(), key=len, reverse=True)
+
+
+# ---- report ------------------------------------------------------------------------------
+
+def table(results: Sequence[ScenarioResult]) -> str:
+    head = (f"{'scenario':<26} {'policy':<17} {'SLO min':>7} {'peak':>5} {'p95 p95':>8} {'p99 p95':>8} "
+            f"{'failed':>7} {'cost $':>9} {'idle r-h':>8} {'quality':>7}")
+    lines = [head, "-" * len(head)]
+    for r in results:
+        for s in r.scores.values():
+            lines.append(f"{r.scenario:<26} {s.policy:<17} {s.slo_minutes:7d} {s.peak_slo_minutes:5d} "
+                         f"{s.p95_of_p95:8.2f} {s.p99_of_p95:8.2f} {s.failed_requests:7d} {s.cost_usd:9.0f} "
+                         f"{s.idle_replica_hours:8.1f} {s.quality:7.3f}")
+        v = r.verdict()
+        if v:
+            gap = (f"; oracle gap {v['oracle_gap_slo_minutes']:+d} SLO min, cost x{v['oracle_cost_ratio']:.3f}"
+                   if "oracle_gap_slo_minutes" in v else "")
+            lines.append(f"{'':<26} => diurnal vs {v['best_reactive']}: SLO minutes x{v['slo_ratio']:.2f}, cost "
+                         f"x{v['cost_ratio']:.3f} [{'met' if v['met'] else 'MISSED'}: {v['target']}]{gap}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def to_json(results: Sequence[ScenarioResult], meta: dict[str, Any]) -> dict[str, Any]:
+    return {"meta": meta, "scenarios": [
+        {"scenario": r.scenario, "description": r.description, "seasonal": r.seasonal, "seed": r.seed,
+         "warmup_seconds": r.warmup_seconds, "verdict": r.verdict(),
+         "scores": {n: asdict(s) for n, s in r.scores.items()},
+         "timeline": {"index": r.timeline_index, **r.timeline}}
+        for r in results]}
+
+
+def plot(result: ScenarioResult, path: Path) -> None:
+    """The scored week per policy: demand and pool capacity, openai's weight, pool replicas
+    asked for, and the worst p95 per 15 minutes against the SLO."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    idx = pd.to_datetime(result.timeline_index)
+    fig, axes = plt.subplots(4, 1, figsize=(14, 11), sharex=True)
+    first = next(iter(result.timeline.values()))
+    axes[0].plot(idx, first["demand_rpm"], color="black", lw=1.2, label="demand (req/min)")
+    for name, series in result.timeline.items():
+        axes[0].plot(idx, series["pool_capacity_rpm"], lw=0.9, label=f"{name}: pool capacity")
+        axes[1].plot(idx, series["weight_openai"], lw=0.9, label=name)
+        axes[2].step(idx, series["pool_desired"], lw=0.9, where="post", label=name)
+        axes[3].plot(idx, series["p95"], lw=0.9, label=name)
+    axes[0].set_ylabel("req/min")
+    axes[1].set_ylabel("openai weight")
+    axes[2].set_ylabel("pool replicas\n(desired, prewarm)")
+    axes[3].set_ylabel("worst p95 (s)")
+    axes[3].axhline(5.0, color="red", ls="--", lw=0.8)
+    axes[0].legend(fontsize=7, ncol=4, loc="upper right")
+    axes[1].legend(fontsize=7, ncol=4, loc="upper right")
+    axes[0].set_title(f"{result.scenario}: the scored week ({result.description})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+# ---- entry point -------------------------------------------------------------------------
+
+def _worker(args: tuple[list[str], int, tuple[str, ...], TokenSizes, tuple[float, ...] | None, int, int, int]
+            ) -> list[ScenarioResult]:
+    names, seed, policies, tokens, shape, warmup, days, tick = args
+    return run_group(names, seed, policies, tokens=tokens, shape=shape, warmup_weeks=warmup, scored_days=days,
+                     tick_minutes=tick, progress=lambda line: print(line, flush=True))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from bench.realdata import data_dir, weekly_shape
+
+    parser = argparse.ArgumentParser(prog="diurnal bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help=f"CI mode: only {', '.join(QUICK)}, scored on their Monday (--days 1)")
+    parser.add_argument("--scenarios", help=f"comma-separated; default all: {', '.join(NAMES)}")
+    parser.add_argument("--policies", default=",".join(POLICIES), help="comma-separated policies to run")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=2, help="scenarios run in parallel (processes)")
+    parser.add_argument("--json", type=Path, default=Path("bench-results/closedloop.json"))
+    parser.add_argument("--plots", type=Path, default=Path("bench-results"), help="directory for one PNG per scenario")
+    parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--data", help="directory of the real series (default ../shared/data/real)")
+    parser.add_argument("--shape", help="drive demand with this real series' hour-of-week shape (e.g. nyc_taxi)")
+    parser.add_argument("--warmup-weeks", type=int, default=3)
+    parser.add_argument("--days", type=int, help="days scored from the Monday on (default 7; 1 with --quick)")
+    parser.add_argument("--tick-minutes", type=int, default=1, help="every policy decides this often")
+    args = parser.parse_args(argv)
+    names = QUICK if args.quick else tuple(args.scenarios.split(",")) if args.scenarios else NAMES
+    policies = tuple(args.policies.split(","))
+    unknown = [n for n in names if n not in NAMES] + [p for p in policies if p not in POLICIES]
+    if unknown:
+        parser.error(f"unknown scenario or policy: {', '.join(unknown)}")
+    days = args.days or (1 if args.quick else 7)
+    if not 1 <= days <= 7:
+        parser.error("--days is 1 to 7")
+    root = data_dir(args.data)
+    trace = root / "AzureLLMInferenceTrace_conv.csv"
+    tokens = TokenSizes.from_trace(str(trace)) if trace.exists() else AZURE_CONV_TOKENS
+    shape = weekly_shape(root, args.shape) if args.shape else None
+    print(f"diurnal bench: {len(names)} scenarios x {len(policies)} policies, seed {args.seed}, "
+          f"{args.warmup_weeks} weeks of warm-up + {days} scored day(s) each; token sizes from "
+          f"{trace if trace.exists() else 'the built-in copy of the Azure trace figures'}", flush=True)
+    began = time.perf_counter()
+    jobs = [(g, args.seed, policies, tokens, shape, args.warmup_weeks, days, args.tick_minutes)
+            for g in groups(names, args.seed)]
+    if args.jobs > 1 and len(jobs) > 1:
+        ctx = multiprocessing.get_context("forkserver")
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
+            done = list(pool.map(_worker, jobs))
+    else:
+        done = [_worker(j) for j in jobs]
+    order = {n: i for i, n in enumerate(names)}
+    results = sorted((r for rs in done for r in rs), key=lambda r: order[r.scenario])
+    seconds = time.perf_counter() - began
+    print(table(results))
+    met = [r.verdict().get("met") for r in results if r.verdict()]
+    print(f"targets met in {sum(bool(m) for m in met)}/{len(met)} scenarios; {seconds:.0f}s wall")
+    meta = {"seed": args.seed, "quick": args.quick, "seconds": seconds, "policies": list(policies), "days": days,
+            "tick_minutes": args.tick_minutes, "warmup_weeks": args.warmup_weeks, "shape": args.shape,
+            "tokens": asdict(tokens), "at": datetime.now().astimezone().isoformat()}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(to_json(results, meta), indent=1, default=_json_default))
+    print(f"wrote {args.json}")
+    if not args.no_plots:
+        args.plots.mkdir(parents=True, exist_ok=True)
+        for r in results:
+            plot(r, args.plots / f"{r.scenario}.png")
+        print(f"wrote {len(results)} plots to {args.plots}/")
+    return 0
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+__all__ = ["HPA", "POLICIES", "main", "run_group"]
