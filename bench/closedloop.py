@@ -131,7 +131,7 @@ class Diurnal:
             self.ctl.close()
 
 
-def warm_up(scenario: Scenario, seed: int, data_dir: Path, scrape_minutes: int = 10) -> SimulatedRouter:
+def warm_up(scenario: Scenario, seed: int, data_dir: Path, scrape_minutes: int = 15) -> SimulatedRouter:
     """The weeks before: static weights and a fixed pool, diurnal observing."""
     world = SimulatedRouter(scenario.spec, seed=seed, start=scenario.start, weights=BENCH_WEIGHTS)
     world.scale(POOL, STATIC_REPLICAS)

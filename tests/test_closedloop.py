@@ -210,6 +210,7 @@ def test_diurnal_bench_quick_end_to_end(tmp_path: Path) -> None:
         assert set(s["scores"]) == set(POLICIES)
         assert (out / f"{s['scenario']}.png").stat().st_size > 10_000
         assert s["verdict"]["best_reactive"] in ("reactive-routing", "hpa", "reactive")
+    assert body["meta"]["seconds"] < 180  # the issue asks for 2 minutes; the note reports the figure
     peak = body["scenarios"][0]["scores"]
     # On the peak Monday the static router breaches; diurnal, acting ahead, does not do worse
     # than the best reactive setup, and the oracle bounds everyone.

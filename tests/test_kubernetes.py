@@ -139,3 +139,46 @@ def test_submit_applies_in_the_background_and_a_slow_api_does_not_block(tmp_path
         assert cluster.replicas == 8
     finally:
         ex.close()
+
+
+class _Replicas:
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.calls: list[int] = []
+
+    def get_replicas(self, namespace: str, name: str) -> int:
+        return self.n
+
+    def set_replicas(self, namespace: str, name: str, replicas: int) -> int:
+        self.n = replicas
+        self.calls.append(replicas)
+        return replicas
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_owned_deployment_is_scaled_in_after_the_stabilization_window() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from policies import PrewarmAction
+
+    cluster = _Replicas(4)
+    ex = PrewarmExecutor(lambda: cluster, owned=frozenset({"pool"}))
+    t0 = datetime(2026, 11, 16, 12, tzinfo=UTC)
+
+    def at(minute: int, amount: int) -> None:
+        now = t0 + timedelta(minutes=minute)
+        ex.apply((PrewarmAction("pool", "llm/vllm", amount, now, kind="replicas"),), now)
+
+    at(0, 10)
+    assert cluster.n == 10
+    at(1, 6)
+    at(3, 6)
+    assert cluster.n == 10  # a dip shorter than 5 minutes never cancels warming replicas
+    at(6, 6)
+    assert cluster.n == 6  # diurnal owns it: it scales in below the count it found (4 -> 10 -> 6)
+    at(7, 3)
+    at(13, 3)
+    assert cluster.n == 3 and cluster.calls == [10, 6, 3]
+    ex.close()

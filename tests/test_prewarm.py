@@ -145,3 +145,27 @@ def test_prewarm_reason_codes(now: datetime, load: tuple[LoadPoint, ...] | None,
                               previous_at: datetime | None, code: str) -> None:
     previous = step(previous_at, load, observed=observed)[0] if previous_at else None
     assert step(now, load, previous, observed)[1] == code
+
+
+def test_a_providers_prewarm_serves_the_share_the_decision_gives_it() -> None:
+    """Its own load history was made at the old shares: when traffic moves to it, the plan
+    follows the total forecast at the new share."""
+    from policies import ProviderView
+    from policies.prewarm import decide_prewarm
+
+    day = datetime(2026, 11, 16, tzinfo=NY)
+    pool = PrewarmConfig("gpu-pool", "replicas", "llm/vllm", rpm_per_unit=100, min_units=2, max_units=40,
+                         lead=timedelta(minutes=30), provider="self")
+    cfg = PolicyConfig(providers={"self": ProviderConfig(0.3), "api": ProviderConfig(0.7)}, prewarm=(pool,))
+    total = monday_load(day, base=1000, peak=2000)
+    own = tuple(LoadPoint(p.at, p.mean_rpm * 0.3, p.upper_rpm * 0.3) for p in total)  # history at 30%
+    now = datetime(2026, 11, 16, 8, 45, tzinfo=NY)
+    v = View(now=now, providers={"self": ProviderView("self", observed_rpm=300.0)}, tz="America/New_York",
+             load_forecast={"self": own, "*": total}, data_age_seconds=5)
+    at_old, _ = decide_prewarm(v, None, cfg, now, {"self": 0.3, "api": 0.7})
+    at_new, _ = decide_prewarm(v, None, cfg, now, {"self": 0.6, "api": 0.4})
+    assert next(p.amount for p in at_old if p.at <= now) == 6  # 2000 x 0.3 / 100
+    assert next(p.amount for p in at_new if p.at <= now) == 12  # 2000 x 0.6 / 100
+    # Less share than its history: its own forecast still counts (a prewarm only tightens).
+    at_less, _ = decide_prewarm(v, None, cfg, now, {"self": 0.1, "api": 0.9})
+    assert next(p.amount for p in at_less if p.at <= now) == 6

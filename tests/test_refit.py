@@ -90,6 +90,7 @@ def test_a_worker_that_ignores_its_alarm_is_replaced() -> None:
         out = refitter.run([job])
         assert isinstance(out[job.key], RefitTimeout) and time.monotonic() - started < 20
         refitter._fn = run_job
+        refitter.timeout = 60.0  # the fresh worker's first fit imports statsmodels (~3 s on a busy machine)
         assert isinstance(refitter.run([job])[job.key], Fit)  # a fresh pool
     finally:
         refitter.close()
