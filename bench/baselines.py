@@ -27,7 +27,7 @@ from typing import Protocol
 import numpy as np
 
 from sim import SimulatedRouter
-from sim.scenarios import BENCH_WEIGHTS, POOL, STATIC_REPLICAS, Scenario
+from sim.scenarios import BENCH_WEIGHTS, POOL, STATIC_REPLICAS, Scenario, pool_spec
 
 
 @dataclass
@@ -165,9 +165,7 @@ class ReactiveRouting:
 
 
 def pool_hpa(world: SimulatedRouter) -> HPA:
-    spec = next(p.pool for p in world.spec.providers if p.name == POOL)
-    assert spec is not None
-    return HPA(target_rpm_per_replica=spec.rpm_per_replica * 0.7)
+    return HPA(target_rpm_per_replica=pool_spec(world.spec).rpm_per_replica * 0.7)
 
 
 class Autoscaled:
@@ -241,16 +239,11 @@ class Oracle:
         self.per_replica = 1.0
 
     def start(self, world: SimulatedRouter, scenario: Scenario) -> None:
-        spec = next(p.pool for p in world.spec.providers if p.name == POOL)
-        assert spec is not None
+        spec = pool_spec(world.spec)
         self.warmup, self.per_replica = spec.warmup_minutes, spec.rpm_per_replica
 
     def _misses(self, world: SimulatedRouter, arrivals: np.ndarray) -> np.ndarray:
-        s = world.spec
-        if not s.cache_bypass:
-            return arrivals
-        ratio = np.clip(s.cache_hit_base * (1.0 - s.cache_dip * np.clip(arrivals / s.peak_rpm, 0, 1.6)), 0.02, 0.95)
-        return arrivals * (1.0 - ratio)
+        return arrivals * (1.0 - world.hit_ratio(arrivals)) if world.spec.cache_bypass else arrivals
 
     def tick(self, now: datetime, world: SimulatedRouter) -> Knobs:
         names = [p.name for p in world.spec.providers]

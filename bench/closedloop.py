@@ -39,11 +39,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.baselines import BASELINES, HPA, REACTIVE, Knobs, Policy, apply
+from bench.baselines import BASELINES, REACTIVE, Knobs, Policy, apply
 from controller.core import Controller
 from controller.settings import Settings, load_settings
 from sim import AZURE_CONV_TOKENS, SimulatedRouter, TokenSizes
-from sim.scenarios import BENCH_WEIGHTS, NAMES, POOL, QUICK, STATIC_REPLICAS, Scenario, scenarios
+from sim.scenarios import (
+    BENCH_WEIGHTS,
+    NAMES,
+    POOL,
+    QUICK,
+    STATIC_REPLICAS,
+    Scenario,
+    pool_spec,
+    scenarios,
+)
 
 POLICIES = ("static", "reactive-routing", "hpa", "reactive", "cron", "diurnal", "oracle")
 ROUTE = "chat"
@@ -56,8 +65,7 @@ def bench_settings(scenario: Scenario, data_dir: Path, mode: str) -> Settings:
     the paid providers' RPM limits, the SLO and error budget, and one prewarm action for the
     pool (its warm-up time plus two minutes as the lead)."""
     spec = scenario.spec
-    pool = next(p.pool for p in spec.providers if p.name == POOL)
-    assert pool is not None
+    pool = pool_spec(spec)
     providers = {
         p.name: {"baseline_weight": BENCH_WEIGHTS[p.name], "min_weight": 0.05, "max_weight": 0.7,
                  **({"capacity_rpm": p.rpm_limit} if p.pool is None else {})}
@@ -108,7 +116,6 @@ class Diurnal:
         self.data_dir = data_dir
         self.ctl: Controller | None = None
         self.now: datetime | None = None
-        self.decisions = 0
 
     def start(self, world: SimulatedRouter, scenario: Scenario) -> None:
         settings = bench_settings(scenario, self.data_dir, "act")
@@ -123,7 +130,6 @@ class Diurnal:
         self.ctl.ingest_exposition(world.exposition(), at=now)
         decision = self.ctl.step(at=now)
         self.ctl.prewarm.wait_idle()  # the scale call lands before the world moves on
-        self.decisions += 1
         return Knobs(dict(decision.weights), decision.thresholds.get(f"thresholds/{ROUTE}/escalation_fraction"))
 
     def close(self) -> None:
@@ -236,17 +242,20 @@ def run_policy(scenario: Scenario, policy: Policy, warm: SimulatedRouter, tick_m
     return world
 
 
-def score(scenario: Scenario, policy: str, world: SimulatedRouter, seconds: float) -> Score:
+def scored(scenario: Scenario, world: SimulatedRouter) -> pd.DataFrame:
+    """The world's ground truth over the scored days."""
     truth = world.truth()
-    t = truth[(truth.index >= pd.Timestamp(scenario.scored_start)) & (truth.index < pd.Timestamp(scenario.scored_end))]
+    return truth[(truth.index >= pd.Timestamp(scenario.scored_start)) & (truth.index < pd.Timestamp(scenario.scored_end))]
+
+
+def score(scenario: Scenario, policy: str, t: pd.DataFrame, seconds: float) -> Score:
+    """Figures of one policy from its scored ground truth ``t``."""
     local = t.index.tz_convert(scenario.spec.tz)
     hour = local.hour + local.minute / 60
     in_peak = np.zeros(len(t), dtype=bool)
     for dow, a, b in scenario.peaks:
         in_peak |= (local.day_of_week == dow) & (hour >= a) & (hour < b)
-    pool = next(p.pool for p in scenario.spec.providers if p.name == POOL)
-    assert pool is not None
-    idle = np.maximum(0.0, t[f"ready_{POOL}"] - t[f"needed_{POOL}"] / 0.8).clip(lower=0).sum() / 60
+    idle = (t[f"ready_{POOL}"] - t[f"needed_{POOL}"] / 0.8).clip(lower=0).sum() / 60
     p95 = t["p95"].dropna()
     answered = (t["requests"] - t["failed"]).clip(lower=0)
     return Score(
@@ -266,12 +275,10 @@ def score(scenario: Scenario, policy: str, world: SimulatedRouter, seconds: floa
     )
 
 
-def _timeline(scenario: Scenario, world: SimulatedRouter) -> tuple[list[str], dict[str, list[float]]]:
-    """Hourly series for the plots: demand, pool replicas, openai's weight, worst p95."""
-    truth = world.truth()
-    t = truth[(truth.index >= pd.Timestamp(scenario.scored_start)) & (truth.index < pd.Timestamp(scenario.scored_end))]
-    pool = next(p.pool for p in scenario.spec.providers if p.name == POOL)
-    assert pool is not None
+def _timeline(scenario: Scenario, t: pd.DataFrame) -> tuple[list[str], dict[str, list[float]]]:
+    """15-minute series for the plots: demand, pool capacity and replicas, openai's weight,
+    worst p95."""
+    pool = pool_spec(scenario.spec)
     frame = pd.DataFrame({
         "demand_rpm": t["requests"],
         "pool_capacity_rpm": t[f"ready_{POOL}"] * pool.rpm_per_replica,
@@ -309,8 +316,9 @@ def run_group(names: Sequence[str], seed: int, policies: Sequence[str], *, token
                 shutil.copytree(root / "warm", data_dir)  # each run starts from the same history
                 began = time.perf_counter()
                 world = run_policy(scenario, make_policy(policy_name, data_dir), warm, tick_minutes)
-                result.scores[policy_name] = score(scenario, policy_name, world, time.perf_counter() - began)
-                result.timeline_index, result.timeline[policy_name] = _timeline(scenario, world)
+                truth = scored(scenario, world)
+                result.scores[policy_name] = score(scenario, policy_name, truth, time.perf_counter() - began)
+                result.timeline_index, result.timeline[policy_name] = _timeline(scenario, truth)
                 shutil.rmtree(data_dir, ignore_errors=True)
                 if progress is not None:
                     s = result.scores[policy_name]
@@ -472,4 +480,4 @@ def _json_default(value: object) -> object:
 if __name__ == "__main__":
     sys.exit(main())
 
-__all__ = ["HPA", "POLICIES", "main", "run_group"]
+__all__ = ["POLICIES", "main", "run_group"]

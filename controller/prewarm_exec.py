@@ -159,7 +159,8 @@ class PrewarmExecutor:
             asked.append((now, want))
             while asked and asked[0][0] < now - self._scale_in_window:
                 asked.popleft()
-            want = max(want, max(a for _, a in asked)) if want < have else want
+            if want < have:  # scale in only as far as every recent ask allows
+                want = max(a for _, a in asked)
             if want != have:
                 self._scaler.set_replicas(namespace, name, want)
                 log.info("prewarm %s: %s scaled %d -> %d", p.action, p.target, have, want)

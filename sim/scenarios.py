@@ -50,6 +50,14 @@ BENCH_WEIGHTS = {"openai": 0.4, "anthropic": 0.3, POOL: 0.3}
 STATIC_REPLICAS = 7  # sized by hand for an ordinary weekday peak, as a static setup would be
 
 
+def pool_spec(spec: WorldSpec) -> PoolSpec:
+    """The self-hosted pool of a benchmark world."""
+    pool = next((p.pool for p in spec.providers if p.name == POOL), None)
+    if pool is None:
+        raise ValueError(f"the world has no {POOL!r} pool")
+    return pool
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str

@@ -350,6 +350,12 @@ class SimulatedRouter:
                     out[(ts >= inc.start.timestamp()) & (ts < inc.end.timestamp()), j] *= inc.factor
         return out
 
+    def hit_ratio(self, arrivals: np.ndarray) -> np.ndarray:
+        """The cache-hit ratio at ``arrivals`` requests per minute: it dips as load rises."""
+        s = self.spec
+        return np.asarray(np.clip(s.cache_hit_base * (1.0 - s.cache_dip * np.clip(arrivals / s.peak_rpm, 0, 1.6)),
+                                  0.02, 0.95), dtype=float)
+
     def busy_factors(self, start: datetime, end: datetime) -> np.ndarray:
         """Latency multipliers per (minute, provider) over [start, end): the world's schedule
         of busy windows and incidents (what an oracle knows)."""
@@ -404,10 +410,7 @@ class SimulatedRouter:
         ts = np.arange(start, end, 60)
         k = len(self._names)
         rng = np.random.default_rng([self.seed, 1, start])
-        # Cache: the hit ratio dips as load rises.
-        load = n / spec.peak_rpm
-        hit_ratio = np.clip(spec.cache_hit_base * (1.0 - spec.cache_dip * np.clip(load, 0, 1.6)), 0.02, 0.95)
-        hits = np.floor(n * hit_ratio + u).astype(np.int64)
+        hits = np.floor(n * self.hit_ratio(n) + u).astype(np.int64)
         to_models = n - hits if spec.cache_bypass else n
         split = rng.multinomial(to_models, self._weights)  # (m, k) first attempts
         limits, replicas = self._limits(ts)
