@@ -461,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "tick_minutes": args.tick_minutes, "warmup_weeks": args.warmup_weeks, "shape": args.shape,
             "tokens": asdict(tokens), "at": datetime.now().astimezone().isoformat()}
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(to_json(results, meta), indent=1, default=_json_default))
+    args.json.write_text(json.dumps(_finite(to_json(results, meta)), indent=1, allow_nan=False))
     print(f"wrote {args.json}")
     if not args.no_plots:
         args.plots.mkdir(parents=True, exist_ok=True)
@@ -471,10 +471,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _json_default(value: object) -> object:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+def _finite(value: Any) -> Any:
+    """NaN and infinities as null: strict JSON has no such numbers."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 if __name__ == "__main__":

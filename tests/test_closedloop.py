@@ -217,3 +217,16 @@ def test_diurnal_bench_quick_end_to_end(tmp_path: Path) -> None:
     assert peak["static"]["slo_minutes"] > 30
     assert peak["diurnal"]["slo_minutes"] <= min(peak[n]["slo_minutes"] for n in ("reactive-routing", "hpa", "reactive"))
     assert peak["oracle"]["slo_minutes"] <= peak["static"]["slo_minutes"]
+
+
+def test_the_json_is_strict_where_a_ratio_has_no_value() -> None:
+    from bench.closedloop import ScenarioResult, Score, _finite, to_json
+
+    def s(policy: str, slo: int) -> Score:
+        return Score(policy, slo, slo, float("nan"), 1.0, 0, 10, 5.0, 5.0, 0.0, 0.0, 0.8, 1.0)
+
+    r = ScenarioResult("x", "", False, 1, scores={"reactive": s("reactive", 0), "diurnal": s("diurnal", 3)})
+    assert r.verdict()["slo_ratio"] == float("inf") and not r.verdict()["met"]
+    text = json.dumps(_finite(to_json([r], {})), allow_nan=False)
+    body = json.loads(text)["scenarios"][0]
+    assert body["verdict"]["slo_ratio"] is None and body["scores"]["diurnal"]["p95_of_p95"] is None
