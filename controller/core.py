@@ -9,6 +9,7 @@ It never reads the wall clock itself: times come as arguments, or from the injec
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import logging
@@ -19,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -86,6 +88,24 @@ class SeriesForecast:
     message: str
     selected_at: datetime | None = None
     failures: int = 0  # refits failed in a row since this fit
+
+    @cached_property
+    def steps(self) -> tuple[np.ndarray, int, np.ndarray]:
+        """The forecast's step starts (Unix s), its step length (s) and its means, read
+        once per fit (every tick looks them up)."""
+        fc = self.fit.frame
+        times = fc.index.as_unit("s").asi8
+        step = int(times[1] - times[0]) if len(times) > 1 else 3600
+        return times, step, fc["mean"].to_numpy(dtype=float)
+
+    @cached_property
+    def load_points(self) -> tuple[LoadPoint, ...]:
+        """Every step with a mean, in requests per minute (for a request-rate series)."""
+        fc = self.fit.frame
+        rows = fc[fc["mean"].notna()]
+        times = rows.index.to_pydatetime()
+        mean, upper = rows["mean"].to_numpy(dtype=float) * 60, rows["upper"].to_numpy(dtype=float) * 60
+        return tuple(LoadPoint(t, float(m), float(u)) for t, m, u in zip(times, mean, upper, strict=True))
 
 
 def build_mapper(settings: Settings) -> Mapper:
@@ -167,6 +187,7 @@ class Controller:
         # Minutes closed recently, kept in memory so a tick reads no SQL for observations.
         self._recent_counters: list[CounterPoint] = []
         self._recent_hist: list[HistPoint] = []
+        self._recent_by: dict[str | None, tuple[list[CounterPoint], list[HistPoint]]] = {}
         self._observations: dict[tuple[str, str], float] = {}
         self._now: datetime | None = None
         span = self.store.span()
@@ -287,11 +308,15 @@ class Controller:
                 self._recent_counters.append(CounterPoint(r.ts, r.key, r.cell.value))
         self._recent_counters = [p for p in self._recent_counters if p.ts >= keep_from]
         self._recent_hist = [p for p in self._recent_hist if p.ts >= keep_from]
+        self._recent_by = {}
 
     def _observe(self, signal: str, provider: str | None) -> float:
-        counters = [p for p in self._recent_counters if provider is None or p.key.provider == provider]
-        hist = [p for p in self._recent_hist if provider is None or p.key.provider == provider]
-        return rows_value(signal, counters, hist)
+        got = self._recent_by.get(provider)
+        if got is None:  # each provider's recent rows, picked once per tick
+            got = self._recent_by[provider] = (
+                [p for p in self._recent_counters if provider is None or p.key.provider == provider],
+                [p for p in self._recent_hist if provider is None or p.key.provider == provider])
+        return rows_value(signal, *got)
 
     def refit_due(self, at: datetime | None = None) -> bool:
         """True when a local hour has started since the last refit (or the interval passed)."""
@@ -523,12 +548,10 @@ class Controller:
         sf = self._forecasts.get(("request_rate", provider))
         if sf is None:
             return ()
-        fc = sf.fit.frame
-        step = fc.index[1] - fc.index[0] if len(fc) > 1 else pd.Timedelta(hours=1)
-        rows = fc[(fc.index + step > pd.Timestamp(when)) & fc["mean"].notna()]
-        times = rows.index.to_pydatetime()
-        mean, upper = rows["mean"].to_numpy(dtype=float) * 60, rows["upper"].to_numpy(dtype=float) * 60
-        return tuple(LoadPoint(t, float(m), float(u)) for t, m, u in zip(times, mean, upper, strict=True))
+        points = sf.load_points
+        _, step, _ = sf.steps
+        edge = when - timedelta(seconds=step)  # keep the steps that end after ``when``
+        return points[bisect.bisect_right([p.at for p in points], edge):]
 
     def _trusted(self, key: tuple[str, str]) -> bool:
         sf = self._forecasts.get(key)
@@ -537,12 +560,9 @@ class Controller:
     def _window_max(self, key: tuple[str, str], start: datetime, end: datetime) -> tuple[float | None, datetime | None]:
         """Highest forecast mean among the steps overlapping ``[start, end)``."""
         sf = self._forecasts.get(key)
-        fc = sf.fit.frame if sf is not None else None
-        if fc is None or fc.empty:
+        if sf is None or sf.fit.frame.empty:
             return None, None
-        times = fc.index.as_unit("s").asi8
-        step = int(times[1] - times[0]) if len(times) > 1 else 3600
-        mean = fc["mean"].to_numpy(dtype=float)
+        times, step, mean = sf.steps
         inside = (times < end.timestamp()) & (times + step > start.timestamp()) & ~np.isnan(mean)
         if not inside.any():
             return None, None
