@@ -105,3 +105,20 @@ def test_forecast_gate_codes(days: int, noise: bool, gates: dict[str, float], co
     shape = 0 if noise else 10 * np.sin(2 * np.pi * np.arange(len(idx)) / 24)
     hist = pd.Series(100 + shape + rng.normal(0, 3, len(idx)), index=idx)
     assert gate(fit(hist, 24, tz="UTC"), **gates)[0] == code
+
+
+def test_a_flat_load_whose_level_moves_day_to_day_is_not_seasonal() -> None:
+    """A 3-week median of the same hour beats the last day's mean on such a series just by
+    averaging out the daily level: that is smoothing, not seasonality. (The closed-loop
+    benchmark's no-seasonality world showed it: the flat forecast was trusted and prewarm
+    held its upper band.)"""
+    import pandas as pd
+
+    from controller.forecast import fit, gate
+
+    idx = pd.date_range("2026-05-04", periods=35 * 24, freq="h", tz="UTC")
+    rng = np.random.default_rng(4)
+    day_level = np.repeat(np.exp(rng.normal(0, 0.05, 35)), 24)
+    hist = pd.Series(600 * day_level + rng.normal(0, 3, len(idx)), index=idx)
+    code, message = gate(fit(hist, 24, tz="UTC"))
+    assert code == "NotSeasonal", message

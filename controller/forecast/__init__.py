@@ -18,7 +18,7 @@ How a forecast is made (each step has its own module):
 
 The result carries ``attrs``: ``model``, ``stage``, ``skill`` (1 - MAE/MAE of the stage's
 seasonal naive, on the backtest), ``seasonality_gain`` (1 - MAE of the best seasonal model /
-MAE of the flat ``level`` model), ``trusted`` (both above their gates), ``history_days``,
+MAE of the better flat forecast: the last day's mean, or the mean of a long window), ``trusted`` (both above their gates), ``history_days``,
 ``outliers`` and ``scores`` (backtest MAE per candidate). :func:`fit` returns the same as a
 :class:`Fit`, with the decomposition and a :class:`Selection` that a later refit can reuse to
 skip the backtest.
@@ -169,6 +169,11 @@ def _select(cleaned: Cleaned, per_day: int, stage: Stage, *, backtest_days: int,
     floor = max(floor, 1e-9)
     errors: dict[str, list[np.ndarray]] = {}
     scaled: dict[str, list[np.ndarray]] = {}
+    # A second flat reference, for the seasonality gain only: the mean of a long window. On a
+    # series without a shape, a seasonal median beats the last day's mean just by averaging
+    # out day-to-day noise; it must also beat this to count as seasonal.
+    long_window = (7 if stage == "weekly" else 3) * per_day
+    flat_long: list[np.ndarray] = []
     for o in origins:
         truth = cleaned.truth[o:o + h]
         ok = np.isfinite(truth)
@@ -179,6 +184,10 @@ def _select(cleaned: Cleaned, per_day: int, stage: Stage, *, backtest_days: int,
         for name, pred in _predict_all(inp.upto(o), len(truth), stage).items():
             errors.setdefault(name, []).append(truth[ok] - pred[ok])
             scaled.setdefault(name, []).append((actual[seen] - pred[seen]) / _error_scale(pred[seen], floor))
+        window = cleaned.values[max(0, o - long_window):o]
+        window = window[np.isfinite(window)]
+        if len(window):
+            flat_long.append(truth[ok] - float(np.mean(window)))
     ref = _reference(stage)
     flat = {k: np.concatenate(v) for k, v in errors.items()}
     if not flat or not len(flat[ref]):
@@ -195,7 +204,8 @@ def _select(cleaned: Cleaned, per_day: int, stage: Stage, *, backtest_days: int,
     ref_mae = mae[ref]
     skill = 1.0 - mae[best] / ref_mae if ref_mae > 0 else (0.0 if mae[best] == 0 else float("-inf"))
     seasonal = min(v for k, v in mae.items() if k != "level")
-    gain = 1.0 - seasonal / mae["level"] if mae["level"] > 0 else 0.0
+    no_shape = min(mae["level"], float(np.mean(np.abs(np.concatenate(flat_long)))) if flat_long else mae["level"])
+    gain = 1.0 - seasonal / no_shape if no_shape > 0 else 0.0
     band = _band(scaled[best], coverage)
     return Selection(stage, best, skill, gain, band, floor, dict(sorted(mae.items())))
 
