@@ -99,13 +99,18 @@ class Static:
 
 class LatencyRouting:
     """LiteLLM's ``latency-based-routing`` with a ``lowest_latency_buffer``, per-deployment
-    ``rpm`` limits and cooldowns (allowed fails exceeded: skipped for ``cooldown`` minutes)."""
+    ``rpm`` limits and cooldowns (allowed fails exceeded: skipped for ``cooldown`` minutes).
+    A latency is remembered for ``ttl`` (LiteLLM's default: an hour); a deployment that got no
+    traffic since has no latency again and is tried as if it were the fastest."""
 
-    def __init__(self, buffer: float = 0.5, cooldown_minutes: int = 1, headroom: float = 0.9) -> None:
+    def __init__(self, buffer: float = 0.5, cooldown_minutes: int = 1, headroom: float = 0.9,
+                 ttl: timedelta = timedelta(hours=1)) -> None:
         self.buffer = buffer
         self.cooldown = cooldown_minutes
         self.headroom = headroom
+        self.ttl = ttl
         self._latency: dict[str, float] = {}
+        self._seen: dict[str, datetime] = {}
         self._cool_until: dict[str, datetime] = {}
 
     def weights(self, now: datetime, world: SimulatedRouter) -> dict[str, float]:
@@ -114,7 +119,9 @@ class LatencyRouting:
         for n in names:
             lat = float(last[f"latency_{n}"])
             if not math.isnan(lat):
-                self._latency[n] = lat
+                self._latency[n], self._seen[n] = lat, now
+            elif n in self._seen and now - self._seen[n] >= self.ttl:
+                del self._latency[n], self._seen[n]
             attempts, rejected = float(last[f"attempts_{n}"]), float(last[f"rejected_{n}"])
             if attempts > 3 and rejected > 0.5 * attempts:
                 self._cool_until[n] = now + timedelta(minutes=self.cooldown)

@@ -21,10 +21,10 @@ Scores come from the world's ground truth per minute, never from what a policy r
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import multiprocessing
+import pickle
 import shutil
 import sys
 import tempfile
@@ -225,8 +225,8 @@ def make_policy(name: str, data_dir: Path) -> Policy:
     return BASELINES[name]()
 
 
-def run_policy(scenario: Scenario, policy: Policy, warm: SimulatedRouter, tick_minutes: int = 1) -> SimulatedRouter:
-    world = copy.deepcopy(warm)
+def run_policy(scenario: Scenario, policy: Policy, world: SimulatedRouter, tick_minutes: int = 1) -> SimulatedRouter:
+    """Let ``policy`` steer ``world`` (a warmed-up router, changed in place) over the scored days."""
     world.respec(scenario.spec)
     policy.start(world, scenario)
     try:
@@ -293,41 +293,96 @@ def _timeline(scenario: Scenario, t: pd.DataFrame) -> tuple[list[str], dict[str,
             {c: [None if math.isnan(v) else round(float(v), 4) for v in agg[c]] for c in agg.columns})  # type: ignore[misc]
 
 
-def run_group(names: Sequence[str], seed: int, policies: Sequence[str], *, tokens: TokenSizes = AZURE_CONV_TOKENS,
-              shape: tuple[float, ...] | None = None, warmup_weeks: int = 3, scored_days: int = 7,
-              tick_minutes: int = 1, progress: Callable[[str], None] | None = None) -> list[ScenarioResult]:
-    """Run scenarios that share their weeks before (see :func:`warmup_key`) on one warm-up."""
-    made = scenarios(seed, tokens=tokens, shape=shape)
-    group = [replace(made[n], warmup_weeks=warmup_weeks, scored_days=scored_days) for n in names]
+@dataclass(frozen=True)
+class Options:
+    """What every job of one benchmark run shares."""
+
+    seed: int = 1
+    tokens: TokenSizes = AZURE_CONV_TOKENS
+    shape: tuple[float, ...] | None = None
+    warmup_weeks: int = 3
+    scored_days: int = 7
+    tick_minutes: int = 1
+
+    def scenario(self, name: str) -> Scenario:
+        made = scenarios(self.seed, tokens=self.tokens, shape=self.shape)[name]
+        return replace(made, warmup_weeks=self.warmup_weeks, scored_days=self.scored_days)
+
+
+def prepare(names: Sequence[str], opts: Options, root: Path) -> tuple[Path, float]:
+    """Phase 1: the shared warm-up of scenarios with the same weeks before (see
+    :func:`warmup_key`): the router pickled beside the store diurnal filled."""
+    group = [opts.scenario(n) for n in names]
     if len({warmup_key(s) for s in group}) != 1:
         raise ValueError(f"{', '.join(names)} do not share their weeks before")
-    shm = Path("/dev/shm")  # noqa: S108 - the stores are scratch; memory-backed when there is one
-    root = Path(tempfile.mkdtemp(prefix="diurnal-bench-", dir=shm if shm.is_dir() else None))
-    out = []
+    where = Path(tempfile.mkdtemp(prefix="warm-", dir=root))
+    began = time.perf_counter()
+    world = warm_up(group[0], opts.seed, where / "store")
+    (where / "world.pickle").write_bytes(pickle.dumps(world))
+    return where, time.perf_counter() - began
+
+
+def run_one(name: str, policy: str, opts: Options, warm: Path
+            ) -> tuple[Score, list[str], dict[str, list[float]]]:
+    """Phase 2: one policy on one scenario, from a copy of its warm-up."""
+    scenario = opts.scenario(name)
+    world: SimulatedRouter = pickle.loads((warm / "world.pickle").read_bytes())  # noqa: S301 - written above
+    data_dir = Path(tempfile.mkdtemp(prefix=f"{name}-{policy}-", dir=warm.parent))
+    shutil.copytree(warm / "store", data_dir, dirs_exist_ok=True)  # each run starts from the same history
     try:
         began = time.perf_counter()
-        warm = warm_up(group[0], seed, root / "warm")
-        warmup_seconds = time.perf_counter() - began
-        for scenario in group:
-            result = ScenarioResult(scenario.name, scenario.description, scenario.seasonal, seed,
-                                    warmup_seconds=warmup_seconds)
-            for policy_name in policies:
-                data_dir = root / f"{scenario.name}-{policy_name}"
-                shutil.copytree(root / "warm", data_dir)  # each run starts from the same history
-                began = time.perf_counter()
-                world = run_policy(scenario, make_policy(policy_name, data_dir), warm, tick_minutes)
-                truth = scored(scenario, world)
-                result.scores[policy_name] = score(scenario, policy_name, truth, time.perf_counter() - began)
-                result.timeline_index, result.timeline[policy_name] = _timeline(scenario, truth)
-                shutil.rmtree(data_dir, ignore_errors=True)
-                if progress is not None:
-                    s = result.scores[policy_name]
-                    progress(f"  {scenario.name:<26} {policy_name:<17} {s.slo_minutes:5d} SLO min  "
-                             f"${s.cost_usd:9.0f}  ({s.seconds:.0f}s)")
-            out.append(result)
+        world = run_policy(scenario, make_policy(policy, data_dir), world, opts.tick_minutes)
+        truth = scored(scenario, world)
+        index, timeline = _timeline(scenario, truth)
+        return score(scenario, policy, truth, time.perf_counter() - began), index, timeline
     finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def run(names: Sequence[str], policies: Sequence[str], opts: Options, *, jobs: int = 1,
+        progress: Callable[[str], None] | None = None) -> list[ScenarioResult]:
+    """Every scenario x policy: the warm-ups first, then one job per run, over ``jobs``
+    processes (so two processes stay busy to the end, whatever the group sizes)."""
+    shm = Path("/dev/shm")  # noqa: S108 - the stores are scratch; memory-backed when there is one
+    root = Path(tempfile.mkdtemp(prefix="diurnal-bench-", dir=shm if shm.is_dir() else None))
+    say = progress or (lambda _: None)
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("forkserver")) \
+        if jobs > 1 else None
+    try:
+        def call(fn: Callable[..., Any], *args: Any) -> Any:
+            return pool.submit(fn, *args) if pool is not None else _Done(fn(*args))
+
+        warm: dict[str, tuple[Path, float]] = {}
+        futures = {tuple(g): call(prepare, g, opts, root) for g in groups(names, opts.seed)}
+        for g, fut in futures.items():
+            for n in g:
+                warm[n] = fut.result()
+        say(f"  warm-ups done: {len(futures)} for {len(names)} scenarios")
+        runs = {(n, p): call(run_one, n, p, opts, warm[n][0]) for n in names for p in policies}
+        results = {}
+        for n in names:
+            sc = opts.scenario(n)
+            results[n] = ScenarioResult(n, sc.description, sc.seasonal, opts.seed, warmup_seconds=warm[n][1])
+        for (n, p), fut in runs.items():
+            s, index, timeline = fut.result()
+            results[n].scores[p] = s
+            results[n].timeline_index, results[n].timeline[p] = index, timeline
+            say(f"  {n:<26} {p:<17} {s.slo_minutes:5d} SLO min  ${s.cost_usd:9.0f}  ({s.seconds:.0f}s)")
+        return [results[n] for n in names]
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
         shutil.rmtree(root, ignore_errors=True)
-    return out
+
+
+class _Done:
+    """A finished result with a future's ``result()`` (the in-process path)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def result(self) -> Any:
+        return self.value
 
 
 def groups(names: Sequence[str], seed: int = 0) -> list[list[str]]:
@@ -401,13 +456,6 @@ def plot(result: ScenarioResult, path: Path) -> None:
 
 # ---- entry point -------------------------------------------------------------------------
 
-def _worker(args: tuple[list[str], int, tuple[str, ...], TokenSizes, tuple[float, ...] | None, int, int, int]
-            ) -> list[ScenarioResult]:
-    names, seed, policies, tokens, shape, warmup, days, tick = args
-    return run_group(names, seed, policies, tokens=tokens, shape=shape, warmup_weeks=warmup, scored_days=days,
-                     tick_minutes=tick, progress=lambda line: print(line, flush=True))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from bench.realdata import data_dir, weekly_shape
 
@@ -443,16 +491,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{args.warmup_weeks} weeks of warm-up + {days} scored day(s) each; token sizes from "
           f"{trace if trace.exists() else 'the built-in copy of the Azure trace figures'}", flush=True)
     began = time.perf_counter()
-    jobs = [(g, args.seed, policies, tokens, shape, args.warmup_weeks, days, args.tick_minutes)
-            for g in groups(names, args.seed)]
-    if args.jobs > 1 and len(jobs) > 1:
-        ctx = multiprocessing.get_context("forkserver")
-        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
-            done = list(pool.map(_worker, jobs))
-    else:
-        done = [_worker(j) for j in jobs]
-    order = {n: i for i, n in enumerate(names)}
-    results = sorted((r for rs in done for r in rs), key=lambda r: order[r.scenario])
+    opts = Options(args.seed, tokens, shape, args.warmup_weeks, days, args.tick_minutes)
+    results = run(names, policies, opts, jobs=max(1, args.jobs), progress=lambda line: print(line, flush=True))
     seconds = time.perf_counter() - began
     print(table(results))
     met = [r.verdict().get("met") for r in results if r.verdict()]
@@ -485,4 +525,4 @@ def _finite(value: Any) -> Any:
 if __name__ == "__main__":
     sys.exit(main())
 
-__all__ = ["POLICIES", "main", "run_group"]
+__all__ = ["POLICIES", "Options", "main", "run"]

@@ -126,8 +126,9 @@ def scenarios(seed: int = 0, *, tokens: TokenSizes = AZURE_CONV_TOKENS,
     base = base_world(ny, tokens=tokens, shape=shape)
     degrades = _busy_openai(base, 8.0, 11.0)
     made: list[Scenario] = [
-        Scenario("monday-peak", "Monday 08:00-11:00 demand surge (x1.6): the self-hosted pool and the "
-                 "rate limits are short unless capacity is in place before 08:00.", True, base, monday),
+        Scenario("monday-peak", "Everyone logs in at once: a Monday 08:00-11:00 surge of x2.2. The self-hosted "
+                 "pool and the rate limits are short unless capacity is in place before 08:00.", True,
+                 replace(base, surge_factor=2.2), monday),
         Scenario("provider-degrades-at-peak", "The surge, and openai's shared capacity is busy at the same "
                  "time (p95 x2.6, Monday 08:00-11:00).", True, degrades, monday),
         Scenario("cache-dip", "The surge, and the cache hit ratio collapses at peak (new questions): "

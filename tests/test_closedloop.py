@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from bench.baselines import HPA, LatencyRouting, Oracle
-from bench.closedloop import POLICIES, WorldScaler, run_group, warmup_key
+from bench.closedloop import POLICIES, Options, WorldScaler, run, warmup_key
 from sim import Flash, SimulatedRouter
 from sim.scenarios import BENCH_WEIGHTS, NAMES, POOL, base_world, scenarios
 
@@ -189,7 +189,7 @@ def test_scenarios_cover_the_issue_and_share_warm_ups_only_when_their_history_is
 def test_a_run_is_deterministic_given_its_seed() -> None:
     """Two runs of the same scenario and seed give the same figures, diurnal included."""
     def once(seed: int) -> dict[str, dict[str, object]]:
-        [result] = run_group(["provider-degrades-at-peak"], seed, ["static", "diurnal"], warmup_weeks=1, scored_days=1)
+        [result] = run(["provider-degrades-at-peak"], ["static", "diurnal"], Options(seed, warmup_weeks=1, scored_days=1))
         return {n: {k: v for k, v in asdict(s).items() if k != "seconds"} for n, s in result.scores.items()}
 
     first = once(5)
