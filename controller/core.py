@@ -105,7 +105,9 @@ class SeriesForecast:
         rows = fc[fc["mean"].notna()]
         times = rows.index.to_pydatetime()
         mean, upper = rows["mean"].to_numpy(dtype=float) * 60, rows["upper"].to_numpy(dtype=float) * 60
-        return tuple(LoadPoint(t, float(m), float(u)) for t, m, u in zip(times, mean, upper, strict=True))
+        lower = rows["lower"].to_numpy(dtype=float) * 60
+        return tuple(LoadPoint(t, float(m), float(u), None if math.isnan(lo) else float(lo))
+                     for t, m, u, lo in zip(times, mean, upper, lower, strict=True))
 
 
 def build_mapper(settings: Settings) -> Mapper:

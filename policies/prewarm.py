@@ -15,7 +15,12 @@ provisioned throughput, a connection-pool size), in units of ``rpm_per_unit``:
   need exceeds the amount now) gets one plan step at the peak minus ``lead``; the look-ahead
   raises the amount earlier where the forecast climbs towards it.
 
-Reason codes (knob ``prewarm/<name>``): ``PredictedPeak`` (raised now for a peak within the
+When the load observed now is far below the forecast's *lower* band (under
+``MISSED_BELOW_LOWER`` of it: a holiday, an outage upstream), the forecast is not happening:
+plans and holds are dropped and the action only reacts (``ForecastMissed``) until the
+observed load is back within reach of the forecast.
+
+Reason codes (knob ``prewarm/<name>``): ``ForecastMissed``, ``PredictedPeak`` (raised now for a peak within the
 lead), ``HeldUntilRelease``, ``PeakPlanned`` (a later peak has a plan step), ``NoPeakAhead``,
 ``ReactiveNeed``/``ForecastGated`` (no trusted forecast: the observed load only).
 """
@@ -36,6 +41,25 @@ from policies.types import (
     Reason,
     View,
 )
+
+#: Observed total load under this share of the forecast's lower band: the forecast missed.
+MISSED_BELOW_LOWER = 0.75
+
+
+def _forecast_missed(view: View, now: datetime) -> str | None:
+    """Why the total load forecast is not happening now, or None."""
+    total = view.load_forecast.get("*", ())
+    observed = view.observed_total_rpm
+    if not total or observed is None:
+        return None
+    step = _step(total)
+    current = next((p for p in total if p.at <= now < p.at + step), None)
+    if current is None or current.lower_rpm is None or current.lower_rpm <= 0:
+        return None
+    if observed >= MISSED_BELOW_LOWER * current.lower_rpm:
+        return None
+    return (f"the forecast is not happening: {observed:.0f} rpm observed, its lower band is "
+            f"{current.lower_rpm:.0f} rpm; reacting only until the load is back within reach")
 
 
 def _units(rpm: float, a: PrewarmConfig) -> int:
@@ -102,11 +126,12 @@ def decide_prewarm(view: View, previous: Decision | None, config: PolicyConfig, 
     # a step coming due is covered by the look-ahead over the lead).
     before = {p.action: p for p in (previous.prewarm if previous is not None else ()) if p.at <= previous.at} \
         if previous is not None else {}
+    missed = _forecast_missed(view, now)
     for a in config.prewarm:
         knob = f"prewarm/{a.name}"
         observed = _observed_rpm(view, a.provider)
         reactive = _units(observed or 0.0, a)
-        points = _provider_points(view, a.provider, (shares or {}).get(a.provider))
+        points = () if missed else _provider_points(view, a.provider, (shares or {}).get(a.provider))
         # What is needed at any time up to now + lead has to be in place now.
         ahead = [p for p in points if p.at <= now + a.lead and p.at + _step(points) > now]
         predicted = max((_units(p.upper_rpm, a) for p in ahead), default=a.min_units)
@@ -124,7 +149,7 @@ def decide_prewarm(view: View, previous: Decision | None, config: PolicyConfig, 
                 f"per unit, {a.lead.total_seconds() / 60:.0f} min to warm up); held until {_when(release, view.tz)}")
         else:
             code, msg = "ReactiveNeed", f"{amount} units for the {observed or 0:.0f} rpm observed now"
-        held = before.get(a.name)
+        held = before.get(a.name) if not missed else None
         if held is not None and held.release_at is not None and now < held.release_at and held.amount > amount:
             amount, release, peak_at = int(held.amount), held.release_at, held.peak_at
             code, msg = "HeldUntilRelease", (
@@ -135,7 +160,9 @@ def decide_prewarm(view: View, previous: Decision | None, config: PolicyConfig, 
         if last is not None and last.amount == amount and last.release_at == release:
             since = last.at
         actions.append(PrewarmAction(a.name, a.target, amount, since, peak_at, a.kind, release))
-        if not points:
+        if missed:
+            code, msg = "ForecastMissed", f"{amount} units for the {observed or 0:.0f} rpm observed now; {missed}"
+        elif not points:
             code_extra = " (no trusted load forecast: reacting only)"
             code = "ForecastGated" if code == "ReactiveNeed" else code
             msg += code_extra

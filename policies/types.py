@@ -107,6 +107,7 @@ class LoadPoint:
     at: datetime
     mean_rpm: float
     upper_rpm: float
+    lower_rpm: float | None = None
 
 
 @dataclass(frozen=True)

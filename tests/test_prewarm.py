@@ -169,3 +169,20 @@ def test_a_providers_prewarm_serves_the_share_the_decision_gives_it() -> None:
     # Less share than its history: its own forecast still counts (a prewarm only tightens).
     at_less, _ = decide_prewarm(v, None, cfg, now, {"self": 0.1, "api": 0.9})
     assert next(p.amount for p in at_less if p.at <= now) == 6
+
+
+def test_a_peak_that_does_not_come_is_not_held() -> None:
+    """A holiday: at 09:00 the forecast's lower band is 1200 rpm but 300 are observed. The
+    plan raised for the peak is dropped and the action only reacts (ForecastMissed)."""
+    day = datetime(2026, 11, 16, tzinfo=NY)
+    load = tuple(LoadPoint(p.at, p.mean_rpm, p.upper_rpm, p.mean_rpm * 0.9) for p in monday_load(day))
+    before = datetime(2026, 11, 16, 8, 40, tzinfo=NY)
+    planned, code = step(before, load, observed=300.0)
+    assert code == "PredictedPeak" and now_amount(planned) == 15
+    at_nine = datetime(2026, 11, 16, 9, 5, tzinfo=NY)
+    missed, code = step(at_nine, load, planned, observed=300.0)
+    assert code == "ForecastMissed" and now_amount(missed) == 3
+    assert not [p for p in missed.prewarm if p.at > at_nine]  # no plan steps either
+    # Within reach of the band (a quiet start of an ordinary peak): the plan stands.
+    kept, code = step(at_nine, load, planned, observed=0.8 * 1215.0)
+    assert code in ("PredictedPeak", "HeldUntilRelease") and now_amount(kept) == 15
