@@ -137,7 +137,7 @@ class Diurnal:
             self.ctl.close()
 
 
-def warm_up(scenario: Scenario, seed: int, data_dir: Path, scrape_minutes: int = 15) -> SimulatedRouter:
+def warm_up(scenario: Scenario, seed: int, data_dir: Path, scrape_minutes: int = 30) -> SimulatedRouter:
     """The weeks before: static weights and a fixed pool, diurnal observing."""
     world = SimulatedRouter(scenario.spec, seed=seed, start=scenario.start, weights=BENCH_WEIGHTS)
     world.scale(POOL, STATIC_REPLICAS)

@@ -70,6 +70,9 @@ FORECAST_SIGNALS = ("latency_p95", "request_rate")
 #: Load signals: under-predicting them costs more (``forecast.under_penalty``) in model choice.
 LOAD_SIGNALS = frozenset({"request_rate", "input_token_rate", "output_token_rate", "spend_rate"})
 ALL = "*"
+#: How often refits also drop data past its retention (minutes and hours stay up to this
+#: much longer than their retention).
+PRUNE_EVERY = timedelta(hours=6)
 #: Routing scores needed in an hour-of-week before a score threshold is calibrated from them.
 MIN_SCORE_SAMPLES = 100
 #: Segment escalation rates are measured over this window, from this many routed requests on.
@@ -163,6 +166,7 @@ class Controller:
         self._etag: str | None = None
         self._last_data_at: datetime | None = None
         self._last_refit_hour: int | None = None
+        self._last_prune: datetime | None = None
         self._forecasts: dict[tuple[str, str], SeriesForecast] = {}
         fs = settings.forecast
         self.refitter = refitter or Refitter(fs.workers, fs.refit_timeout_seconds)
@@ -341,7 +345,10 @@ class Controller:
         with self._refit_lock:
             with self._lock:
                 hour = local_hour_start_at(int(when.timestamp()), self.settings.timezone)
-                self.store.prune(int(when.timestamp()))  # retention, once an hour
+                if self._last_prune is None or when - self._last_prune >= PRUNE_EVERY:
+                    # Retention: each prune scans the minute tables, so not every hour.
+                    self.store.prune(int(when.timestamp()))
+                    self._last_prune = when
                 jobs = self._fit_jobs(hour, when)
                 self._measure_knees(hour)
                 self._last_refit_hour = hour
