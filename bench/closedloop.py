@@ -482,11 +482,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown scenario or policy: {', '.join(unknown)}")
     days = args.days or (1 if args.quick else 7)
     if not 1 <= days <= 7:
-        parser.error("--days is 1 to 7")
+        parser.error(f"--days is 1 to 7, got {days}")
     root = data_dir(args.data)
     trace = root / "AzureLLMInferenceTrace_conv.csv"
     tokens = TokenSizes.from_trace(str(trace)) if trace.exists() else AZURE_CONV_TOKENS
-    shape = weekly_shape(root, args.shape) if args.shape else None
+    try:
+        shape = weekly_shape(root, args.shape) if args.shape else None
+    except (ValueError, OSError) as exc:  # an unknown name, or the real series not there
+        parser.error(f"--shape {args.shape}: {exc}")
     print(f"diurnal bench: {len(names)} scenarios x {len(policies)} policies, seed {args.seed}, "
           f"{args.warmup_weeks} weeks of warm-up + {days} scored day(s) each; token sizes from "
           f"{trace if trace.exists() else 'the built-in copy of the Azure trace figures'}", flush=True)

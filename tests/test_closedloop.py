@@ -230,3 +230,15 @@ def test_the_json_is_strict_where_a_ratio_has_no_value() -> None:
     text = json.dumps(_finite(to_json([r], {})), allow_nan=False)
     body = json.loads(text)["scenarios"][0]
     assert body["verdict"]["slo_ratio"] is None and body["scores"]["diurnal"]["p95_of_p95"] is None
+
+
+@pytest.mark.parametrize("args", [["--scenarios", "nope"], ["--policies", "static,psychic"], ["--days", "9"],
+                                  ["--shape", "nosuch"], ["--shape", "nyc_taxi", "--data", "/nonexistent"]])
+def test_bad_bench_options_are_named(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.closedloop import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "diurnal bench: error:" in err and args[1].split(",")[-1] in err
