@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +38,7 @@ from collectors.mapping import HISTOGRAM_SIGNALS, SeriesKey
 SCHEMA_VERSION = 2
 MINUTE_RETENTION = 7 * 86400
 HOUR_RETENTION = 8 * 7 * 86400
+_KEYS_PER_QUERY = 400  # (series, ts) pairs per lookup: 800 bound parameters
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -92,6 +93,10 @@ class HistPoint:
 def _encode_buckets(buckets: dict[float, float]) -> bytes:
     """Packed little-endian float64 pairs (le, cumulative count), sorted by le."""
     return np.array(sorted(buckets.items()), dtype="<f8").reshape(-1).tobytes()
+
+
+def _copy(cell: MinuteCell) -> MinuteCell:
+    return MinuteCell(value=cell.value, count=cell.count, sum=cell.sum, buckets=dict(cell.buckets))
 
 
 def _decode_buckets(blob: bytes) -> dict[float, float]:
@@ -175,12 +180,13 @@ class Store:
         lo = min(starts)
         self._w.execute("DELETE FROM hour_counter WHERE ts >= ?", (local_hour_start_at(lo, self.tz),))
         self._w.execute("DELETE FROM hour_hist WHERE ts >= ?", (local_hour_start_at(lo, self.tz),))
-        for sid, ts, value in self._w.execute("SELECT series_id, ts, value FROM minute_counter").fetchall():
-            self._add_hour_counter(sid, ts, value, 1)
-        for sid, ts, count, total, blob in self._w.execute(
-            "SELECT series_id, ts, count, sum, buckets FROM minute_hist"
-        ).fetchall():
-            self._add_hour_hist(sid, ts, MinuteCell(count=count, sum=total, buckets=_decode_buckets(blob)), 1)
+        counters = {(sid, ts): value for sid, ts, value in
+                    self._w.execute("SELECT series_id, ts, value FROM minute_counter")}
+        self._put_counters(counters, rollup_only=True)
+        hists = {(sid, ts): MinuteCell(count=count, sum=total, buckets=_decode_buckets(blob))
+                 for sid, ts, count, total, blob in
+                 self._w.execute("SELECT series_id, ts, count, sum, buckets FROM minute_hist")}
+        self._put_hists(hists, rollup_only=True)
 
     def _load_series(self) -> None:
         for sid, signal, provider, model, route in self._w.execute(
@@ -210,6 +216,9 @@ class Store:
         By default a row adds to what is stored for its minute (several scrapes per minute).
         With ``fill_only`` (backfill, imports) a row is written only where its series has no
         data yet for that local hour, so overlapping history is never counted twice.
+
+        Rows are merged per series-minute and per series-hour in memory first, so a batch costs
+        a few statements per table however many rows it carries.
         """
         rows = list(rows)
         if not rows:
@@ -219,18 +228,27 @@ class Store:
             added: dict[SeriesKey, int] = {}
             try:
                 with self._w:
+                    counters: dict[tuple[int, int], float] = {}
+                    hists: dict[tuple[int, int], MinuteCell] = {}
                     for row in rows:
-                        if row.key not in self._series:
-                            added[row.key] = self._series_id(row.key)
-                        sid = self._series[row.key]
+                        sid = self._series.get(row.key)
+                        if sid is None:
+                            sid = added[row.key] = self._series_id(row.key)
                         is_hist = row.key.signal in HISTOGRAM_SIGNALS
                         if fill_only and self._hour_taken(sid, row.ts, is_hist):
                             continue
+                        at = (sid, row.ts)
                         if is_hist:
-                            self._write_hist(sid, row)
+                            cell = hists.get(at)
+                            if cell is None:
+                                hists[at] = _copy(row.cell)
+                            else:
+                                cell.merge(row.cell)
                         else:
-                            self._write_counter(sid, row)
+                            counters[at] = counters.get(at, 0.0) + row.cell.value
                         written += 1
+                    self._put_counters(counters)
+                    self._put_hists(hists)
                     if fill_only:
                         self._filling.clear()
             except sqlite3.Error as exc:
@@ -252,44 +270,81 @@ class Store:
         self._filling.add((sid, hour, is_hist))
         return False
 
-    def _write_counter(self, sid: int, row: MinuteRow) -> None:
-        cur = self._w.execute("INSERT OR IGNORE INTO minute_counter(series_id, ts, value) VALUES(?,?,?)",
-                              (sid, row.ts, row.cell.value))
-        if cur.rowcount == 0:
-            self._w.execute("UPDATE minute_counter SET value = value + ? WHERE series_id=? AND ts=?",
-                            (row.cell.value, sid, row.ts))
-        self._add_hour_counter(sid, row.ts, row.cell.value, cur.rowcount)
+    def _stored(self, table: str, columns: str, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], tuple[Any, ...]]:
+        """The stored ``columns`` of ``table`` for those (series, ts) keys that have a row."""
+        keys = list(keys)
+        found: dict[tuple[int, int], tuple[Any, ...]] = {}
+        for i in range(0, len(keys), _KEYS_PER_QUERY):
+            chunk = keys[i:i + _KEYS_PER_QUERY]
+            sql = (f"WITH k(sid, at) AS (VALUES {','.join(['(?,?)'] * len(chunk))}) "
+                   f"SELECT t.series_id, t.ts, {columns} FROM k JOIN {table} t ON t.series_id = k.sid AND t.ts = k.at")
+            for sid, ts, *rest in self._w.execute(sql, [v for key in chunk for v in key]):
+                found[(sid, ts)] = tuple(rest)
+        return found
 
-    def _add_hour_counter(self, sid: int, ts: int, value: float, new_minutes: int) -> None:
-        self._w.execute(
+    def _hour_of(self) -> Callable[[int], int]:
+        """``local_hour_start_at`` memoised for one batch (its rows share few minutes)."""
+        memo: dict[int, int] = {}
+
+        def hour(ts: int) -> int:
+            h = memo.get(ts)
+            if h is None:
+                h = memo[ts] = local_hour_start_at(ts, self.tz)
+            return h
+        return hour
+
+    def _put_counters(self, counters: dict[tuple[int, int], float], *, rollup_only: bool = False) -> None:
+        if not counters:
+            return
+        existing = set() if rollup_only else self._stored("minute_counter", "1", counters)
+        if not rollup_only:
+            self._w.executemany(
+                "INSERT INTO minute_counter(series_id, ts, value) VALUES(?,?,?) "
+                "ON CONFLICT(series_id, ts) DO UPDATE SET value = value + excluded.value",
+                [(sid, ts, value) for (sid, ts), value in counters.items()],
+            )
+        hour = self._hour_of()
+        hours: dict[tuple[int, int], list[float]] = {}
+        for (sid, ts), value in counters.items():
+            acc = hours.setdefault((sid, hour(ts)), [0.0, 0])
+            acc[0] += value
+            acc[1] += (sid, ts) not in existing
+        self._w.executemany(
             "INSERT INTO hour_counter(series_id, ts, value, minutes) VALUES(?,?,?,?) "
             "ON CONFLICT(series_id, ts) DO UPDATE SET value = value + excluded.value, "
             "minutes = minutes + excluded.minutes",
-            (sid, local_hour_start_at(ts, self.tz), value, new_minutes),
+            [(sid, h, value, int(minutes)) for (sid, h), (value, minutes) in hours.items()],
         )
 
-    def _write_hist(self, sid: int, row: MinuteRow) -> None:
-        old = self._w.execute("SELECT count, sum, buckets FROM minute_hist WHERE series_id=? AND ts=?",
-                              (sid, row.ts)).fetchone()
-        merged = MinuteCell(count=row.cell.count, sum=row.cell.sum, buckets=dict(row.cell.buckets))
-        if old is not None:
-            merged.merge(MinuteCell(count=old[0], sum=old[1], buckets=_decode_buckets(old[2])))
-        self._w.execute("INSERT OR REPLACE INTO minute_hist(series_id, ts, count, sum, buckets) VALUES(?,?,?,?,?)",
-                        (sid, row.ts, merged.count, merged.sum, _encode_buckets(merged.buckets)))
-        self._add_hour_hist(sid, row.ts, row.cell, 0 if old is not None else 1)
-
-    def _add_hour_hist(self, sid: int, ts: int, cell: MinuteCell, new_minutes: int) -> None:
-        hour = local_hour_start_at(ts, self.tz)
-        old = self._w.execute("SELECT count, sum, buckets, minutes FROM hour_hist WHERE series_id=? AND ts=?",
-                              (sid, hour)).fetchone()
-        merged = MinuteCell(count=cell.count, sum=cell.sum, buckets=dict(cell.buckets))
-        minutes = new_minutes
-        if old is not None:
-            merged.merge(MinuteCell(count=old[0], sum=old[1], buckets=_decode_buckets(old[2])))
-            minutes += int(old[3])
-        self._w.execute(
+    def _put_hists(self, hists: dict[tuple[int, int], MinuteCell], *, rollup_only: bool = False) -> None:
+        if not hists:
+            return
+        old = {} if rollup_only else self._stored("minute_hist", "t.count, t.sum, t.buckets", hists)
+        hour = self._hour_of()
+        hours: dict[tuple[int, int], tuple[MinuteCell, list[int]]] = {}
+        for (sid, ts), cell in hists.items():
+            at = (sid, hour(ts))
+            acc = hours.get(at)
+            if acc is None:
+                hours[at] = (_copy(cell), [int((sid, ts) not in old)])
+            else:
+                acc[0].merge(cell)
+                acc[1][0] += (sid, ts) not in old
+        if not rollup_only:
+            for at, (count, total, blob) in old.items():
+                hists[at].merge(MinuteCell(count=count, sum=total, buckets=_decode_buckets(blob)))
+            self._w.executemany(
+                "INSERT OR REPLACE INTO minute_hist(series_id, ts, count, sum, buckets) VALUES(?,?,?,?,?)",
+                [(sid, ts, c.count, c.sum, _encode_buckets(c.buckets)) for (sid, ts), c in hists.items()],
+            )
+        for at, (count, total, blob, minutes) in self._stored("hour_hist", "t.count, t.sum, t.buckets, t.minutes",
+                                                              hours).items():
+            cell, new = hours[at]
+            cell.merge(MinuteCell(count=count, sum=total, buckets=_decode_buckets(blob)))
+            new[0] += int(minutes)
+        self._w.executemany(
             "INSERT OR REPLACE INTO hour_hist(series_id, ts, count, sum, buckets, minutes) VALUES(?,?,?,?,?,?)",
-            (sid, hour, merged.count, merged.sum, _encode_buckets(merged.buckets), minutes),
+            [(sid, h, c.count, c.sum, _encode_buckets(c.buckets), m[0]) for (sid, h), (c, m) in hours.items()],
         )
 
     def prune(self, now: int) -> tuple[int, int]:
@@ -297,9 +352,12 @@ class Store:
         with self._wlock:
             try:
                 with self._w:
-                    m = sum(self._w.execute(f"DELETE FROM {t} WHERE ts < ?", (now - self.minute_retention,)).rowcount
+                    # Naming the series lets SQLite walk each series' (series_id, ts) key range
+                    # instead of scanning the table for old timestamps.
+                    old = "DELETE FROM {} WHERE series_id IN (SELECT id FROM series) AND ts < ?"
+                    m = sum(self._w.execute(old.format(t), (now - self.minute_retention,)).rowcount
                             for t in ("minute_counter", "minute_hist"))
-                    h = sum(self._w.execute(f"DELETE FROM {t} WHERE ts < ?", (now - self.hour_retention,)).rowcount
+                    h = sum(self._w.execute(old.format(t), (now - self.hour_retention,)).rowcount
                             for t in ("hour_counter", "hour_hist"))
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot prune the store at {self.path}: {exc}") from exc

@@ -471,26 +471,34 @@ class SimulatedRouter:
             in_tok = attempts * tok.input_mean
             out_tok = served * tok.output_mean
         strong_share = np.divide(strong1 + strong2, served, out=f[None, :] * np.ones(served.shape), where=served > 0)
+        # Per tier (strong, then weak), every provider's share of the minute's figures at once;
+        # the counters then take one sum per provider.
+        share_of_models = split / np.maximum(to_models, 1)[:, None]
+        usd_in = np.array([p.usd_per_1k_input for p in spec.providers])
+        usd_out = np.array([p.usd_per_1k_output for p in spec.providers])
         spend_minute = np.zeros(len(ts))
-        for j, p in enumerate(spec.providers):
-            tiers = [(p.model, strong_share[:, j], 0, 1.0)]
-            if p.weak_model:
-                tiers.append((p.weak_model, 1.0 - strong_share[:, j], 1, p.weak_price_factor))
-            share_of_models = split[:, j] / np.maximum(to_models, 1)
-            for model, part, t, price in tiers:
+        for t, part in enumerate((strong_share, 1.0 - strong_share)[:1 + int(weak.any())]):
+            price = np.array([1.0 if t == 0 else p.weak_price_factor for p in spec.providers])
+            usd = (in_tok * part * usd_in + out_tok * part * usd_out) * price / 1000
+            sums = {
+                "requests": (attempts * part).sum(axis=0), "success": (served * part).sum(axis=0),
+                "failed_429": (rejected * part).sum(axis=0),
+                "latency_sum": (served * part * mean_latency[:, t * k:(t + 1) * k]).sum(axis=0),
+                "cache_hits": (hits[:, None] * share_of_models * part).sum(axis=0),
+                "cache_misses": ((n - hits)[:, None] * share_of_models * part).sum(axis=0),
+                "input_tokens": (in_tok * part).sum(axis=0), "output_tokens": (out_tok * part).sum(axis=0),
+                "spend": usd.sum(axis=0),
+            }
+            buckets = np.cumsum(counts[:, t * k:(t + 1) * k, :-1].sum(axis=0), axis=1)  # (k, b)
+            for j, p in enumerate(spec.providers):
+                model = p.model if t == 0 else p.weak_model
+                if model is None:
+                    continue
                 c = self._cum[(p.name, model)]
-                c.requests += float((attempts[:, j] * part).sum())
-                c.success += float((served[:, j] * part).sum())
-                c.failed_429 += float((rejected[:, j] * part).sum())
-                c.latency_sum += float((served[:, j] * part * mean_latency[:, t * k + j]).sum())
-                c.buckets += np.cumsum(counts[:, t * k + j, :-1].sum(axis=0))
-                c.cache_hits += float((hits * share_of_models * part).sum())
-                c.cache_misses += float(((n - hits) * share_of_models * part).sum())
-                c.input_tokens += float((in_tok[:, j] * part).sum())
-                c.output_tokens += float((out_tok[:, j] * part).sum())
-                usd = (in_tok[:, j] * part * p.usd_per_1k_input + out_tok[:, j] * part * p.usd_per_1k_output) * price / 1000
-                c.spend += float(usd.sum())
-                spend_minute += usd
+                for name, v in sums.items():
+                    setattr(c, name, getattr(c, name) + float(v[j]))
+                c.buckets += buckets[j]
+                spend_minute += usd[:, j]
         # Ground truth: the user-facing p95 over every answered request (retries pay the overhead).
         comp_counts = [strong1, strong2]
         comp_mu = [mu, np.log(np.exp(mu) + over)]
@@ -624,18 +632,27 @@ class SimulatedRouter:
         return "\n".join(lines) + "\n"
 
 
+_GRID = np.linspace(0.0, 1.0, 33)
+
+
 def _mixture_quantile(q: float, counts: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-    """Per row, the q-quantile of a mixture of lognormals weighted by ``counts``. NaN if empty."""
+    """Per row, the q-quantile of a mixture of lognormals weighted by ``counts``. NaN if empty.
+
+    The quantile lies between the components' own q-quantiles. Each round evaluates the
+    mixture's CDF on 33 points across the bracket at once and keeps the cell where it crosses
+    q: four rounds narrow a log-bracket of width w to w / 32**4 (w is about 2, so the relative
+    error is under 1e-5), in a handful of array operations rather than one per halving.
+    """
     total = counts.sum(axis=1)
     w = counts / np.maximum(total, 1)[:, None]
-    lo = np.exp((mu + sigma * ndtri(q)).min(axis=1))  # the mixture quantile lies between
-    hi = np.exp((mu + sigma * ndtri(q)).max(axis=1))  # the components' quantiles
-    for _ in range(30):  # the bracket is within a factor of e^2 or so: 30 halvings are exact
-        mid = np.sqrt(lo * hi)
-        f = (w * ndtr((np.log(mid)[:, None] - mu) / sigma)).sum(axis=1)
-        below = f < q
-        lo = np.where(below, mid, lo)
-        hi = np.where(below, hi, mid)
-    out = np.asarray(np.sqrt(lo * hi), dtype=float)
+    own = mu + sigma * ndtri(q)
+    a, b = own.min(axis=1), own.max(axis=1)  # log-bracket per row
+    rows = np.arange(len(total))
+    for _ in range(4):
+        grid = a[:, None] + (b - a)[:, None] * _GRID[None, :]  # (m, g)
+        cdf = (w[:, None, :] * ndtr((grid[:, :, None] - mu[:, None, :]) / sigma)).sum(axis=2)
+        i = np.clip((cdf < q).sum(axis=1), 1, len(_GRID) - 1)  # the CDF is monotone
+        a, b = grid[rows, i - 1], grid[rows, i]
+    out = np.asarray(np.exp((a + b) / 2), dtype=float)
     out[total == 0] = np.nan
     return out
