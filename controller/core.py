@@ -17,7 +17,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -27,12 +27,13 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
+from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 from collectors.errors import ExpositionError
 from collectors.events import EventBatch, parse_events
 from collectors.exposition import ExpositionParser, Sample
-from collectors.hour_of_week import local_hour_start_at
+from collectors.hour_of_week import local_hour_start_at, profile, slot
 from collectors.intervals import IngestStats, MinuteAggregator, MinuteRow
 from collectors.mapping import HISTOGRAM_SIGNALS, PRESETS, Mapper, preset_from_config
 from collectors.signals import hourly, rows_value
@@ -46,7 +47,7 @@ from controller.prewarm_exec import KubernetesScaler, PrewarmExecutor, ReplicaSc
 from controller.publish import build_publishers
 from controller.refit import FitJob, Refitter
 from controller.settings import Settings
-from controller.telemetry import Metrics, StateCollector
+from controller.telemetry import FALLBACK_REASONS, Metrics, StateCollector
 from policies import (
     Decision,
     LoadPoint,
@@ -62,6 +63,7 @@ from policies import (
 )
 
 log = logging.getLogger("diurnal.controller")
+_tracer = trace.get_tracer("diurnal")
 
 Clock = Callable[[], datetime]
 
@@ -70,6 +72,13 @@ FORECAST_SIGNALS = ("latency_p95", "request_rate")
 #: Load signals: under-predicting them costs more (``forecast.under_penalty``) in model choice.
 LOAD_SIGNALS = frozenset({"request_rate", "input_token_rate", "output_token_rate", "spend_rate"})
 ALL = "*"
+#: Fits kept per series for :meth:`Controller.forecasts_made_ago` (hourly refits: 6 h back and one).
+PAST_FITS = 8
+#: Signals of the hour-of-week profile on ``/metrics``: True when kept per provider (latency
+#: only means something per provider), False for all providers together. 168 series each.
+HOUR_OF_WEEK_SIGNALS: dict[str, bool] = {
+    "latency_p95": True, "cache_hit_ratio": False, "retry_ratio": False, "spend_rate": False, "request_rate": False,
+}
 #: How often refits also drop data past its retention (minutes and hours stay up to this
 #: much longer than their retention).
 PRUNE_EVERY = timedelta(hours=6)
@@ -102,6 +111,22 @@ class SeriesForecast:
         return times, step, fc["mean"].to_numpy(dtype=float)
 
     @cached_property
+    def bands(self) -> dict[str, np.ndarray]:
+        """The forecast's ``mean``, ``lower`` and ``upper`` per step, aligned with :attr:`steps`."""
+        fc = self.fit.frame
+        return {b: fc[b].to_numpy(dtype=float) for b in ("mean", "lower", "upper")}
+
+    def row_at(self, ts: int) -> dict[str, float]:
+        """``mean``, ``lower`` and ``upper`` of the step containing ``ts`` (Unix s); empty
+        outside the forecast. NaN bounds are left out."""
+        return self.made().row_at(ts)
+
+    def made(self) -> MadeForecast:
+        times, step, _ = self.steps
+        return MadeForecast(int(self.fitted_at.timestamp()), times, step, self.bands)
+
+
+    @cached_property
     def load_points(self) -> tuple[LoadPoint, ...]:
         """Every step with a mean, in requests per minute (for a request-rate series)."""
         fc = self.fit.frame
@@ -111,6 +136,22 @@ class SeriesForecast:
         lower = rows["lower"].to_numpy(dtype=float) * 60
         return tuple(LoadPoint(t, float(m), float(u), None if math.isnan(lo) else float(lo))
                      for t, m, u, lo in zip(times, mean, upper, lower, strict=True))
+
+
+@dataclass(frozen=True)
+class MadeForecast:
+    """The bands of one fit and when it was made: all that forecast-against-actual keeps."""
+
+    fitted_at: int  # Unix s
+    times: np.ndarray  # step starts, Unix s
+    step: int
+    bands: dict[str, np.ndarray]
+
+    def row_at(self, ts: int) -> dict[str, float]:
+        i = int(np.searchsorted(self.times, ts, side="right")) - 1
+        if i < 0 or ts >= self.times[i] + self.step:
+            return {}
+        return {b: float(v[i]) for b, v in self.bands.items() if not math.isnan(v[i])}
 
 
 def build_mapper(settings: Settings) -> Mapper:
@@ -180,6 +221,9 @@ class Controller:
         self._segments: dict[tuple[int, str, str], list[int]] = {}
         #: Measured knees (requests per minute) of providers with ``measure_knee``.
         self._knees: dict[str, float | None] = {}
+        #: The last fits per series, for forecast-against-actual at each horizon.
+        self._past_fits: dict[tuple[str, str], deque[MadeForecast]] = {}
+        self._hour_of_week: tuple[int, dict[tuple[str, str], np.ndarray]] | None = None
         self._refit_lock = threading.Lock()
         self.overrides = OverrideStore(Path(settings.data_dir) / "overrides.json")
         self.audit = AuditLog(Path(settings.data_dir) / "audit.jsonl")
@@ -187,6 +231,8 @@ class Controller:
         self.prewarm = PrewarmExecutor(scaler or (lambda: kubernetes_scaler(settings)),
                                        lambda name, result: self.metrics.prewarm_actions.labels(name, result).inc(),
                                        owned=frozenset(a.name for a in settings.policy.prewarm if a.scale_in))
+        self.metrics.initialise(mode=settings.guardrails.mode, publishers=[p.name for p in self.publishers],
+                                prewarm_actions=[a.name for a in settings.policy.prewarm])
         #: The policy's recent targets, for the guardrails' stabilization window.
         self._targets: deque[tuple[datetime, dict[str, float]]] = deque()
         self._hourly: dict[tuple[str, str], pd.Series] = {}
@@ -279,29 +325,54 @@ class Controller:
     # ---- decide -------------------------------------------------------------------------
 
     def step(self, at: datetime | None = None) -> Decision:
-        """Run whatever is due up to ``at`` and return the current decision."""
+        """Run whatever is due up to ``at`` and return the current decision.
+
+        Traced as one ``diurnal.cycle`` span with children ``collect``, ``fit``, ``decide``
+        and ``publish`` (OpenTelemetry API; no-op unless the entry point installed an SDK).
+        """
         when = _aware(at) if at is not None else _aware(self.clock())
         started = time.perf_counter()
-        with self._lock:
-            self._now = when
-            rows = self.aggregator.close_before(when.timestamp())
-            self.store.write(rows)
-            self._remember(rows, int(when.timestamp()))
-        if self.refit_in_step and self.refit_due(when):
-            self.refit(when)  # takes the refit lock, then this one: never the other way round
-        with self._lock:
-            config = self.policy_config()
-            view = self._view(when, config)
-            target = decide(view, self._decision, config, when)
-            target = replace(target, reasons=(*target.reasons, *self._forecast_reasons()))
-            g = self.settings.guardrails
-            while self._targets and self._targets[0][0] < when - timedelta(seconds=g.stabilization_seconds):
-                self._targets.popleft()
-            decision = guard(target, self._decision, config, g, view.data_age_seconds,
-                             window=list(self._targets), overrides=self.overrides.active(when))
-            self._targets.append((when, dict(target.weights)))
-            self._publish(decision, view)
+        mode = self.settings.guardrails.mode
+        with _tracer.start_as_current_span("diurnal.cycle", attributes={"diurnal.mode": mode}) as cycle:
+            with _tracer.start_as_current_span("collect") as span, self._lock:
+                self._now = when
+                rows = self.aggregator.close_before(when.timestamp())
+                written = self.store.write(rows)
+                self._remember(rows, int(when.timestamp()))
+                span.set_attribute("diurnal.rows_written", written)
+                span.set_attribute("diurnal.series.stored", len(self.store.series()))
+            with _tracer.start_as_current_span("fit") as span:
+                due = self.refit_in_step and self.refit_due(when)
+                span.set_attribute("diurnal.refit.ran", due)
+                if due:
+                    failures = self.refit(when)  # the refit lock, then this one: never the other way round
+                    span.set_attribute("diurnal.refit.failures", len(failures))
+                forecasts = self.forecasts()
+                span.set_attribute("diurnal.forecast.series", len(forecasts))
+                span.set_attribute("diurnal.forecast.trusted", sum(sf.trusted for sf in forecasts.values()))
+                span.set_attribute("diurnal.forecast.models",
+                                   [f"{sig}/{prov}={sf.fit.model}" for (sig, prov), sf in sorted(forecasts.items())])
+            with self._lock:
+                with _tracer.start_as_current_span("decide") as span:
+                    config = self.policy_config()
+                    view = self._view(when, config)
+                    target = decide(view, self._decision, config, when)
+                    target = replace(target, reasons=(*target.reasons, *self._forecast_reasons()))
+                    g = self.settings.guardrails
+                    while self._targets and self._targets[0][0] < when - timedelta(seconds=g.stabilization_seconds):
+                        self._targets.popleft()
+                    decision = guard(target, self._decision, config, g, view.data_age_seconds,
+                                     window=list(self._targets), overrides=self.overrides.active(when))
+                    self._targets.append((when, dict(target.weights)))
+                    span.set_attribute("diurnal.decision.reasons", sorted({r.code for r in decision.reasons}))
+                    span.set_attribute("diurnal.providers", len(view.providers))
+                with _tracer.start_as_current_span("publish") as span:
+                    changed = self._publish(decision, view)
+                    span.set_attribute("diurnal.decision.changed", changed)
+                    span.set_attribute("diurnal.publishers", [p.name for p in self.publishers] if mode == "act" else [])
+            cycle.set_attribute("diurnal.decision.fallback", self.fallback_reasons())
         self.metrics.ticks.inc()
+        self.metrics.decisions.labels(mode).inc()
         self.metrics.tick_seconds.observe(time.perf_counter() - started)
         return decision
 
@@ -364,6 +435,7 @@ class Controller:
                     old = given.get(key)
                     reused = old is not None and outcome.selection is not None and outcome.selection.stage == old.stage
                     self._forecasts[key] = self._judge(outcome, when, self._forecasts.get(key), reused)
+                    self._past_fits.setdefault(key, deque(maxlen=PAST_FITS)).append(self._forecasts[key].made())
         self.metrics.refit_seconds.observe(time.perf_counter() - started)
         return failures
 
@@ -578,11 +650,13 @@ class Controller:
         i = int(np.flatnonzero(inside)[np.argmax(mean[inside])])
         return float(mean[i]), datetime.fromtimestamp(int(times[i]), UTC)
 
-    def _publish(self, decision: Decision, view: View) -> None:
+    def _publish(self, decision: Decision, view: View) -> bool:
+        """Make ``decision`` current; push it if it changed. Returns whether it changed."""
         self._decision = decision
         body = decision_body(decision)
         etag = decision_etag(decision, body)
-        if etag != self._etag:  # a new decision: into the audit log with what it was based on
+        changed = etag != self._etag
+        if changed:  # a new decision: into the audit log with what it was based on
             self.audit.append({
                 **body,
                 "etag": etag,
@@ -608,6 +682,7 @@ class Controller:
             self.prewarm.submit(decision.prewarm, decision.at)
         for r in decision.reasons:
             self.metrics.decision_reasons.labels(r.knob.split("/", 1)[0], r.code).inc()
+        return changed
 
     # ---- read side ----------------------------------------------------------------------
 
@@ -657,7 +732,16 @@ class Controller:
         return max(0.0, (now - self._last_data_at).total_seconds())
 
     def observations(self) -> dict[tuple[str, str], float]:
-        return dict(self._observations)
+        """The last tick's observations (what the policies saw), and over the same window the
+        hour-of-week signals for all providers (for dashboards; computed here, when asked)."""
+        out = dict(self._observations)
+        with self._lock:
+            for signal, per_provider in HOUR_OF_WEEK_SIGNALS.items():
+                if not per_provider and (signal, ALL) not in out:
+                    value = self._observe(signal, None)
+                    if math.isfinite(value):
+                        out[(signal, ALL)] = value
+        return out
 
     def knees(self) -> dict[str, float | None]:
         """Measured knees (requests per minute) of providers with ``measure_knee``."""
@@ -668,18 +752,73 @@ class Controller:
         return dict(self._forecasts)
 
     def current_forecasts(self) -> dict[tuple[str, str], dict[str, float]]:
-        """Each forecast's row for the hour containing the last step."""
-        now = pd.Timestamp(self._now) if self._now is not None else None
-        out: dict[tuple[str, str], dict[str, float]] = {}
-        if now is None:
+        """Each forecast's row for the step containing the last tick: the expected value now
+        (the seasonal baseline, fitted on history before it) and its band."""
+        return {key: rows[0] for key, rows in self.forecasts_at((0,)).items() if 0 in rows}
+
+    def forecasts_at(self, offsets: Sequence[int]) -> dict[tuple[str, str], dict[int, dict[str, float]]]:
+        """Per forecast series and offset (seconds after the last tick), the forecast's
+        ``mean``, ``lower`` and ``upper`` for the step containing that instant. Offsets past
+        the forecast's end, and NaN bounds, are left out."""
+        out: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
+        if self._now is None:
             return out
+        now = int(self._now.timestamp())
         for key, sf in self._forecasts.items():
-            fc = sf.fit.frame
-            rows = fc[fc.index <= now]
-            if not rows.empty:
-                row = rows.iloc[-1]
-                out[key] = {b: float(row[b]) for b in ("mean", "lower", "upper") if not math.isnan(row[b])}
+            rows = {offset: row for offset in offsets if (row := sf.row_at(now + offset))}
+            if rows:
+                out[key] = rows
         return out
+
+    def forecasts_made_ago(self, horizons: Sequence[int]) -> dict[tuple[str, str], dict[int, dict[str, float]]]:
+        """Per forecast series and horizon (seconds), what the forecast in force that long
+        before the last tick said about now: forecast against actual, as it happens."""
+        out: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
+        if self._now is None:
+            return out
+        now = int(self._now.timestamp())
+        for key, past in self._past_fits.items():
+            rows = {}
+            for h in horizons:
+                made = [m for m in past if m.fitted_at <= now - h]
+                if made and (row := made[-1].row_at(now)):
+                    rows[h] = row
+            if rows:
+                out[key] = rows
+        return out
+
+    def hour_of_week(self) -> dict[tuple[str, str], np.ndarray]:
+        """The typical week (median per local hour-of-week slot, 168 values, NaN where no
+        data) of :data:`HOUR_OF_WEEK_SIGNALS`: latency per provider, the rest over all
+        providers. Read from the hour rollups at most once per local hour, when asked (the
+        ``/metrics`` scrape), never on the control path."""
+        when = self._now or _aware(self.clock())
+        hour = local_hour_start_at(int(when.timestamp()), self.settings.timezone)
+        cached = self._hour_of_week
+        if cached is not None and cached[0] == hour:
+            return cached[1]
+        start = hour - int(self.settings.forecast.history_weeks * 7 * 86400)
+        out: dict[tuple[str, str], np.ndarray] = {}
+        for signal, per_provider in HOUR_OF_WEEK_SIGNALS.items():
+            for provider in (self.providers() if per_provider else [ALL]):
+                series = hourly(self.store, signal, self.settings.timezone, start, hour,
+                                None if provider == ALL else provider)
+                medians = profile(series, self.settings.timezone)["median"].to_numpy(dtype=float)
+                if not np.isnan(medians).all():
+                    out[(signal, provider)] = medians
+        self._hour_of_week = (hour, out)
+        return out
+
+    def current_slot(self) -> int | None:
+        """The local hour-of-week slot (0 = Monday 00:00) of the last tick."""
+        return None if self._now is None else slot(self._now, self.settings.timezone)
+
+    def fallback_reasons(self) -> list[str]:
+        """Reason codes that hold the current decision at the baseline config (stale inputs,
+        every provider degraded, the kill switch); empty when diurnal is steering."""
+        if self._decision is None:
+            return []
+        return sorted({r.code for r in self._decision.reasons if r.code in FALLBACK_REASONS})
 
     def stored_series_count(self) -> int:
         return len(self.store.series())

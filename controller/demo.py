@@ -63,6 +63,8 @@ def demo_settings(data_dir: Path, spec: WorldSpec, **overrides: object) -> Setti
         "guardrails": {"mode": "act", "stale_after_seconds": 900},
         "control": {"observation_window_minutes": 10},
         "forecast": {"workers": 0},  # simulated time: fit inline, deterministic
+        # The decision as a file, as a router that hot-reloads its config would mount it.
+        "publish": {"file": {"path": data_dir / "decision.json"}},
         # The router's upstream connection pool, sized ahead of peaks (the router reads it
         # from the decision), and one route whose strong-model share is kept within budget.
         "policy": {
@@ -80,8 +82,11 @@ def demo_settings(data_dir: Path, spec: WorldSpec, **overrides: object) -> Setti
 
 
 def run_demo(*, weeks: int = 4, seed: int = 7, data_dir: Path | None = None, scrape_minutes: int = 10,
-             progress: Callable[[str], None] | None = None) -> DemoResult:
-    """Run ``weeks`` simulated weeks; the last one is scored against static weights."""
+             progress: Callable[[str], None] | None = None,
+             on_step: Callable[[datetime, Controller], None] | None = None) -> DemoResult:
+    """Run ``weeks`` simulated weeks; the last one is scored against static weights.
+    ``on_step(now, controller)`` is called after every control step (e.g. to record
+    ``/metrics`` at simulated times)."""
     if weeks < 2:
         raise ValueError("the demo needs at least 2 weeks: one to learn from, one to score")
     spec = WorldSpec()
@@ -107,6 +112,8 @@ def run_demo(*, weeks: int = 4, seed: int = 7, data_dir: Path | None = None, scr
         ctl.ingest_exposition(router.exposition(), at=now)
         decision = ctl.step(at=now)
         router.set_weights(decision.weights)
+        if on_step is not None:
+            on_step(now, ctl)
         if not result.predicted and now >= snapshot_at:
             result.predicted = _predicted_peak(ctl, peak_day_start, spec)
         local = now.astimezone(tz)

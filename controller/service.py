@@ -18,9 +18,10 @@ from collectors.backfill import BackfillStats, PrometheusAPI, backfill
 from collectors.errors import CollectorError, ExpositionError, ScrapeError
 from collectors.exposition import OPENMETRICS_CONTENT_TYPE
 from controller.api import create_app
-from controller.core import Controller
+from controller.core import Controller, package_version
 from controller.errors import ConfigError
 from controller.settings import Settings
+from controller.tracing import setup_tracing
 
 log = logging.getLogger("diurnal.service")
 
@@ -238,6 +239,7 @@ def _backfill_in_background(controller: Controller, settings: Settings) -> None:
 
 def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
     """The sidecar: scrape, tick and serve until stopped. History persists in ``data_dir``."""
+    stop_tracing = setup_tracing(settings.tracing, package_version())
     controller = Controller.from_settings(settings, refit_in_step=False)
     url = settings.router.metrics_url
     if url is None:
@@ -256,4 +258,5 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
         sched.shutdown(wait=True)
         client.close()
         controller.close()
+        stop_tracing()
         log.info("diurnal stopped; history flushed to %s", controller.store.path)

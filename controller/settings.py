@@ -441,6 +441,30 @@ class PublishSettings(_Group):
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
 
 
+class TracingSettings(_Group):
+    """OpenTelemetry traces of the control loop: one span per cycle (collect, fit, decide,
+    publish). Off unless an endpoint is set."""
+
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP traces endpoint, e.g. http://otel-collector:4318/v1/traces. Unset: no traces "
+                    "are exported.",
+    )
+    otlp_headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="Headers sent with each export (e.g. an authorization token).")
+    service_name: str = Field(default="diurnal", min_length=1, description="The service.name resource attribute.")
+    sample_ratio: float = Field(
+        default=1.0, ge=0, le=1, description="Fraction of control cycles traced (parent-based). A fraction.")
+    timeout_seconds: float = Field(default=10.0, gt=0, description="Per export request. Measured in seconds.")
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http:// or https:// URL (OTLP over HTTP), got {value!r}")
+        return value
+
+
 class Settings(BaseSettings):
     """diurnal's settings. See README for an annotated example file."""
 
@@ -469,6 +493,7 @@ class Settings(BaseSettings):
     forecast: ForecastSettings = Field(default_factory=ForecastSettings)
     control: ControlSettings = Field(default_factory=ControlSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     @field_validator("timezone")
     @classmethod

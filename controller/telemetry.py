@@ -14,6 +14,13 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from controller.core import Controller
 
+#: Decision reason codes that mean every knob is held at its baseline (diurnal_fallback).
+FALLBACK_REASONS = ("AllProvidersDegraded", "KillSwitch", "StaleInputs")
+
+
+SCRAPE_RESULTS = ("ok", "unreachable", "http_error", "malformed", "error")
+PUBLISH_RESULTS = ("ok", "retry", "failed", "rejected", "superseded", "error")
+
 
 class Metrics:
     """Event counters and histograms. State gauges come from :class:`StateCollector`."""
@@ -40,6 +47,10 @@ class Metrics:
             registry=registry,
         )
         self.ticks = Counter("diurnal_control_ticks", "Control ticks run.", registry=registry)
+        self.decisions = Counter(
+            "diurnal_decisions", "Decisions made, by mode (observe: recommended only; act: published).",
+            ["mode"], registry=registry,
+        )
         self.tick_errors = Counter(
             "diurnal_control_tick_errors", "Control ticks that failed (the loop goes on).", registry=registry
         )
@@ -67,6 +78,25 @@ class Metrics:
             "diurnal_decision_reasons", "Reasons given in decisions, by knob kind and reason code.",
             ["knob", "reason"], registry=registry,
         )
+
+    def initialise(self, *, mode: str, publishers: list[str], prewarm_actions: list[str]) -> None:
+        """Create the labelled children that are known up front, at zero, so that rates and
+        alerts see a series before the first event (client_python's advice)."""
+        for result in SCRAPE_RESULTS:
+            self.scrapes.labels(result)
+        for publisher in publishers:
+            for result in PUBLISH_RESULTS:
+                self.publishes.labels(publisher, result)
+        for action in prewarm_actions:
+            for result in ("ok", "error"):
+                self.prewarm_actions.labels(action, result)
+        self.decisions.labels(mode)
+
+
+#: Forecast horizons on ``/metrics``, seconds ahead of the last tick.
+HORIZONS = {"15m": 15 * 60, "1h": 3600, "6h": 6 * 3600}
+#: Weekday label values: numbered so that they sort Monday first.
+WEEKDAYS = ("1-Mon", "2-Tue", "3-Wed", "4-Thu", "5-Fri", "6-Sat", "7-Sun")
 
 
 class StateCollector(Collector):
@@ -127,6 +157,9 @@ class StateCollector(Collector):
                                     "When the next planned prewarm step is due (Unix time).", labels=["action"])
         next_units = GaugeMetricFamily("diurnal_prewarm_next_step_units", "Amount of the next planned prewarm step.",
                                        labels=["action"])
+        planned = GaugeMetricFamily(
+            "diurnal_prewarm_planned_units", "Highest amount the current plan asks for over the look-ahead window, "
+            "the step in force included, per action and target.", labels=["action", "target"])
         if decision is not None:
             for knob, value in sorted(decision.thresholds.items()):
                 thresholds.add_metric([knob, "published"], value)
@@ -141,22 +174,51 @@ class StateCollector(Collector):
             for action, (ts, amount) in sorted(upcoming.items()):
                 next_at.add_metric([action], ts)
                 next_units.add_metric([action], amount)
-        yield from (thresholds, units, next_at, next_units)
+            targets = {a.name: a.target for a in ctl.policy_config().prewarm}
+            highest: dict[str, float] = {}
+            for p in decision.prewarm:
+                highest[p.action] = max(highest.get(p.action, p.amount), p.amount)
+            for action, amount in sorted(highest.items()):
+                planned.add_metric([action, targets.get(action, "")], amount)
+        yield from (thresholds, units, next_at, next_units, planned)
         observed = GaugeMetricFamily(
             "diurnal_observed", "Latest observed value of a signal over the observation window.",
             labels=["signal", "provider"],
         )
+        expected = GaugeMetricFamily(
+            "diurnal_expected", "The seasonal baseline for now: the forecast fitted on earlier history for the "
+            "current step, by bound (mean, lower, upper of the band).", labels=["signal", "provider", "bound"],
+        )
         forecast = GaugeMetricFamily(
-            "diurnal_forecast", "Forecast for the current hour, by bound (mean, lower, upper).",
-            labels=["signal", "provider", "bound"],
+            "diurnal_forecast", "Forecast at a horizon ahead of now (15m, 1h, 6h), by bound (mean, lower, upper).",
+            labels=["signal", "provider", "horizon", "bound"],
         )
         for (signal, provider), value in sorted(ctl.observations().items()):
             observed.add_metric([signal, provider], value)
-        for (signal, provider), row in sorted(ctl.current_forecasts().items()):
-            for bound, value in row.items():
-                forecast.add_metric([signal, provider, bound], value)
-        yield observed
-        yield forecast
+        ahead = ctl.forecasts_at([0, *HORIZONS.values()])
+        for (signal, provider), rows in sorted(ahead.items()):
+            for bound, value in rows.get(0, {}).items():
+                expected.add_metric([signal, provider, bound], value)
+            for horizon, offset in HORIZONS.items():
+                for bound, value in rows.get(offset, {}).items():
+                    forecast.add_metric([signal, provider, horizon, bound], value)
+        made = GaugeMetricFamily(
+            "diurnal_forecast_for_now", "What the forecast in force a horizon ago (15m, 1h, 6h) said about now, by "
+            "bound: forecast against actual.", labels=["signal", "provider", "horizon", "bound"],
+        )
+        for (signal, provider), rows in sorted(ctl.forecasts_made_ago(list(HORIZONS.values())).items()):
+            for horizon, offset in HORIZONS.items():
+                for bound, value in rows.get(offset, {}).items():
+                    made.add_metric([signal, provider, horizon, bound], value)
+        yield from (observed, expected, forecast, made)
+        fallback = GaugeMetricFamily(
+            "diurnal_fallback", "1 while the decision holds every knob at its baseline, by reason (StaleInputs, "
+            "AllProvidersDegraded, KillSwitch).", labels=["reason"])
+        held = ctl.fallback_reasons()
+        for reason in FALLBACK_REASONS:
+            fallback.add_metric([reason], 1.0 if reason in held else 0.0)
+        yield fallback
+        yield from _hour_of_week(ctl)
         yield from _forecast_state(ctl)
         yield GaugeMetricFamily(
             "diurnal_stored_series", "Series in the embedded store.", value=float(ctl.stored_series_count())
@@ -192,6 +254,9 @@ def _forecast_state(ctl: Controller) -> Iterator[GaugeMetricFamily | InfoMetricF
     component = GaugeMetricFamily(
         "diurnal_forecast_component", "Decomposition at the last fitted hour (trend, daily, weekly, residual).",
         labels=[*labels, "component"])
+    backtest = GaugeMetricFamily(
+        "diurnal_forecast_backtest_mae", "Backtest mean absolute error of each candidate model, in the signal's unit "
+        "(the chosen one is in diurnal_forecast_model_info).", labels=[*labels, "model"])
     now = ctl.decision.at if ctl.decision is not None else None
     for (signal, provider), sf in sorted(ctl.forecasts().items()):
         lv = [signal, provider]
@@ -212,4 +277,28 @@ def _forecast_state(ctl: Controller) -> Iterator[GaugeMetricFamily | InfoMetricF
                 value = float(last[name])
                 if math.isfinite(value):
                     component.add_metric([*lv, name], value)
-    yield from (skill, gain, trusted, history, age, model, component)
+        if fit.selection is not None:
+            for candidate, mae in sorted(fit.selection.scores.items()):
+                if math.isfinite(mae):
+                    backtest.add_metric([*lv, candidate], mae)
+    yield from (skill, gain, trusted, history, age, model, component, backtest)
+
+
+def _hour_of_week(ctl: Controller) -> Iterator[GaugeMetricFamily]:
+    """The typical week: 168 series per profiled signal (see ``HOUR_OF_WEEK_SIGNALS``), and
+    its value for the current local hour."""
+    family = GaugeMetricFamily(
+        "diurnal_hour_of_week", "Typical value of a signal in one local hour of the week (the median over the "
+        "forecast history), for weekday x hour heatmaps. weekday is 1-Mon .. 7-Sun.",
+        labels=["signal", "provider", "weekday", "hour"])
+    typical = GaugeMetricFamily(
+        "diurnal_typical", "The typical week's value for the current local hour (this week against the typical "
+        "week).", labels=["signal", "provider"])
+    now_slot = ctl.current_slot()
+    for (signal, provider), medians in sorted(ctl.hour_of_week().items()):
+        for slot, value in enumerate(medians):
+            if math.isfinite(value):
+                family.add_metric([signal, provider, WEEKDAYS[slot // 24], f"{slot % 24:02d}"], float(value))
+        if now_slot is not None and math.isfinite(medians[now_slot]):
+            typical.add_metric([signal, provider], float(medians[now_slot]))
+    yield from (family, typical)

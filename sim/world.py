@@ -197,6 +197,9 @@ class _Cumulative:
     input_tokens: float = 0.0
     output_tokens: float = 0.0
     latency_sum: float = 0.0
+    #: Retries this deployment took for another one (LiteLLM's fallbacks), answered or not.
+    fallbacks_ok: float = 0.0
+    fallbacks_failed: float = 0.0
     buckets: np.ndarray = field(default_factory=lambda: np.zeros(len(LATENCY_BUCKETS)))
 
 
@@ -488,6 +491,8 @@ class SimulatedRouter:
                 "cache_misses": ((n - hits)[:, None] * share_of_models * part).sum(axis=0),
                 "input_tokens": (in_tok * part).sum(axis=0), "output_tokens": (out_tok * part).sum(axis=0),
                 "spend": usd.sum(axis=0),
+                "fallbacks_ok": (served2 * part).sum(axis=0),
+                "fallbacks_failed": ((retried - served2) * part).sum(axis=0),
             }
             buckets = np.cumsum(counts[:, t * k:(t + 1) * k, :-1].sum(axis=0), axis=1)  # (k, b)
             for j, p in enumerate(spec.providers):
@@ -600,6 +605,15 @@ class SimulatedRouter:
         for metric, attr, text in (
             ("litellm_deployment_total_requests", "requests", "Total LLM API calls to a deployment, success + failure"),
             ("litellm_deployment_success_responses", "success", "Successful LLM API calls to a deployment"),
+        ):
+            family(metric, "counter", text)
+            for p, model, mid in deployments:
+                lines.append(f"{metric}_total{{{dep(p, model, mid)}}} {getattr(self._cum[(p.name, model)], attr):.1f}")
+        for metric, attr, text in (
+            ("litellm_deployment_successful_fallbacks", "fallbacks_ok",
+             "Successful fallbacks: requests another deployment rejected, answered by this one"),
+            ("litellm_deployment_failed_fallbacks", "fallbacks_failed",
+             "Failed fallbacks: requests another deployment rejected, rejected by this one too"),
         ):
             family(metric, "counter", text)
             for p, model, mid in deployments:

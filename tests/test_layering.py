@@ -52,3 +52,18 @@ def test_public_embedding_api_exports() -> None:
     for name in ("Controller", "Settings", "Decision", "load_settings", "ConfigError", "ExpositionError"):
         assert name in controller.__all__
         assert getattr(controller, name) is not None
+
+
+def test_library_code_uses_the_opentelemetry_api_only() -> None:
+    """The SDK is wired at the entry point (controller/tracing.py), never in library code."""
+    bad = []
+    for package in ("controller", "collectors", "policies"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if path.name == "tracing.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                bad += [f"{path.relative_to(ROOT)}: {n}" for n in names
+                        if n.startswith(("opentelemetry.sdk", "opentelemetry.exporter"))]
+    assert not bad, bad
