@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -79,6 +80,16 @@ def monday() -> datetime:
     return datetime(2026, 11, 9, tzinfo=NY)
 
 
+def prom_query(url: str, promql: str) -> list[dict[str, Any]]:
+    """An instant query against the Prometheus at ``url``; the result vector."""
+    q = urllib.parse.urlencode({"query": promql})
+    with urllib.request.urlopen(f"{url}/api/v1/query?{q}", timeout=10) as resp:
+        body = json.load(resp)
+    assert body["status"] == "success", body
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
+
+
 @dataclass
 class PrometheusServer:
     url: str
@@ -89,13 +100,8 @@ class PrometheusServer:
         tmp.write_text(json.dumps([{"targets": targets, "labels": {}}]))
         tmp.replace(self.sd_file)
 
-    def query(self, promql: str) -> list[dict[str, object]]:
-        q = urllib.parse.urlencode({"query": promql})
-        with urllib.request.urlopen(f"{self.url}/api/v1/query?{q}", timeout=10) as resp:
-            body = json.load(resp)
-        assert body["status"] == "success", body
-        result: list[dict[str, object]] = body["data"]["result"]
-        return result
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        return prom_query(self.url, promql)
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from dashboards.generate import DASHBOARDS, HERE, RULES
-from tests.conftest import free_port, need_binary, wait_http
+from tests.conftest import free_port, need_binary, prom_query, wait_http
 
 pytestmark = pytest.mark.integration
 
@@ -33,12 +33,7 @@ class Live:
     prometheus: str
 
     def query(self, promql: str) -> list[dict[str, Any]]:
-        q = urllib.parse.urlencode({"query": promql})
-        with urllib.request.urlopen(f"{self.prometheus}/api/v1/query?{q}", timeout=10) as resp:
-            body = json.load(resp)
-        assert body["status"] == "success", body
-        result: list[dict[str, Any]] = body["data"]["result"]
-        return result
+        return prom_query(self.prometheus, promql)
 
     def label_values(self, label: str, selector: str) -> list[str]:
         q = urllib.parse.urlencode({"match[]": selector})
