@@ -370,6 +370,9 @@ class Store:
         with self._rlock:
             yield self._r
 
+    def series_count(self) -> int:
+        return len(self._series)
+
     def series(self, signal: str | None = None) -> list[SeriesKey]:
         return sorted(k for k in list(self._series) if signal is None or k.signal == signal)
 

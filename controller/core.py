@@ -340,7 +340,7 @@ class Controller:
                 written = self.store.write(rows)
                 self._remember(rows, int(when.timestamp()))
                 span.set_attribute("diurnal.rows_written", written)
-                span.set_attribute("diurnal.series.stored", len(self.store.series()))
+                span.set_attribute("diurnal.series.stored", self.stored_series_count())
             with _tracer.start_as_current_span("fit") as span:
                 due = self.refit_in_step and self.refit_due(when)
                 span.set_attribute("diurnal.refit.ran", due)
@@ -821,7 +821,7 @@ class Controller:
         return sorted({r.code for r in self._decision.reasons if r.code in FALLBACK_REASONS})
 
     def stored_series_count(self) -> int:
-        return len(self.store.series())
+        return self.store.series_count()
 
     def close(self) -> None:
         try:
