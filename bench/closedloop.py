@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from bench.baselines import BASELINES, REACTIVE, Knobs, Policy, apply
-from controller.core import Controller
+from controller.loop import Controller
 from controller.settings import Settings, load_settings
 from sim import AZURE_CONV_TOKENS, SimulatedRouter, TokenSizes
 from sim.scenarios import (
@@ -129,7 +129,7 @@ class Diurnal:
         self.now = now
         self.ctl.ingest_exposition(world.exposition(), at=now)
         decision = self.ctl.step(at=now)
-        self.ctl.prewarm.wait_idle()  # the scale call lands before the world moves on
+        self.ctl.publish.prewarm.wait_idle()  # the scale call lands before the world moves on
         return Knobs(dict(decision.weights), decision.thresholds.get(f"thresholds/{ROUTE}/escalation_fraction"))
 
     def close(self) -> None:

@@ -82,7 +82,7 @@ def bench_events(runs: int, batch: int = 5000, batches: int = 10) -> dict[str, f
     port = _free_port()
     env = {**os.environ, "DIURNAL_DATA_DIR": str(tmp), "DIURNAL_API__PORT": str(port),
            "DIURNAL_API__TOKEN": "bench", "DIURNAL_LOG_LEVEL": "WARNING"}
-    cmd = [sys.executable, "-m", "controller.cli", "run"]
+    cmd = [sys.executable, "-m", "controller.entrypoints.cli", "run"]
     if shutil.which("taskset"):
         cmd = ["taskset", "-c", "0", *cmd]  # the server gets one core; this client the other
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

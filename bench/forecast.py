@@ -40,6 +40,7 @@ from bench.realdata import DATASETS, Dataset, available, data_dir
 from controller.forecast import fit, gate
 from controller.forecast import models as m
 from controller.forecast.grid import to_grid
+from policies import ReasonCode
 
 HORIZON = 24
 HISTORY = pd.Timedelta(weeks=8)
@@ -157,7 +158,7 @@ def run_dataset(ds: Dataset, root: Path, days: int, candidates: bool, baselines:
         preds[OURS] = result.frame["mean"].to_numpy(dtype=float)
         stages[result.stage] = stages.get(result.stage, 0) + 1
         chosen[result.model] = chosen.get(result.model, 0) + 1
-        trusted += gate(result)[0] == "ForecastTrusted"
+        trusted += gate(result)[0] == ReasonCode.ForecastTrusted
         lo, hi = result.frame["lower"].to_numpy(dtype=float), result.frame["upper"].to_numpy(dtype=float)
         covered.extend(((truth[ok] >= lo[ok]) & (truth[ok] <= hi[ok])).astype(float).tolist())
         if candidates and result.selection is not None:

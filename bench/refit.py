@@ -32,10 +32,10 @@ import pandas as pd
 import uvicorn
 
 from bench.realdata import available, data_dir
-from controller.api import create_app
-from controller.core import Controller
+from controller.entrypoints.api import create_app
 from controller.forecast import Fit
-from controller.refit import FitJob, Refitter
+from controller.forecast.refit import FitJob, Refitter
+from controller.loop import Controller
 from controller.settings import load_settings
 
 WEEKS = 8
@@ -130,11 +130,11 @@ def bench_api(series: list[pd.Series], workers: int, seconds: float, rate: float
         deadline = time.monotonic() + 30
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.05)
-        ctl.refitter.run(jobs_for(series[:max(workers, 1)]))  # pool up, models imported: not measured
+        ctl.fit.refitter.run(jobs_for(series[:max(workers, 1)]))  # pool up, models imported: not measured
         results: dict[str, dict[str, float]] = {}
         with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as poller:
             poller.submit(_poll, url, 1.0, rate).result()  # warm the client process
-            for label, refit in (("idle", None), (f"refit in {workers} worker processes", ctl.refitter),
+            for label, refit in (("idle", None), (f"refit in {workers} worker processes", ctl.fit.refitter),
                                  ("refit inline in the API process", Refitter(0, 120.0))):
                 job = poller.submit(_poll, url, seconds, rate)
                 busy = 0.0

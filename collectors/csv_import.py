@@ -18,7 +18,7 @@ from collectors.store import Store
 log = logging.getLogger("diurnal.import")
 
 
-class ImportError_(CollectorError):
+class CsvImportError(CollectorError):
     """The CSV file cannot be imported as asked."""
 
 
@@ -42,10 +42,10 @@ def read_series(path: Path, *, time_column: str, value_column: str, tz: str, ign
     try:
         frame = pd.read_csv(path, usecols=[time_column, value_column])
     except FileNotFoundError as exc:
-        raise ImportError_(f"no such file: {path}") from exc
+        raise CsvImportError(f"no such file: {path}") from exc
     except ValueError as exc:
         cols = ", ".join(pd.read_csv(path, nrows=0).columns) if path.is_file() else "?"
-        raise ImportError_(f"{path}: {exc}; the columns are: {cols}") from exc
+        raise CsvImportError(f"{path}: {exc}; the columns are: {cols}") from exc
     stamps = frame[time_column].astype(str)
     if ignore_offset:
         stamps = stamps.str.replace(r"(Z|[+-]\d\d:?\d\d)$", "", regex=True)
@@ -53,7 +53,7 @@ def read_series(path: Path, *, time_column: str, value_column: str, tz: str, ign
     values = pd.to_numeric(frame[value_column], errors="coerce")
     ok = times.notna() & values.notna()
     if not ok.any():
-        raise ImportError_(f"{path}: no row has both a time in {time_column!r} and a number in {value_column!r}")
+        raise CsvImportError(f"{path}: no row has both a time in {time_column!r} and a number in {value_column!r}")
     series = pd.Series(values[ok].to_numpy(dtype=float), index=pd.DatetimeIndex(times[ok]))
     if series.index.tz is None:
         try:
@@ -70,7 +70,7 @@ def read_series(path: Path, *, time_column: str, value_column: str, tz: str, ign
 def import_series(store: Store, series: pd.Series, *, signal: str, provider: str = "imported") -> int:
     """Write ``series`` (aware index) as gauge points of ``signal``; fill-only. Returns rows written."""
     if signal in RESERVED:
-        raise ImportError_(f"{signal!r} names a router signal; choose another name for an imported series")
+        raise CsvImportError(f"{signal!r} names a router signal; choose another name for an imported series")
     key = SeriesKey(signal, provider)
     rows = [MinuteRow(int(ts.timestamp()) // 60 * 60, key, MinuteCell(value=float(v)))
             for ts, v in series.items()]

@@ -1,17 +1,9 @@
-"""diurnal's exceptions.
+"""The controller's errors, under the one root :class:`DiurnalError` (drawn in full in
+:mod:`collectors.errors`, where the root lives so that the collectors' errors share it)."""
 
-    DiurnalError
-    ├── ConfigError          a setting is missing or invalid; the message names the field
-    └── NotReadyError        asked for something that has no data yet
+from collectors.errors import DiurnalError
 
-Collector-side errors live in :mod:`collectors.errors` (``CollectorError`` and its children):
-the collectors package cannot import the controller. Both are re-exported from
-:mod:`controller`.
-"""
-
-
-class DiurnalError(Exception):
-    """Base class of the controller's errors."""
+__all__ = ["ConfigError", "DiurnalError", "NotReadyError"]
 
 
 class ConfigError(DiurnalError):

@@ -1,240 +1,112 @@
-"""Publishers: push each new decision where a router reads it (in ``act`` mode only).
+"""Stage 4 of a tick, publish: the decision's wire format, its ETag, and handing a new
+decision to the audit log and the actuators (publishers in ``act`` mode, the prewarm
+executor every tick).
 
-- :class:`FilePublisher`: an atomic write of JSON or YAML, for a router that hot-reloads a
-  mounted file; ``shape="litellm"`` writes a LiteLLM proxy config fragment (deployment
-  weights in ``model_list``, ``router_settings``).
-- :class:`WebhookPublisher`: POST with httpx from one background thread. Each decision has
-  bounded attempts with exponential backoff and full jitter, and carries its ETag as the
-  ``Idempotency-Key``; a newer decision replaces one still waiting, so a target that is down
-  sees at most one request in flight and never a backlog (no retry storms), and the control
-  loop never waits for it.
-
-Polling ``GET /v1/decision`` (with ETag) needs no publisher.
+The wire format (:func:`decision_body`) is what ``GET /v1/decision`` serves, what the file and
+webhook publishers send and what the audit log keeps.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import logging
-import random
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Generic, TypeVar
 
-import httpx
-import yaml
+from controller.actuators import (
+    AuditLog,
+    KubernetesScaler,
+    PrewarmExecutor,
+    ReplicaScaler,
+    build_publishers,
+)
+from controller.decide import Decided
+from controller.metrics import Metrics
+from controller.settings import Settings
+from policies import Decision
 
-from controller.overrides import atomic_write
-
-log = logging.getLogger("diurnal.publish")
-
-T = TypeVar("T")
-
-#: Called with (publisher, result) after each publish attempt outcome, for metrics.
-Report = Callable[[str, str], None]
-
-
-class LatestWins(Generic[T]):
-    """One background thread handling items one at a time, where an item not yet started is
-    replaced by a newer one: a slow or failing consumer never builds a backlog, and the
-    producer (the control loop) never waits. ``newer`` is set while an item waits, so a
-    handler can cut a backoff short."""
-
-    def __init__(self, handle: Callable[[T], None], name: str) -> None:
-        self._handle = handle
-        self._name = name
-        self._cond = threading.Condition()
-        self._pending: T | None = None
-        self._closed = False
-        self._idle = threading.Event()
-        self._idle.set()
-        self.newer = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def put(self, item: T) -> None:
-        with self._cond:
-            self._pending = item
-            self._idle.clear()
-            self.newer.set()
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
-            self._cond.notify()
-
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until every item put was handled (tests, shutdown)."""
-        return self._idle.wait(timeout)
-
-    def _take(self) -> T | None:
-        with self._cond:
-            while self._pending is None and not self._closed:
-                self._idle.set()
-                self._cond.wait()
-            if self._closed:
-                self._idle.set()
-                return None
-            item, self._pending = self._pending, None
-            self.newer.clear()
-            return item
-
-    def _run(self) -> None:
-        while (item := self._take()) is not None:
-            try:
-                self._handle(item)
-            except Exception:  # the thread must outlive any one failure
-                log.exception("%s failed; going on with the next item", self._name)
-
-    def close(self, timeout: float = 5.0) -> None:
-        with self._cond:
-            self._closed = True
-            self.newer.set()
-            self._cond.notify()
-        if self._thread is not None:
-            self._thread.join(timeout)
+__all__ = ["PublishStage", "decision_body", "decision_etag"]
 
 
-def litellm_config(weights: Mapping[str, float], model_providers: Mapping[str, str], group: str) -> dict[str, Any]:
-    """A LiteLLM config fragment: each deployment of a provider gets an equal part of its
-    provider's weight (LiteLLM's simple-shuffle picks deployments of one model_name by weight)."""
-    by_provider: dict[str, list[str]] = {}
-    for model, provider in sorted(model_providers.items()):
-        by_provider.setdefault(provider, []).append(model)
-    model_list = []
-    for provider, weight in sorted(weights.items()):
-        models = by_provider.get(provider, [])
-        for model in models:
-            model_list.append({"model_name": group,
-                               "litellm_params": {"model": model, "weight": round(weight / len(models), 6)}})
-    return {"model_list": model_list, "router_settings": {"routing_strategy": "simple-shuffle"}}
+def decision_body(decision: Decision, *, with_time: bool = True) -> dict[str, object]:
+    """The JSON form of a decision, as served at ``GET /v1/decision``."""
+    body: dict[str, object] = {
+        "mode": decision.mode,
+        "weights": {k: round(v, 6) for k, v in sorted(decision.weights.items())},
+        "recommended_weights": {k: round(v, 6) for k, v in sorted(decision.recommended_weights.items())},
+        "thresholds": dict(sorted(decision.thresholds.items())),
+        "recommended_thresholds": dict(sorted(decision.recommended_thresholds.items())),
+        "prewarm": [
+            {"action": p.action, "kind": p.kind, "target": p.target, "amount": p.amount, "at": p.at.isoformat(),
+             "peak_at": p.peak_at.isoformat() if p.peak_at else None,
+             "release_at": p.release_at.isoformat() if p.release_at else None}
+            for p in decision.prewarm
+        ],
+        "reasons": [{"knob": r.knob, "code": str(r.code), "message": r.message} for r in decision.reasons],
+    }
+    if with_time:
+        body["at"] = decision.at.isoformat()
+    return body
 
 
-class FilePublisher:
-    name = "file"
+def decision_etag(decision: Decision, body: dict[str, object] | None = None) -> str:
+    """The decision's ETag. A decision is new when a knob or a reason code changes; messages
+    are left out, since they carry live numbers (the p95 seen now) and a poller must get 304
+    while nothing it acts on has changed."""
+    identity = {k: v for k, v in (body or decision_body(decision)).items() if k not in ("at", "reasons")}
+    identity["codes"] = [(r.knob, str(r.code)) for r in decision.reasons]
+    return '"' + hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20] + '"'
 
-    def __init__(self, path: Path, fmt: str = "json", shape: str = "decision",
-                 model_providers: Mapping[str, str] | None = None, group: str = "diurnal",
-                 report: Report | None = None) -> None:
-        self.path = path
-        self.fmt = fmt
-        self.shape = shape
-        self.model_providers = dict(model_providers or {})
-        self.group = group
-        self._report = report or (lambda *_: None)
 
-    def render(self, body: Mapping[str, Any]) -> bytes:
-        doc: Any = body
-        if self.shape == "litellm":
-            weights = body.get("weights", {})
-            doc = litellm_config(weights, self.model_providers, self.group)
-        if self.fmt == "yaml":
-            return yaml.safe_dump(doc, sort_keys=False).encode()
-        return (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode()
+class PublishStage:
+    def __init__(self, settings: Settings, metrics: Metrics,
+                 scaler: Callable[[], ReplicaScaler] | None = None) -> None:
+        self.metrics = metrics
+        self.audit = AuditLog(Path(settings.data_dir) / "audit.jsonl")
+        self.publishers = build_publishers(settings, lambda name, result: metrics.publishes.labels(name, result).inc())
+        k8s = settings.publish.kubernetes
+        self.prewarm = PrewarmExecutor(scaler or (lambda: KubernetesScaler.from_settings(k8s)),
+                                       lambda name, result: metrics.prewarm_actions.labels(name, result).inc(),
+                                       owned=frozenset(a.name for a in settings.policy.prewarm if a.scale_in))
+        self.decision: Decision | None = None
+        self.etag: str | None = None
 
-    def publish(self, body: Mapping[str, Any], etag: str) -> None:
-        try:
-            atomic_write(self.path, self.render(body))
-        except OSError as exc:
-            self._report(self.name, "error")
-            log.warning("cannot write the decision to %s: %s", self.path, exc)
-            return
-        self._report(self.name, "ok")
+    def run(self, decided: Decided) -> bool:
+        """Make the decision current; push it if it changed. Returns whether it changed."""
+        decision, view = decided.decision, decided.view
+        self.decision = decision
+        body = decision_body(decision)
+        etag = decision_etag(decision, body)
+        changed = etag != self.etag
+        if changed:  # a new decision: into the audit log with what it was based on
+            self.audit.append({
+                **body,
+                "etag": etag,
+                "inputs": {
+                    "data_age_seconds": view.data_age_seconds,
+                    "observed_total_rpm": view.observed_total_rpm,
+                    "predicted_total_rpm": view.predicted_total_rpm,
+                    "providers": {
+                        n: {"observed_p95_seconds": pv.observed_p95_seconds, "observed_rpm": pv.observed_rpm,
+                            "predicted_p95_seconds": pv.predicted_p95_seconds,
+                            "predicted_p95_at": pv.predicted_p95_at.isoformat() if pv.predicted_p95_at else None,
+                            "forecast_trusted": pv.forecast_trusted}
+                        for n, pv in sorted(view.providers.items())
+                    },
+                    "overrides": [o.id for o in decided.overrides],
+                },
+            })
+            if decision.mode == "act":  # observe mode pushes nothing
+                for pub in self.publishers:
+                    pub.publish(body, etag)
+        self.etag = etag
+        if decision.mode == "act":  # each tick: it acts only on a changed amount, and retries a failed one
+            self.prewarm.submit(decision.prewarm, decision.at)
+        for r in decision.reasons:
+            self.metrics.decision_reasons.labels(r.knob.split("/", 1)[0], r.code).inc()
+        return changed
 
     def close(self) -> None:
-        return None
-
-
-class WebhookPublisher:
-    name = "webhook"
-
-    def __init__(self, url: str, *, bearer_token: str | None = None, timeout: float = 5.0, max_attempts: int = 4,
-                 backoff: float = 1.0, max_backoff: float = 30.0, report: Report | None = None,
-                 transport: httpx.BaseTransport | None = None, sleep: Callable[[float], None] | None = None) -> None:
-        self.url = url
-        self.max_attempts = max_attempts
-        self.backoff = backoff
-        self.max_backoff = max_backoff
-        self._report = report or (lambda *_: None)
-        headers = {"Content-Type": "application/json", "User-Agent": "diurnal"}
-        if bearer_token:
-            headers["Authorization"] = f"Bearer {bearer_token}"
-        self._client = httpx.Client(timeout=timeout, headers=headers, transport=transport)
-        self._sleep = sleep
-        self._queue: LatestWins[tuple[Mapping[str, Any], str]] = LatestWins(
-            lambda item: self._deliver(*item), "webhook-publisher")
-
-    def publish(self, body: Mapping[str, Any], etag: str) -> None:
-        """Queue ``body``; returns at once. A decision still waiting is replaced."""
-        self._queue.put((body, etag))
-
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until every queued decision was delivered or given up (tests, shutdown)."""
-        return self._queue.wait_idle(timeout)
-
-    def _pause(self, seconds: float) -> bool:
-        """Back off; False when a newer decision (or close) cut the wait short."""
-        if self._sleep is not None:
-            self._sleep(seconds)
-            return not self._queue.newer.is_set()
-        return not self._queue.newer.wait(seconds)
-
-    def _deliver(self, body: Mapping[str, Any], etag: str) -> None:
-        data = json.dumps(body).encode()
-        for attempt in range(1, self.max_attempts + 1):
-            retry_after: float | None = None
-            try:
-                resp = self._client.post(self.url, content=data, headers={"Idempotency-Key": etag.strip('"')})
-                if resp.status_code < 300:
-                    self._report(self.name, "ok")
-                    return
-                if resp.status_code < 500 and resp.status_code != 429:
-                    self._report(self.name, "rejected")
-                    log.warning("webhook %s refused the decision: HTTP %d %s", self.url, resp.status_code,
-                                resp.text[:200])
-                    return  # a 4xx will not get better by retrying
-                retry_after = _retry_after(resp.headers.get("Retry-After"))
-                problem = f"HTTP {resp.status_code}"
-            except httpx.HTTPError as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            if attempt == self.max_attempts:
-                self._report(self.name, "failed")
-                log.warning("webhook %s: gave up on decision %s after %d attempts (%s)", self.url, etag,
-                            attempt, problem)
-                return
-            self._report(self.name, "retry")
-            cap = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-            delay = max(retry_after or 0.0, random.uniform(0, cap))  # full jitter
-            if not self._pause(min(delay, self.max_backoff)):
-                self._report(self.name, "superseded")
-                return  # a newer decision is waiting: send that one instead
-
-    def close(self, timeout: float = 5.0) -> None:
-        self._queue.close(timeout)
-        self._client.close()
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
-
-
-Publisher = FilePublisher | WebhookPublisher
-
-
-def build_publishers(settings: Any, report: Report) -> list[Publisher]:
-    """The publishers the settings switch on."""
-    p = settings.publish
-    out: list[Publisher] = []
-    if p.file.path is not None:
-        out.append(FilePublisher(Path(p.file.path), p.file.format, p.file.shape, settings.router.model_providers,
-                                 p.file.litellm_model_group, report))
-    if p.webhook.url is not None:
-        w = p.webhook
-        out.append(WebhookPublisher(w.url, bearer_token=w.bearer_token.get_secret_value() if w.bearer_token else None,
-                                    timeout=w.timeout_seconds, max_attempts=w.max_attempts, backoff=w.backoff_seconds,
-                                    max_backoff=w.max_backoff_seconds, report=report))
-    return out
+        for pub in self.publishers:
+            pub.close()
+        self.prewarm.close()

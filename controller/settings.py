@@ -251,6 +251,11 @@ class PolicySettings(_Group):
         default=0.05, gt=0, le=1,
         description="Share of requests failing with 429 or 5xx a provider may have before share moves off it.",
     )
+    capacity_headroom: float = Field(
+        default=0.9, gt=0, le=1,
+        description="Fraction of a provider's capacity (capacity_rpm, capacity_tpm or its measured knee) the "
+                    "weights plan to use at most; the rest absorbs what the forecast misses. A fraction.",
+    )
     lead_minutes: float = Field(
         default=30.0,
         ge=0,

@@ -1,96 +1,57 @@
-"""diurnal's own Prometheus metrics, on a registry owned by each controller."""
+"""The state half of ``/metrics``: gauges built fresh from the controller on every scrape
+(client_python's custom-collector pattern), so no stale series linger. The event counters are
+in :mod:`controller.metrics`.
+
+The collector reads the controller through :class:`StateSource`, the read side of the
+embedding API, so this module does not import the loop.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from controller.core import Controller
+from collectors.mapping import Mapper
+from controller.fit import SeriesForecast
+from controller.settings import Settings
+from policies import FALLBACK_CODES, Decision, Override, PolicyConfig
 
-#: Decision reason codes that mean every knob is held at its baseline (diurnal_fallback).
-FALLBACK_REASONS = ("AllProvidersDegraded", "KillSwitch", "StaleInputs")
-
-
-SCRAPE_RESULTS = ("ok", "unreachable", "http_error", "malformed", "error")
-PUBLISH_RESULTS = ("ok", "retry", "failed", "rejected", "superseded", "error")
+__all__ = ["HORIZONS", "WEEKDAYS", "StateCollector", "StateSource"]
 
 
-class Metrics:
-    """Event counters and histograms. State gauges come from :class:`StateCollector`."""
+class _Overrides(Protocol):
+    def active(self, now: datetime) -> list[Override]: ...
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.ingested_samples = Counter(
-            "diurnal_ingested_samples", "Samples read from router expositions.", registry=registry
-        )
-        self.ingest_errors = Counter(
-            "diurnal_ingest_errors",
-            "Input rejected or skipped, by kind (malformed_exposition, non_finite, out_of_order).",
-            ["kind"],
-            registry=registry,
-        )
-        self.counter_resets = Counter(
-            "diurnal_router_resets", "Router counters seen going down (a router restart).", registry=registry
-        )
-        self.scrapes = Counter(
-            "diurnal_scrapes", "Scrapes of the router, by result (ok, unreachable, http_error, malformed).",
-            ["result"], registry=registry,
-        )
-        self.events = Counter(
-            "diurnal_events", "Pushed per-request events, by result (accepted, rejected).", ["result"],
-            registry=registry,
-        )
-        self.ticks = Counter("diurnal_control_ticks", "Control ticks run.", registry=registry)
-        self.decisions = Counter(
-            "diurnal_decisions", "Decisions made, by mode (observe: recommended only; act: published).",
-            ["mode"], registry=registry,
-        )
-        self.tick_errors = Counter(
-            "diurnal_control_tick_errors", "Control ticks that failed (the loop goes on).", registry=registry
-        )
-        self.tick_seconds = Histogram(
-            "diurnal_control_tick_duration_seconds", "Wall time of one control tick.",
-            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=registry,
-        )
-        self.refit_seconds = Histogram(
-            "diurnal_refit_duration_seconds", "Wall time of one refit of all forecasts.",
-            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60), registry=registry,
-        )
-        self.publishes = Counter(
-            "diurnal_publishes", "Decision pushes by publisher (file, webhook) and result (ok, retry, failed, "
-            "rejected, superseded, error).", ["publisher", "result"], registry=registry,
-        )
-        self.prewarm_actions = Counter(
-            "diurnal_prewarm_actions", "Prewarm steps carried out, by action and result (ok, error).",
-            ["action", "result"], registry=registry,
-        )
-        self.refit_failures = Counter(
-            "diurnal_refit_failures", "Series refits that failed, by reason (error, timeout); the last good "
-            "forecast is kept.", ["reason"], registry=registry,
-        )
-        self.decision_reasons = Counter(
-            "diurnal_decision_reasons", "Reasons given in decisions, by knob kind and reason code.",
-            ["knob", "reason"], registry=registry,
-        )
 
-    def initialise(self, *, mode: str, publishers: list[str], prewarm_actions: list[str]) -> None:
-        """Create the labelled children that are known up front, at zero, so that rates and
-        alerts see a series before the first event (client_python's advice)."""
-        for result in SCRAPE_RESULTS:
-            self.scrapes.labels(result)
-        for publisher in publishers:
-            for result in PUBLISH_RESULTS:
-                self.publishes.labels(publisher, result)
-        for action in prewarm_actions:
-            for result in ("ok", "error"):
-                self.prewarm_actions.labels(action, result)
-        self.decisions.labels(mode)
+class StateSource(Protocol):
+    """What the collector reads (:class:`controller.Controller` is one)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def mapper(self) -> Mapper: ...
+    @property
+    def overrides(self) -> _Overrides: ...
+    @property
+    def decision(self) -> Decision | None: ...
+    def now(self) -> datetime: ...
+    def data_age_seconds(self, at: datetime | None = None) -> float | None: ...
+    def policy_config(self) -> PolicyConfig: ...
+    def knees(self) -> dict[str, float | None]: ...
+    def observations(self) -> dict[tuple[str, str], float]: ...
+    def forecasts(self) -> dict[tuple[str, str], SeriesForecast]: ...
+    def forecasts_at(self, offsets: Sequence[int]) -> dict[tuple[str, str], dict[int, dict[str, float]]]: ...
+    def forecasts_made_ago(self, horizons: Sequence[int]) -> dict[tuple[str, str], dict[int, dict[str, float]]]: ...
+    def hour_of_week(self) -> dict[tuple[str, str], np.ndarray]: ...
+    def current_slot(self) -> int | None: ...
+    def fallback_reasons(self) -> list[str]: ...
+    def stored_series_count(self) -> int: ...
 
 
 #: Forecast horizons on ``/metrics``, seconds ahead of the last tick.
@@ -102,7 +63,7 @@ WEEKDAYS = ("1-Mon", "2-Tue", "3-Wed", "4-Thu", "5-Fri", "6-Sat", "7-Sun")
 class StateCollector(Collector):
     """Current state, built fresh on every scrape so no stale series linger."""
 
-    def __init__(self, controller: Controller, version: Callable[[], str]) -> None:
+    def __init__(self, controller: StateSource, version: Callable[[], str]) -> None:
         self._ctl = controller
         self._version = version
 
@@ -125,7 +86,7 @@ class StateCollector(Collector):
         )
         yield GaugeMetricFamily("diurnal_overrides_active", "Manual overrides in force.",
                                 value=float(len(ctl.overrides.active(ctl.decision.at if ctl.decision else
-                                                                     datetime.now(UTC)))))
+                                                                     ctl.now()))))
         decision = ctl.decision
         weights = GaugeMetricFamily(
             "diurnal_provider_weight", "Provider traffic share, by kind (published, recommended, baseline).",
@@ -215,8 +176,8 @@ class StateCollector(Collector):
             "diurnal_fallback", "1 while the decision holds every knob at its baseline, by reason (StaleInputs, "
             "AllProvidersDegraded, KillSwitch).", labels=["reason"])
         held = ctl.fallback_reasons()
-        for reason in FALLBACK_REASONS:
-            fallback.add_metric([reason], 1.0 if reason in held else 0.0)
+        for code in FALLBACK_CODES:
+            fallback.add_metric([code], 1.0 if code in held else 0.0)
         yield fallback
         yield from _hour_of_week(ctl)
         yield from _forecast_state(ctl)
@@ -235,7 +196,7 @@ class StateCollector(Collector):
         yield dropped
 
 
-def _forecast_state(ctl: Controller) -> Iterator[GaugeMetricFamily | InfoMetricFamily]:
+def _forecast_state(ctl: StateSource) -> Iterator[GaugeMetricFamily | InfoMetricFamily]:
     """Per forecast series: skill, gate, chosen model, decomposition at the last fitted hour."""
     labels = ["signal", "provider"]
     skill = GaugeMetricFamily(
@@ -284,7 +245,7 @@ def _forecast_state(ctl: Controller) -> Iterator[GaugeMetricFamily | InfoMetricF
     yield from (skill, gain, trusted, history, age, model, component, backtest)
 
 
-def _hour_of_week(ctl: Controller) -> Iterator[GaugeMetricFamily]:
+def _hour_of_week(ctl: StateSource) -> Iterator[GaugeMetricFamily]:
     """The typical week: 168 series per profiled signal (see ``HOUR_OF_WEEK_SIGNALS``), and
     its value for the current local hour."""
     family = GaugeMetricFamily(

@@ -178,17 +178,20 @@ def draw(board: dict[str, Any], data: dict[int, list[tuple[str, list[float], lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    from controller.demo import DEMO_START, run_demo
+    from controller.entrypoints.demo import DEMO_START, run_demo
     from sim import WorldSpec
 
     parser = argparse.ArgumentParser(prog="python -m dashboards.preview", description=__doc__.split("\n")[0])
     parser.add_argument("--dashboard", default="seasonality")
     parser.add_argument("--out", type=Path, default=Path("docs/seasonality.png"))
     parser.add_argument("--days", type=float, default=7, help="days of the demo's last week drawn")
+    parser.add_argument("--weeks", type=int, default=4, help="simulated weeks of the demo (at least 2)")
     parser.add_argument("--signal", default="request_rate")
     parser.add_argument("--provider", default="*")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (history, blocks) for a look")
     args = parser.parse_args(argv)
+    if args.weeks < 2:
+        parser.error("--weeks: the demo needs at least 2 weeks (one to learn from, one to score)")
     prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
     if not prometheus or not promtool:
         parser.error("needs the prometheus and promtool binaries (apt-get install prometheus)")
@@ -196,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="diurnal-preview-"))
     proc = None
     try:
-        weeks = 4
+        weeks = args.weeks
         tz = ZoneInfo(WorldSpec().tz)
         end = datetime(*DEMO_START, tzinfo=tz) + timedelta(weeks=weeks)
         since = end - timedelta(days=args.days)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from policies import ReasonCode
+
 #: Where each alert's runbook lives (an anchor per alert is appended). Regenerate with
 #: ``python -m dashboards.generate --runbook-base URL`` to point at your own copy.
 RUNBOOK_BASE = "https://github.com/diurnal/diurnal/blob/main/docs/runbooks.md"
@@ -91,7 +93,7 @@ def alerting_rules(runbook_base: str = RUNBOOK_BASE) -> list[dict[str, Any]]:
         ),
         _alert(
             runbook_base, "DiurnalStuckInFallback",
-            "max by (job, instance, reason) (diurnal_fallback{reason!=\"KillSwitch\"}) == 1",
+            f"max by (job, instance, reason) (diurnal_fallback{{reason!=\"{ReasonCode.KillSwitch}\"}}) == 1",
             "30m", "warning",
             "diurnal has held every knob at its baseline for 30 minutes ({{ $labels.reason }})",
             "diurnal on {{ $labels.instance }} has been in fallback ({{ $labels.reason }}) for 30 minutes: it "

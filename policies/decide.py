@@ -9,6 +9,8 @@ from policies.thresholds import decide_thresholds
 from policies.types import Decision, PolicyConfig, View
 from policies.weights import decide_weights
 
+__all__ = ["decide"]
+
 
 def decide(view: View, previous: Decision | None, config: PolicyConfig, now: datetime) -> Decision:
     """Compute every knob from the view. Pure and deterministic.

@@ -39,8 +39,11 @@ from policies.types import (
     PrewarmAction,
     PrewarmConfig,
     Reason,
+    ReasonCode,
     View,
 )
+
+__all__ = ["MISSED_BELOW_LOWER", "decide_prewarm"]
 
 #: Observed total load under this share of the forecast's lower band: the forecast missed.
 MISSED_BELOW_LOWER = 0.75
@@ -144,15 +147,15 @@ def decide_prewarm(view: View, previous: Decision | None, config: PolicyConfig, 
             release = end + a.release_after
             what = (f"the load forecast for {_when(top.at, view.tz)}" if top.at <= now
                     else f"the predicted peak at {_when(top.at, view.tz)}")
-            code, msg = "PredictedPeak", (
+            code, msg = ReasonCode.PredictedPeak, (
                 f"{amount} units ahead of {what} (upper band {top.upper_rpm:.0f} rpm at {a.rpm_per_unit:g} rpm "
                 f"per unit, {a.lead.total_seconds() / 60:.0f} min to warm up); held until {_when(release, view.tz)}")
         else:
-            code, msg = "ReactiveNeed", f"{amount} units for the {observed or 0:.0f} rpm observed now"
+            code, msg = ReasonCode.ReactiveNeed, f"{amount} units for the {observed or 0:.0f} rpm observed now"
         held = before.get(a.name) if not missed else None
         if held is not None and held.release_at is not None and now < held.release_at and held.amount > amount:
             amount, release, peak_at = int(held.amount), held.release_at, held.peak_at
-            code, msg = "HeldUntilRelease", (
+            code, msg = ReasonCode.HeldUntilRelease, (
                 f"holding {amount} units until {_when(release, view.tz)}, the end of the predicted busy stretch "
                 f"plus the stabilization window; {max(reactive, predicted)} needed now")
         since = now  # a step that did not change keeps the time it took effect (a stable ETag)
@@ -161,10 +164,10 @@ def decide_prewarm(view: View, previous: Decision | None, config: PolicyConfig, 
             since = last.at
         actions.append(PrewarmAction(a.name, a.target, amount, since, peak_at, a.kind, release))
         if missed:
-            code, msg = "ForecastMissed", f"{amount} units for the {observed or 0:.0f} rpm observed now; {missed}"
+            code, msg = ReasonCode.ForecastMissed, f"{amount} units for the {observed or 0:.0f} rpm observed now; {missed}"
         elif not points:
             code_extra = " (no trusted load forecast: reacting only)"
-            code = "ForecastGated" if code == "ReactiveNeed" else code
+            code = ReasonCode.ForecastGated if code == ReasonCode.ReactiveNeed else code
             msg += code_extra
         # One plan step per peak ahead, at the peak minus the warm-up lead.
         upcoming = [pk for pk in _peaks(points, a, amount, now) if pk[2] - a.lead > now]
@@ -174,8 +177,8 @@ def decide_prewarm(view: View, previous: Decision | None, config: PolicyConfig, 
         if upcoming:
             _, _, t0, u0 = upcoming[0]
             msg += f"; next: {u0} units at {_when(t0 - a.lead, view.tz)} for the peak at {_when(t0, view.tz)}"
-            code = "PeakPlanned" if code == "ReactiveNeed" else code
-        elif points and code == "ReactiveNeed":
-            code = "NoPeakAhead"
+            code = ReasonCode.PeakPlanned if code == ReasonCode.ReactiveNeed else code
+        elif points and code == ReasonCode.ReactiveNeed:
+            code = ReasonCode.NoPeakAhead
         reasons.append(Reason(knob, code, msg))
     return tuple(actions), reasons

@@ -26,37 +26,13 @@ Reason codes (knob ``thresholds/<route>``): ``BaselineFraction``, ``BudgetLimite
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
-from policies.types import PolicyConfig, Reason, View
+from policies.types import PolicyConfig, Reason, ReasonCode, RouteConfig, RouteView, View
+
+__all__ = ["decide_thresholds", "score_threshold"]
 
 _EPS = 1e-12
-
-
-@dataclass(frozen=True)
-class RouteConfig:
-    name: str
-    tier: str = "standard"  # "high" is never lowered to save money
-    baseline_fraction: float = 0.3
-    quality_floor: float = 0.0
-    max_fraction: float = 1.0
-    strong_cost: float = 0.0  # per request
-    weak_cost: float = 0.0
-    hourly_budget: float | None = None
-    strong_provider: str | None = None
-    max_disparity: float = 0.2
-
-
-@dataclass(frozen=True)
-class RouteView:
-    predicted_rpm: float | None = None  # trusted forecast peak over the look-ahead
-    observed_rpm: float | None = None
-    #: This hour-of-week's score distribution: (score, fraction of requests at or below it),
-    #: increasing in both.
-    score_cdf: Sequence[tuple[float, float]] = ()
-    #: Observed escalation rate per segment label.
-    segment_rates: Mapping[str, float] = field(default_factory=dict)
 
 
 def score_threshold(cdf: Sequence[tuple[float, float]], fraction: float) -> float:
@@ -90,30 +66,30 @@ def decide_thresholds(view: View, config: PolicyConfig) -> tuple[dict[str, float
         rv = view.routes.get(r.name, RouteView())
         rpm = rv.predicted_rpm if rv.predicted_rpm is not None else rv.observed_rpm
         f = r.baseline_fraction
-        code, msg = "BaselineFraction", f"baseline escalation {f:.0%}"
+        code, msg = ReasonCode.BaselineFraction, f"baseline escalation {f:.0%}"
         if rpm is None:
-            code, msg = "NoLoadData", f"no load known for the route; baseline escalation {f:.0%}"
+            code, msg = ReasonCode.NoLoadData, f"no load known for the route; baseline escalation {f:.0%}"
         else:
             allowed = _budget_fraction(r, rpm)
             spend = rpm * 60.0 * (r.weak_cost + f * (r.strong_cost - r.weak_cost))
             source = "forecast" if rv.predicted_rpm is not None else "observed"
             if allowed is not None and allowed < f - _EPS:
                 if r.tier == "high":
-                    code, msg = "BudgetInversionAvoided", (
+                    code, msg = ReasonCode.BudgetInversionAvoided, (
                         f"{source} spend {spend:.2f}/h is over the {r.hourly_budget:.2f}/h budget, but a high-value "
                         f"tier is not downgraded to save money; escalation stays {f:.0%}")
                 elif allowed < r.quality_floor:
                     f = r.quality_floor
-                    code, msg = "QualityFloor", (
+                    code, msg = ReasonCode.QualityFloor, (
                         f"{source} spend at baseline would be {spend:.2f}/h (budget {r.hourly_budget:.2f}/h); "
                         f"escalation held at the quality floor {f:.0%}, still over budget")
                 else:
                     f = max(r.quality_floor, allowed)
-                    code, msg = "BudgetLimited", (
+                    code, msg = ReasonCode.BudgetLimited, (
                         f"escalation {f:.0%} keeps the {source} {rpm:.0f} rpm within the {r.hourly_budget:.2f}/h "
                         f"budget (baseline {r.baseline_fraction:.0%} would spend {spend:.2f}/h)")
             else:
-                code, msg = "BaselineFraction", f"baseline escalation {f:.0%}; {source} spend {spend:.2f}/h within budget"
+                code, msg = ReasonCode.BaselineFraction, f"baseline escalation {f:.0%}; {source} spend {spend:.2f}/h within budget"
         pv = view.providers.get(r.strong_provider) if r.strong_provider else None
         if pv is not None:
             slow = (pv.forecast_trusted and pv.predicted_p95_seconds is not None and pv.predicted_p95_seconds > slo) or (
@@ -121,7 +97,7 @@ def decide_thresholds(view: View, config: PolicyConfig) -> tuple[dict[str, float
             if slow and f > r.quality_floor + _EPS:
                 f = r.quality_floor
                 p95 = pv.predicted_p95_seconds if pv.forecast_trusted and pv.predicted_p95_seconds else pv.observed_p95_seconds
-                code, msg = "StrongModelLatency", (
+                code, msg = ReasonCode.StrongModelLatency, (
                     f"the strong model's provider {r.strong_provider} is at p95 {p95:.2f}s, over the {slo:.2f}s SLO; "
                     f"escalation down to the quality floor {f:.0%} until it recovers")
         f = min(r.max_fraction, max(r.quality_floor, f))
@@ -130,7 +106,7 @@ def decide_thresholds(view: View, config: PolicyConfig) -> tuple[dict[str, float
         if rv.score_cdf:
             s = score_threshold(rv.score_cdf, f)
             out[f"{knob}/score_threshold"] = round(s, 6)
-            reasons.append(Reason(f"{knob}/score", "CalibratedThreshold",
+            reasons.append(Reason(f"{knob}/score", ReasonCode.CalibratedThreshold,
                                   f"score >= {s:.4g} escalates {f:.0%} of requests, by this hour-of-week's scores"))
         if len(rv.segment_rates) >= 2:
             rates = dict(rv.segment_rates)
@@ -144,11 +120,11 @@ def decide_thresholds(view: View, config: PolicyConfig) -> tuple[dict[str, float
                         min(1.0, f * target / rate) if rate > _EPS else f, 6)
                 worst = max(rates, key=lambda k: rates[k])
                 least = min(rates, key=lambda k: rates[k])
-                reasons.append(Reason(f"{knob}/segments", "SegmentDisparity", (
+                reasons.append(Reason(f"{knob}/segments", ReasonCode.SegmentDisparity, (
                     f"escalation differs by {spread:.0%} between segments ({worst} {rates[worst]:.0%}, "
                     f"{least} {rates[least]:.0%}), over the {r.max_disparity:.0%} limit; per-segment fractions bring "
                     f"each within {r.max_disparity / 2:.0%} of the mean")))
             else:
-                reasons.append(Reason(f"{knob}/segments", "SegmentsWithinLimit",
+                reasons.append(Reason(f"{knob}/segments", ReasonCode.SegmentsWithinLimit,
                                       f"segments within {spread:.0%} of each other (limit {r.max_disparity:.0%})"))
     return out, reasons

@@ -1,14 +1,87 @@
-"""The values that go into and come out of a policy. All frozen; no I/O anywhere here."""
+"""The values that go into and come out of a policy. All frozen; no I/O anywhere here.
+
+Every config here is built from :class:`controller.settings.Settings` (the one place that
+declares defaults), so none declares a default of its own that a setting also has.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from enum import StrEnum, unique
 
-if TYPE_CHECKING:
-    from policies.thresholds import RouteConfig, RouteView
+__all__ = [
+    "FALLBACK_CODES",
+    "Decision",
+    "GuardrailConfig",
+    "LoadPoint",
+    "Override",
+    "PolicyConfig",
+    "PrewarmAction",
+    "PrewarmConfig",
+    "ProviderConfig",
+    "ProviderView",
+    "Reason",
+    "ReasonCode",
+    "RouteConfig",
+    "RouteView",
+    "View",
+]
+
+
+@unique
+class ReasonCode(StrEnum):
+    """Why a knob has its value: the code on every :class:`Reason`, in the style of the HPA's
+    condition reasons. A ``StrEnum``, so it compares equal to its name and serialises as it.
+
+    The README's reason-code tables list exactly these members (a test checks it)."""
+
+    # Provider weights (knob ``weights/<provider>``), from the weights policy.
+    BaselineWeight = "BaselineWeight"
+    PredictedLatencyBreach = "PredictedLatencyBreach"
+    ObservedLatencyBreach = "ObservedLatencyBreach"
+    ErrorBudgetBreach = "ErrorBudgetBreach"
+    ShareReceived = "ShareReceived"
+    CapacityLimited = "CapacityLimited"
+    CapacityExhausted = "CapacityExhausted"
+    AllProvidersDegraded = "AllProvidersDegraded"
+    # Guardrails (knob ``weights``, or ``weights/<provider>`` for an override).
+    KillSwitch = "KillSwitch"
+    StaleInputs = "StaleInputs"
+    DesiredWithinDeadBand = "DesiredWithinDeadBand"
+    Stabilizing = "Stabilizing"
+    StepLimited = "StepLimited"
+    ManualOverride = "ManualOverride"
+    ObserveMode = "ObserveMode"
+    # Routing thresholds (knobs ``thresholds/<route>``, ``…/score``, ``…/segments``).
+    BaselineFraction = "BaselineFraction"
+    NoLoadData = "NoLoadData"
+    BudgetLimited = "BudgetLimited"
+    QualityFloor = "QualityFloor"
+    BudgetInversionAvoided = "BudgetInversionAvoided"
+    StrongModelLatency = "StrongModelLatency"
+    CalibratedThreshold = "CalibratedThreshold"
+    SegmentDisparity = "SegmentDisparity"
+    SegmentsWithinLimit = "SegmentsWithinLimit"
+    # Prewarm (knob ``prewarm/<action>``).
+    PredictedPeak = "PredictedPeak"
+    PeakPlanned = "PeakPlanned"
+    HeldUntilRelease = "HeldUntilRelease"
+    NoPeakAhead = "NoPeakAhead"
+    ReactiveNeed = "ReactiveNeed"
+    ForecastGated = "ForecastGated"
+    ForecastMissed = "ForecastMissed"
+    # Forecast gates (knob ``forecast/<signal>/<provider>``), from the forecaster.
+    ForecastTrusted = "ForecastTrusted"
+    InsufficientHistory = "InsufficientHistory"
+    NotSeasonal = "NotSeasonal"
+    BelowSkillGate = "BelowSkillGate"
+
+
+#: Codes under which a decision holds every knob at its baseline (``diurnal_fallback``).
+FALLBACK_CODES: tuple[ReasonCode, ...] = (
+    ReasonCode.AllProvidersDegraded, ReasonCode.KillSwitch, ReasonCode.StaleInputs)
 
 
 @dataclass(frozen=True)
@@ -16,7 +89,7 @@ class Reason:
     """Why a knob has its value, in the style of the HPA's conditions."""
 
     knob: str  # e.g. "weights/openai"
-    code: str  # e.g. "PredictedLatencyBreach"
+    code: ReasonCode
     message: str
 
 
@@ -39,6 +112,17 @@ class ProviderView:
 
 
 @dataclass(frozen=True)
+class RouteView:
+    predicted_rpm: float | None = None  # trusted forecast peak over the look-ahead
+    observed_rpm: float | None = None
+    #: This hour-of-week's score distribution: (score, fraction of requests at or below it),
+    #: increasing in both.
+    score_cdf: Sequence[tuple[float, float]] = ()
+    #: Observed escalation rate per segment label.
+    segment_rates: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class View:
     now: datetime
     providers: Mapping[str, ProviderView]
@@ -56,31 +140,82 @@ class View:
     routes: Mapping[str, RouteView] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ProviderConfig:
     baseline_weight: float
-    min_weight: float = 0.0
-    max_weight: float = 1.0
-    capacity_rpm: float | None = None
-    capacity_tpm: float | None = None
+    min_weight: float
+    max_weight: float
+    capacity_rpm: float | None
+    capacity_tpm: float | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
+class RouteConfig:
+    name: str
+    tier: str  # "high" is never lowered to save money
+    baseline_fraction: float
+    quality_floor: float
+    max_fraction: float
+    strong_cost: float  # per request
+    weak_cost: float
+    hourly_budget: float | None
+    strong_provider: str | None
+    max_disparity: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrewarmConfig:
+    name: str
+    kind: str  # replicas, webhook or pool
+    target: str
+    rpm_per_unit: float
+    min_units: int
+    max_units: int
+    lead: timedelta
+    release_after: timedelta
+    provider: str  # whose load: a provider, or "*" for all
+
+
+@dataclass(frozen=True, kw_only=True)
 class PolicyConfig:
     providers: Mapping[str, ProviderConfig]
-    latency_slo_seconds: float = 4.0
+    latency_slo_seconds: float
     #: Fraction of a provider's capacity the policy plans to use at most.
-    capacity_headroom: float = 0.9
+    capacity_headroom: float
     #: Share of failing requests (429 and 5xx) a provider may have before share moves off it.
-    error_budget: float = 0.05
-    prewarm: tuple[PrewarmConfig, ...] = ()
-    routes: tuple[RouteConfig, ...] = ()
+    error_budget: float
+    prewarm: tuple[PrewarmConfig, ...]
+    routes: tuple[RouteConfig, ...]
 
     def baseline_thresholds(self) -> dict[str, float]:
         return {f"thresholds/{r.name}/escalation_fraction": r.baseline_fraction for r in self.routes}
 
     def baseline(self) -> dict[str, float]:
         return {name: p.baseline_weight for name, p in self.providers.items()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuardrailConfig:
+    """The guardrails' settings (``guardrails.*``), frozen for the pure guard."""
+
+    mode: str  # "observe" or "act"
+    kill_switch: bool
+    dead_band: float
+    max_weight_step: float
+    stabilization_seconds: float
+    stale_after_seconds: float
+
+
+@dataclass(frozen=True)
+class Override:
+    """A manual pin of one knob until ``expires_at``."""
+
+    id: str
+    knob: str  # "weights/<provider>"
+    value: float
+    expires_at: datetime
+    reason: str = ""
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -108,19 +243,6 @@ class LoadPoint:
     mean_rpm: float
     upper_rpm: float
     lower_rpm: float | None = None
-
-
-@dataclass(frozen=True)
-class PrewarmConfig:
-    name: str
-    kind: str  # replicas, webhook or pool
-    target: str
-    rpm_per_unit: float
-    min_units: int = 0
-    max_units: int = 1_000_000
-    lead: timedelta = timedelta(minutes=10)
-    release_after: timedelta = timedelta(minutes=30)
-    provider: str = "*"  # whose load: a provider, or "*" for all
 
 
 @dataclass(frozen=True)

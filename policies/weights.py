@@ -17,7 +17,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from zoneinfo import ZoneInfo
 
-from policies.types import PolicyConfig, ProviderView, Reason, View
+from policies.types import PolicyConfig, ProviderView, Reason, ReasonCode, View
+
+__all__ = ["decide_weights"]
 
 _EPS = 1e-12
 
@@ -28,24 +30,24 @@ def _fmt_when(pv: ProviderView, tz: str) -> str:
     return f" at {pv.predicted_p95_at.astimezone(ZoneInfo(tz)):%a %H:%M %Z}"
 
 
-def _degradation(pv: ProviderView | None, slo: float, tz: str, error_budget: float = 1.0) -> tuple[str, str] | None:
+def _degradation(pv: ProviderView | None, slo: float, tz: str, error_budget: float = 1.0) -> tuple[ReasonCode, str] | None:
     if pv is None:
         return None
     if pv.forecast_trusted and pv.predicted_p95_seconds is not None and pv.predicted_p95_seconds > slo:
         return (
-            "PredictedLatencyBreach",
+            ReasonCode.PredictedLatencyBreach,
             f"p95 forecast {pv.predicted_p95_seconds:.2f}s{_fmt_when(pv, tz)} exceeds the {slo:.2f}s SLO; "
             "share moved away ahead of it",
         )
     if pv.observed_p95_seconds is not None and pv.observed_p95_seconds > slo:
         source = "no trusted forecast" if not pv.forecast_trusted else "forecast missed it"
         return (
-            "ObservedLatencyBreach",
+            ReasonCode.ObservedLatencyBreach,
             f"observed p95 {pv.observed_p95_seconds:.2f}s exceeds the {slo:.2f}s SLO ({source}; reacting)",
         )
     if pv.observed_error_ratio is not None and pv.observed_error_ratio > error_budget:
         return (
-            "ErrorBudgetBreach",
+            ReasonCode.ErrorBudgetBreach,
             f"{pv.observed_error_ratio:.1%} of its requests fail (429/5xx), over the {error_budget:.1%} error budget",
         )
     return None
@@ -77,11 +79,11 @@ def decide_weights(view: View, config: PolicyConfig) -> tuple[dict[str, float], 
     load = max(v for v in (view.predicted_total_rpm, view.observed_total_rpm, 0.0) if v is not None)
     degraded = {n: d for n in names
                 if (d := _degradation(view.providers.get(n), slo, view.tz, config.error_budget)) is not None}
-    codes: dict[str, tuple[str, str]] = {}
+    codes: dict[str, tuple[ReasonCode, str]] = {}
 
     if len(degraded) == len(names):
         return config.baseline(), [
-            Reason(f"weights/{n}", "AllProvidersDegraded",
+            Reason(f"weights/{n}", ReasonCode.AllProvidersDegraded,
                    "every provider is over the SLO; keeping the baseline since moving share would not help")
             for n in names
         ]
@@ -100,10 +102,10 @@ def decide_weights(view: View, config: PolicyConfig) -> tuple[dict[str, float], 
             upper[n] = cap
             if weight[n] < p.baseline_weight - _EPS:
                 limit = _capacity_rpm(config, n, view.providers.get(n)) or 0.0
-                codes[n] = ("CapacityLimited", f"held at {weight[n]:.2f} by capacity {limit:.0f} rpm "
+                codes[n] = (ReasonCode.CapacityLimited, f"held at {weight[n]:.2f} by capacity {limit:.0f} rpm "
                             f"at {load:.0f} rpm expected")
             else:
-                codes[n] = ("BaselineWeight", f"baseline {p.baseline_weight:.2f}; no breach predicted or observed")
+                codes[n] = (ReasonCode.BaselineWeight, f"baseline {p.baseline_weight:.2f}; no breach predicted or observed")
 
     free = 1.0 - sum(weight.values())
     free = _fill(weight, upper, {n: config.providers[n].baseline_weight for n in names if n not in degraded}, free, codes)
@@ -113,14 +115,14 @@ def decide_weights(view: View, config: PolicyConfig) -> tuple[dict[str, float], 
         total = sum(back.values())
         for n, b in back.items():
             weight[n] += free * b / total
-            codes[n] = ("CapacityLimited", degraded[n][1] + f"; kept {weight[n]:.2f} because the others are at capacity")
+            codes[n] = (ReasonCode.CapacityLimited, degraded[n][1] + f"; kept {weight[n]:.2f} because the others are at capacity")
     elif free > _EPS:
         # Expected load exceeds the capacity of every provider together: no split avoids
         # overload, so the excess is spread by baseline (it will show as 429s, not be hidden).
         capacity = sum(c for n in names if (c := _capacity_rpm(config, n, view.providers.get(n))) is not None)
         for n in names:
             weight[n] += free * config.providers[n].baseline_weight
-            codes[n] = ("CapacityExhausted", f"expected {load:.0f} rpm exceeds the {capacity:.0f} rpm all "
+            codes[n] = (ReasonCode.CapacityExhausted, f"expected {load:.0f} rpm exceeds the {capacity:.0f} rpm all "
                         "providers can take; excess spread by baseline")
     total = sum(weight.values())
     weights = {n: weight[n] / total for n in names}
@@ -128,7 +130,7 @@ def decide_weights(view: View, config: PolicyConfig) -> tuple[dict[str, float], 
 
 
 def _fill(weight: dict[str, float], upper: Mapping[str, float], prio: Mapping[str, float], free: float,
-          codes: dict[str, tuple[str, str]]) -> float:
+          codes: dict[str, tuple[ReasonCode, str]]) -> float:
     """Water-fill ``free`` share into providers below their upper bound, by ``prio``."""
     while free > _EPS:
         room = {n: upper[n] - weight[n] for n in prio if upper[n] - weight[n] > _EPS}
@@ -140,8 +142,8 @@ def _fill(weight: dict[str, float], upper: Mapping[str, float], prio: Mapping[st
             add = min(room[n], free * prio[n] / total)
             weight[n] += add
             given += add
-            if codes[n][0] == "BaselineWeight":
-                codes[n] = ("ShareReceived", "raised to absorb share moved off degraded providers")
+            if codes[n][0] == ReasonCode.BaselineWeight:
+                codes[n] = (ReasonCode.ShareReceived, "raised to absorb share moved off degraded providers")
         free -= given
         if given <= _EPS:
             break

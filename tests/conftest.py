@@ -3,17 +3,20 @@ on a laptop without them and fail under CI (CI=true), where .ci/run installs the
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,8 +25,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from controller.core import Controller
-from controller.demo import demo_settings
+from controller.entrypoints.demo import demo_settings
+from controller.loop import Controller
 from controller.settings import Settings
 from sim import SimulatedRouter, WorldSpec
 
@@ -31,14 +34,27 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 NY = ZoneInfo("America/New_York")
 
 
-def need_binary(name: str) -> str:
+def need(present: bool, missing: str) -> None:
+    """A component the test needs: skip without it on a laptop, fail under CI (CI=true), where
+    .ci/run provides everything."""
+    if present:
+        return
+    if IN_CI:
+        pytest.fail(f"{missing}; CI must provide it")
+    pytest.skip(missing)
+
+
+def need_binary(name: str, install: str = "apt-get install prometheus") -> str:
     """The binary's path; skip without it on a laptop, fail under CI."""
     path = shutil.which(name)
-    if path is None:
-        msg = f"{name} is not installed (apt-get install prometheus)"
-        if IN_CI:
-            pytest.fail(f"{msg}; CI must provide it")
-        pytest.skip(msg)
+    need(path is not None, f"{name} is not installed ({install})")
+    assert path is not None
+    return path
+
+
+def need_real_data(path: Path) -> Path:
+    """A file or folder of ../shared/data/real (never copied into the repo)."""
+    need(path.exists(), f"{path} is not here (../shared/data/real beside the checkout)")
     return path
 
 
@@ -95,10 +111,28 @@ class PrometheusServer:
     url: str
     sd_file: Path
 
-    def set_targets(self, targets: list[str]) -> None:
-        tmp = self.sd_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps([{"targets": targets, "labels": {}}]))
-        tmp.replace(self.sd_file)
+    @contextlib.contextmanager
+    def scraping(self, target: str) -> Iterator[None]:
+        """Prometheus scrapes ``target`` (host:port) while in the block. Targets are added to and
+        removed from the file-discovery list under a file lock, so tests on parallel workers
+        can share the one Prometheus."""
+        self._update(lambda targets: targets | {target})
+        try:
+            yield
+        finally:
+            self._update(lambda targets: targets - {target})
+
+    def _update(self, change: Callable[[set[str]], set[str]]) -> None:
+        with (self.sd_file.parent / "targets.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                groups = json.loads(self.sd_file.read_text() or "[]")
+            except json.JSONDecodeError:
+                groups = []
+            now = {t for g in groups for t in g.get("targets", [])}
+            tmp = self.sd_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps([{"targets": sorted(change(now)), "labels": {}}]))
+            tmp.replace(self.sd_file)
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         return prom_query(self.url, promql)
@@ -111,9 +145,7 @@ def prometheus() -> Iterator[PrometheusServer]:
     sd = os.environ.get("DIURNAL_TEST_PROMETHEUS_SD_FILE")
     if url and sd:
         wait_http(f"{url}/-/ready")
-        server = PrometheusServer(url, Path(sd))
-        yield server
-        server.set_targets([])
+        yield PrometheusServer(url, Path(sd))
         return
     binary = need_binary("prometheus")
     workdir = Path(tempfile.mkdtemp(prefix="diurnal-prom-"))
@@ -155,3 +187,91 @@ def warm_up(ctl: Controller, router: SimulatedRouter, start: datetime, end: date
             ctl.step(at=now)
     finally:
         ctl.refit_in_step = in_step
+
+
+@dataclass
+class ServedDemo:
+    """`diurnal demo --serve`, run once per test session: what it printed, its data dir (store,
+    audit log) and its live API."""
+
+    url: str
+    data_dir: Path
+    summary: str
+
+
+@pytest.fixture(scope="session")
+def served_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedDemo]:
+    """The demo takes about a minute: the tests of its summary, of ``diurnal explain`` on its
+    audit log and of its /metrics in Prometheus share one run."""
+    work = tmp_path_factory.mktemp("served-demo")
+    port = free_port()
+    log = work / "stdout.txt"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "controller.entrypoints.cli", "demo", "--serve", "--port",
+                                 str(port), "--data-dir", str(work / "demo")], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 600
+        while proc.poll() is None and time.monotonic() < deadline and "Serving the demo" not in log.read_text():
+            time.sleep(0.5)
+        assert proc.poll() is None, f"the demo exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
+        wait_http(f"{url}/readyz", timeout=60)
+        yield ServedDemo(url, work / "demo", log.read_text())
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+#: The tests that read the served demo. Under pytest-xdist (``make test`` runs 2 workers) they
+#: form one scheduling unit, so the demo runs once (pytest-xdist's ``--dist loadgroup`` cannot
+#: group them: it rewrites node ids, which pytest 9.2 no longer reads).
+SERVED_DEMO_TESTS = (
+    "tests/test_demo.py::test_diurnal_demo_cli_prints_the_summary",
+    "tests/test_observability.py::test_promtool_accepts_the_exposition",
+    "tests/test_observability.py::test_metrics_cover_what_dashboards_need",
+    "tests/test_observability.py::test_every_panel_query_returns_data",
+)
+
+
+#: The longest tests (a minute or so each on 2 cores): started first, so that the short ones
+#: fill the workers at the end. Only an order; a stale entry costs nothing.
+LONGEST_FIRST = (
+    "test_diurnal_bench_quick_end_to_end", "test_backfill_from_promtool_blocks_matches_direct_ingest",
+    "test_a_run_is_deterministic_given_its_seed", "test_diurnal_run_against_the_simulated_router_over_http",
+    "test_the_readme_picture_is_drawn_from_a_backfilled_prometheus", "test_dockerfile_install_steps_work_in_a_fresh_venv",
+    "test_prometheus_scrapes_the_router_and_backfill_matches_direct_scrape", "test_refit_benchmark_small",
+    "test_embedding_api_learns_the_week_and_acts_before_the_peak",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The served demo's tests first (one unit, the longest), then the longest tests, then the
+    rest in their order. A test that reads the served demo must be listed in
+    ``SERVED_DEMO_TESTS``, or a worker would start a second demo."""
+    stray = [item.nodeid for item in items if "served_demo" in getattr(item, "fixturenames", ())
+             and not item.nodeid.startswith(SERVED_DEMO_TESTS)]
+    if stray:
+        raise pytest.UsageError(f"add these tests to SERVED_DEMO_TESTS in tests/conftest.py: {stray}")
+
+    def rank(item: pytest.Item) -> int:
+        if item.nodeid.startswith(SERVED_DEMO_TESTS):
+            return 0
+        return 1 if item.name.split("[")[0] in LONGEST_FIRST else 2
+
+    items.sort(key=rank)  # stable: each rank keeps its collection order
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Per-test load balancing, except that the served demo's tests are one unit."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduler(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "served-demo" if nodeid.startswith(SERVED_DEMO_TESTS) else nodeid
+
+    return Scheduler(config, log)

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from controller import Controller, Settings
-from controller.api import create_app
+from controller.entrypoints.api import create_app
 from sim import STATIC_WEIGHTS, SimulatedRouter, WorldSpec
 from tests.conftest import need_binary
 
@@ -78,7 +78,7 @@ def test_metrics_pass_promtool_check(warmed: Controller) -> None:
 def test_etag_changes_with_knobs_and_codes_not_with_live_numbers() -> None:
     from datetime import UTC
 
-    from controller.core import decision_etag
+    from controller.publish import decision_etag
     from policies import Decision, Reason
 
     at = datetime(2026, 11, 16, 8, tzinfo=UTC)

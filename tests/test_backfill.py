@@ -22,7 +22,7 @@ from collectors.mapping import LITELLM, Mapper
 from collectors.signals import hourly
 from collectors.store import Store
 from controller import Controller
-from controller.demo import demo_settings
+from controller.entrypoints.demo import demo_settings
 from sim import STATIC_WEIGHTS, SimulatedRouter, WorldSpec
 from tests.conftest import PrometheusServer, free_port, need_binary, wait_http
 
@@ -122,10 +122,10 @@ def test_backfill_from_promtool_blocks_matches_direct_ingest(tmp_path: Path) -> 
     promtool, prometheus = need_binary("promtool"), need_binary("prometheus")
     spec = WorldSpec()
     end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
-    end -= timedelta(minutes=end.minute % 10)
-    start = end - timedelta(weeks=2)
+    end -= timedelta(minutes=end.minute % 20)
+    start = end - timedelta(weeks=2)  # two weeks: each hour-of-week slot is a median of two
     text, scrapes = _openmetrics(SimulatedRouter(spec, seed=9, start=start, weights=STATIC_WEIGHTS),
-                                 start, end, timedelta(minutes=10))
+                                 start, end, timedelta(minutes=20))
     om = tmp_path / "data.om"
     om.write_text(text)
     blocks = Path(tempfile.mkdtemp(prefix="diurnal-blocks-"))
@@ -145,7 +145,7 @@ def test_backfill_from_promtool_blocks_matches_direct_ingest(tmp_path: Path) -> 
             mapper = Mapper(LITELLM, spec.model_providers())
             with httpx.Client(timeout=60) as client:
                 stats = backfill(backfilled, mapper, PrometheusAPI(client, f"http://127.0.0.1:{port}"),
-                                 start=int(start.timestamp()), end=int(end.timestamp()), step=600)
+                                 start=int(start.timestamp()), end=int(end.timestamp()), step=1200)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -188,9 +188,6 @@ def test_prometheus_scrapes_the_router_and_backfill_matches_direct_scrape(tmp_pa
     from sim.server import RouterServer
 
     spec = WorldSpec()
-    wall = datetime.now(UTC)
-    if (3600 - wall.minute * 60 - wall.second) < 150:  # keep the test inside one local hour
-        time.sleep(3600 - wall.minute * 60 - wall.second + 2)
     sim_now = [datetime(2026, 11, 9, 8, tzinfo=pd.Timestamp.now(TZ).tz)]  # Monday 08:00 New York
     router = SimulatedRouter(spec, seed=6, start=sim_now[0], weights=STATIC_WEIGHTS, clock=lambda: sim_now[0])
     server = RouterServer(router).start()
@@ -213,20 +210,20 @@ def test_prometheus_scrapes_the_router_and_backfill_matches_direct_scrape(tmp_pa
 
     first = last = 0.0
     try:
-        prometheus.set_targets([target])
-        for _ in range(6):
-            sim_now[0] += timedelta(minutes=5)
-            router.advance(sim_now[0])
-            exposition = router.exposition()
-            openai = next(s.value for s in parse_exposition(exposition)
-                          if s.name == "litellm_deployment_total_requests_total" and s.label("api_provider") == "openai")
-            at = recorded_at(openai)
-            first = first or at
-            last = at
-            direct.ingest_exposition(exposition, at=datetime.fromtimestamp(at, UTC))
-        time.sleep(3)  # one more scrape of the last state
+        with prometheus.scraping(target):
+            for _ in range(6):
+                sim_now[0] += timedelta(minutes=5)
+                router.advance(sim_now[0])
+                exposition = router.exposition()
+                openai = next(s.value for s in parse_exposition(exposition)
+                              if s.name == "litellm_deployment_total_requests_total"
+                              and s.label("api_provider") == "openai")
+                at = recorded_at(openai)
+                first = first or at
+                last = at
+                direct.ingest_exposition(exposition, at=datetime.fromtimestamp(at, UTC))
+            time.sleep(3)  # one more scrape of the last state
     finally:
-        prometheus.set_targets([])
         server.stop()
     direct.flush()
     backfilled = Store(tmp_path / "backfilled", tz=TZ)

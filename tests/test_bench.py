@@ -10,11 +10,11 @@ import pytest
 from bench import forecast as bench_forecast
 from bench import refit as bench_refit
 from bench.realdata import DEFAULT_DIR, available
+from tests.conftest import need
 
 
 def test_forecast_benchmark_quick_on_two_series(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if not available(DEFAULT_DIR):
-        pytest.skip(f"no real series in {DEFAULT_DIR}")
+    need(available(DEFAULT_DIR), f"no real series in {DEFAULT_DIR} (../shared/data/real beside the checkout)")
     out = tmp_path / "forecast.json"
     assert bench_forecast.main(["--quick", "--workers", "1", "--json", str(out),
                                 "--only", "taylor_30_min", "elb_request_count_8c0756"]) == 0

@@ -14,7 +14,7 @@ from collectors.intervals import MinuteCell, MinuteRow
 from collectors.mapping import SeriesKey
 from collectors.store import Store
 from controller import Controller, load_settings
-from controller.capacity import measured_knee
+from controller.forecast.capacity import measured_knee
 
 IDX = pd.date_range("2026-10-05", periods=21 * 24, freq="h", tz="UTC")
 RNG = np.random.default_rng(3)

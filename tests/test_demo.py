@@ -4,21 +4,16 @@ import re
 import subprocess
 import sys
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pandas as pd
 
 from collectors.exposition import parse_exposition
 from sim import STATIC_WEIGHTS, SimulatedRouter, WorldSpec
+from tests.conftest import ServedDemo
 
 
-def test_diurnal_demo_cli_prints_the_summary(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "controller.cli", "demo", "--data-dir", str(tmp_path / "demo")],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
+def test_diurnal_demo_cli_prints_the_summary(served_demo: ServedDemo) -> None:
+    out, data_dir = served_demo.summary, served_demo.data_dir
     assert "Hour-of-week p95 latency of openai" in out
     assert re.search(r"Mon .*█", out), "the Monday busy window should be the darkest cells"
     assert "Predicted Monday peak" in out and "openai p95 forecast over the SLO from 08:00 to 11:00" in out
@@ -28,17 +23,17 @@ def test_diurnal_demo_cli_prints_the_summary(tmp_path: Path) -> None:
     assert m, out
     static_min, diurnal_min = int(m.group(1)), int(m.group(2))
     assert static_min > 100 and diurnal_min < static_min / 2
-    assert (tmp_path / "demo" / "diurnal.db").exists()  # --data-dir keeps the store
+    assert (data_dir / "diurnal.db").exists()  # --data-dir keeps the store
     assert re.search(r"prewarm upstream-pool \d+ -> \d+ units\s+\(PredictedPeak", out)
     assert "route chat escalation 30% -> 10%" in out
     # diurnal explain, from the audit log the demo left
-    ex = subprocess.run([sys.executable, "-m", "controller.cli", "explain", "--data-dir", str(tmp_path / "demo"),
+    ex = subprocess.run([sys.executable, "-m", "controller.entrypoints.cli", "explain", "--data-dir", str(data_dir),
                          "--timezone", "America/New_York", "--at", "2026-11-16T07:30"],
                         capture_output=True, text=True, timeout=120)
     assert ex.returncode == 0, ex.stderr
     assert "openai       0.05" in ex.stdout and "PredictedLatencyBreach" in ex.stdout
     assert "upstream-pool (pool router-upstreams)" in ex.stdout and "for the peak at Mon 09:00" in ex.stdout
-    changes = subprocess.run([sys.executable, "-m", "controller.cli", "explain", "--data-dir", str(tmp_path / "demo"),
+    changes = subprocess.run([sys.executable, "-m", "controller.entrypoints.cli", "explain", "--data-dir", str(data_dir),
                               "--timezone", "America/New_York", "--changes", "400"],
                              capture_output=True, text=True, timeout=120)
     assert changes.returncode == 0, changes.stderr

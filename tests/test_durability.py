@@ -1,4 +1,5 @@
-"""A process killed with SIGKILL mid-write loses nothing it had acknowledged."""
+"""The store: a writer killed with SIGKILL mid-write loses no minute whose ``write()`` had
+returned (committed). What the HTTP API acknowledges is covered where the API is."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -37,15 +37,14 @@ WRITER = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("run", range(20))
-def test_sigkill_mid_write_loses_no_acknowledged_minute(tmp_path: Path, run: int) -> None:
+def test_sigkill_mid_write_loses_no_committed_minute(tmp_path: Path, run: int) -> None:
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True,
                             cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
     assert proc.stdout is not None
     acked = -1
-    deadline = time.monotonic() + 30
     target = 50 + 17 * run  # kill at a different point each run
-    while acked < target and time.monotonic() < deadline:
+    while acked < target:  # event-driven: each line is one commit; EOF if the writer died
         line = proc.stdout.readline()
         if not line:
             break

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from collectors.events import parse_events
 from controller import Controller, load_settings
-from controller.api import create_app
+from controller.entrypoints.api import create_app
 
 NOW = datetime(2026, 11, 9, 14, 30, tzinfo=UTC)
 
@@ -102,3 +102,18 @@ def test_writes_are_refused_without_a_configured_token(tmp_path: Path) -> None:
     app = create_app(Controller.from_settings(load_settings(data_dir=tmp_path)))
     r = TestClient(app).post("/v1/events", content=event().encode(), headers={"Authorization": "Bearer x"})
     assert r.status_code == 403 and "api.token" in r.json()["detail"]
+
+
+def test_a_body_over_the_size_limit_is_refused_with_413_and_nothing_is_counted(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from controller.entrypoints import api
+
+    body = "\n".join(event() for _ in range(20)).encode()
+    monkeypatch.setattr(api, "MAX_BODY_BYTES", len(body) - 1)
+    r = client.post("/v1/events", content=body, headers={"Authorization": "Bearer t0ken"})
+    assert r.status_code == 413 and "smaller batches" in r.json()["detail"]
+    ctl: Controller = client.app.state.controller  # type: ignore[attr-defined]
+    assert ctl.registry.get_sample_value("diurnal_events_total", {"result": "accepted"}) in (None, 0.0)
+    monkeypatch.setattr(api, "MAX_BODY_BYTES", len(body))  # at the limit: accepted
+    ok = client.post("/v1/events", content=body, headers={"Authorization": "Bearer t0ken"})
+    assert ok.status_code == 200 and ok.json()["accepted"] == 20

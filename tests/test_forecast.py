@@ -265,7 +265,7 @@ def test_all_nan_and_inf_history_gives_no_forecast() -> None:
 
 
 def test_statsmodels_is_imported_lazily() -> None:
-    code = ("import sys, controller.cli, controller.core, controller.api, controller.forecast; "
+    code = ("import sys, controller.entrypoints.cli, controller.loop, controller.entrypoints.api, controller.forecast; "
             "print('statsmodels' in sys.modules or 'scipy' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -9,19 +9,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.guardrails import Override, guard
-from controller.settings import GuardrailSettings
-from policies import Decision, PolicyConfig, ProviderConfig, Reason
+from policies import Decision, Override, Reason, ReasonCode, guard
+from tests.configs import guardrails, policy, provider
 
 NOW = datetime(2026, 11, 9, 12, tzinfo=UTC)
-CONFIG = PolicyConfig(providers={"openai": ProviderConfig(0.5, 0.05, 0.7), "anthropic": ProviderConfig(0.3, 0.05, 0.7),
-                                 "azure": ProviderConfig(0.2, 0.05, 0.7)})
+CONFIG = policy({"openai": provider(0.5, 0.05, 0.7), "anthropic": provider(0.3, 0.05, 0.7),
+                 "azure": provider(0.2, 0.05, 0.7)})
 BASE = CONFIG.baseline()
 AWAY = {"openai": 0.05, "anthropic": 0.57, "azure": 0.38}  # share off openai
-G = GuardrailSettings(mode="act", max_weight_step=1.0, dead_band=0.0, stabilization_seconds=600)
+G = guardrails(mode="act", max_weight_step=1.0, dead_band=0.0, stabilization_seconds=600)
 
 
-def target(weights: dict[str, float], code: str = "BaselineWeight", at: datetime = NOW) -> Decision:
+def target(weights: dict[str, float], code: ReasonCode = ReasonCode.BaselineWeight, at: datetime = NOW) -> Decision:
     return Decision(at=at, weights=weights, recommended_weights=weights,
                     reasons=(Reason("weights/openai", code, ""),))
 
@@ -32,7 +31,7 @@ def published(weights: dict[str, float]) -> Decision:
 
 def test_a_protective_move_is_immediate() -> None:
     window = [(NOW - timedelta(minutes=m), BASE) for m in range(1, 10)]
-    out = guard(target(AWAY, "PredictedLatencyBreach"), published(BASE), CONFIG, G, 10.0, window=window)
+    out = guard(target(AWAY, ReasonCode.PredictedLatencyBreach), published(BASE), CONFIG, G, 10.0, NOW, window=window)
     assert out.weights == pytest.approx(AWAY)
     assert "Stabilizing" not in [r.code for r in out.reasons]
 
@@ -40,28 +39,28 @@ def test_a_protective_move_is_immediate() -> None:
 def test_giving_share_back_waits_for_the_window() -> None:
     # Two minutes ago the policy still wanted openai off; now it is fine again.
     window = [(NOW - timedelta(minutes=2), AWAY), (NOW - timedelta(minutes=1), BASE)]
-    out = guard(target(BASE), published(AWAY), CONFIG, G, 10.0, window=window)
+    out = guard(target(BASE), published(AWAY), CONFIG, G, 10.0, NOW, window=window)
     assert out.weights == pytest.approx(AWAY)
     assert "Stabilizing" in [r.code for r in out.reasons]
     # Eleven minutes later every recommendation of the window agrees: it goes back.
     later = NOW + timedelta(minutes=11)
     window = [(later - timedelta(minutes=m), BASE) for m in range(1, 10)]
-    out = guard(target(BASE, at=later), published(AWAY), CONFIG, G, 10.0, window=window)
+    out = guard(target(BASE, at=later), published(AWAY), CONFIG, G, 10.0, later, window=window)
     assert out.weights == pytest.approx(BASE)
 
 
 def test_a_new_breach_elsewhere_is_not_held_by_an_old_recommendation() -> None:
     off_anthropic = {"openai": 0.57, "anthropic": 0.05, "azure": 0.38}
     decision = Decision(at=NOW, weights=off_anthropic, recommended_weights=off_anthropic,
-                        reasons=(Reason("weights/anthropic", "PredictedLatencyBreach", ""),))
+                        reasons=(Reason("weights/anthropic", ReasonCode.PredictedLatencyBreach, ""),))
     window = [(NOW - timedelta(minutes=1), AWAY)]  # the old plan moved share off openai instead
-    out = guard(decision, published(AWAY), CONFIG, G, 10.0, window=window)
+    out = guard(decision, published(AWAY), CONFIG, G, 10.0, NOW, window=window)
     assert out.weights == pytest.approx(off_anthropic)
 
 
 def test_an_override_pins_one_weight_and_the_rest_share_the_remainder() -> None:
     pin = Override("o1", "weights/openai", 0.3, NOW + timedelta(hours=1), "vendor incident")
-    out = guard(target(BASE), published(BASE), CONFIG, G, 10.0, overrides=[pin])
+    out = guard(target(BASE), published(BASE), CONFIG, G, 10.0, NOW, overrides=[pin])
     assert out.weights["openai"] == pytest.approx(0.3)
     assert out.weights["anthropic"] == pytest.approx(0.7 * 0.3 / 0.5)
     assert math.isclose(sum(out.weights.values()), 1.0)
@@ -71,16 +70,16 @@ def test_an_override_pins_one_weight_and_the_rest_share_the_remainder() -> None:
 
 def test_an_override_beats_staleness_but_not_the_kill_switch() -> None:
     pin = Override("o1", "weights/openai", 0.3, NOW + timedelta(hours=1))
-    stale = guard(target(BASE), published(BASE), CONFIG, G, 10_000.0, overrides=[pin])
+    stale = guard(target(BASE), published(BASE), CONFIG, G, 10_000.0, NOW, overrides=[pin])
     assert stale.weights["openai"] == pytest.approx(0.3)
-    killed = guard(target(BASE), published(BASE), CONFIG, GuardrailSettings(mode="act", kill_switch=True), 10.0,
+    killed = guard(target(BASE), published(BASE), CONFIG, guardrails(mode="act", kill_switch=True), 10.0, NOW,
                    overrides=[pin])
     assert killed.weights == BASE
 
 
 def test_an_expired_override_is_ignored() -> None:
     pin = Override("o1", "weights/openai", 0.3, NOW - timedelta(seconds=1))
-    assert guard(target(BASE), published(BASE), CONFIG, G, 10.0, overrides=[pin]).weights == pytest.approx(BASE)
+    assert guard(target(BASE), published(BASE), CONFIG, G, 10.0, NOW, overrides=[pin]).weights == pytest.approx(BASE)
 
 
 weights3 = st.lists(st.floats(0.0, 1.0), min_size=3, max_size=3).filter(lambda v: sum(v) > 0.05)
@@ -97,8 +96,8 @@ def _norm(v: list[float]) -> dict[str, float]:
 def test_overrides_win_until_they_expire(goal: list[float], value: float, ttl: float, mode: str,
                                          age: float | None) -> None:
     pin = Override("o", "weights/azure", value, NOW + timedelta(seconds=ttl))
-    g = GuardrailSettings(mode=mode, max_weight_step=0.1, stabilization_seconds=600)  # type: ignore[arg-type]
-    out = guard(target(_norm(goal)), published(BASE), CONFIG, g, age, overrides=[pin])
+    g = guardrails(mode=mode, max_weight_step=0.1, stabilization_seconds=600)
+    out = guard(target(_norm(goal)), published(BASE), CONFIG, g, age, NOW, overrides=[pin])
     assert math.isclose(sum(out.recommended_weights.values()), 1.0, abs_tol=1e-9)
     if pin.expires_at > NOW:
         assert out.recommended_weights["azure"] == pytest.approx(value)
@@ -117,13 +116,14 @@ bounded = st.lists(st.floats(0.2, 1.0), min_size=3, max_size=3).map(
 
 @settings(max_examples=150, deadline=None)
 @given(history=st.lists(bounded, min_size=0, max_size=6), goal=bounded, prev=bounded,
-       code=st.sampled_from(["BaselineWeight", "PredictedLatencyBreach", "ShareReceived"]))
+       code=st.sampled_from([ReasonCode.BaselineWeight, ReasonCode.PredictedLatencyBreach,
+                             ReasonCode.ShareReceived]))
 def test_stabilization_keeps_bounds_and_sum(history: list[list[float]], goal: list[float], prev: list[float],
-                                            code: str) -> None:
+                                            code: ReasonCode) -> None:
     window = [(NOW - timedelta(minutes=i + 1), _norm(h)) for i, h in enumerate(history)]
-    g = GuardrailSettings(mode="act", max_weight_step=0.2, dead_band=0.01, stabilization_seconds=600)
+    g = guardrails(mode="act", max_weight_step=0.2, dead_band=0.01, stabilization_seconds=600)
     before, wanted = _norm(prev), _norm(goal)
-    out = guard(target(wanted, code), published(before), CONFIG, g, 10.0, window=window)
+    out = guard(target(wanted, code), published(before), CONFIG, g, 10.0, NOW, window=window)
     assert math.isclose(sum(out.weights.values()), 1.0, abs_tol=1e-9)
     assert _in_bounds(out.weights)
     for k, w in out.weights.items():

@@ -1,4 +1,5 @@
-"""The Kubernetes scale client against recorded API shapes, and the prewarm executor's
+"""The Kubernetes scale client against the API's shapes (the Scale objects the fake API server
+returns are checked against Kubernetes' own autoscaling/v1 schema), and the prewarm executor's
 rules: raise only, go back only to what it found, leave a Deployment others changed alone."""
 
 from __future__ import annotations
@@ -8,20 +9,32 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import kubernetes_validate
 import pytest
 
-from controller.prewarm_exec import KubernetesError, KubernetesScaler, PrewarmExecutor
+from controller.actuators.prewarm import KubernetesError, KubernetesScaler, PrewarmExecutor
 from policies import PrewarmAction
 
 NOW = datetime(2026, 11, 16, 13, 30, tzinfo=UTC)
+KUBERNETES_VERSIONS = ("1.29.0", "1.33.0")
 
 
 def scale_object(replicas: int) -> dict[str, object]:
     """An autoscaling/v1 Scale as the API server returns it for deployments/scale."""
-    return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+    obj: dict[str, object] = {"kind": "Scale", "apiVersion": "autoscaling/v1",
             "metadata": {"name": "vllm", "namespace": "llm", "uid": "4b0e", "resourceVersion": "81234",
                          "creationTimestamp": "2026-10-01T12:00:00Z"},
             "spec": {"replicas": replicas}, "status": {"replicas": replicas, "selector": "app=vllm"}}
+    for version in KUBERNETES_VERSIONS:
+        kubernetes_validate.validate(obj, version, strict=True)
+    return obj
+
+
+def test_the_fake_api_answers_what_kubernetes_would() -> None:
+    """The check in :func:`scale_object` can fail: a Scale with a misspelt field is refused."""
+    bad = {**scale_object(3), "spec": {"replica": 3}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, KUBERNETES_VERSIONS[-1], strict=True)
 
 
 class FakeCluster:
@@ -117,23 +130,24 @@ def test_an_unreachable_api_is_retried_on_the_next_tick(tmp_path: Path) -> None:
 
 def test_submit_applies_in_the_background_and_a_slow_api_does_not_block(tmp_path: Path) -> None:
     import threading
-    import time
 
     cluster = FakeCluster(3)
-    release = threading.Event()
+    entered, release = threading.Event(), threading.Event()
 
     def slow(request: httpx.Request) -> httpx.Response:
-        release.wait(10)
+        entered.set()
+        assert release.wait(30), "never released"
         return cluster(request)
 
     token = tmp_path / "token"
     token.write_text("tok-1")
     ex = PrewarmExecutor(lambda: KubernetesScaler("https://k8s", token, None, transport=httpx.MockTransport(slow)))
     try:
-        started = time.monotonic()
         ex.submit(step(6), NOW)
         ex.submit(step(8), NOW + timedelta(minutes=1))  # replaces 6 if 6 has not started yet
-        assert time.monotonic() - started < 1.0  # the tick is not held up
+        # Both submits returned while the API call they caused is held open: had submit waited
+        # for the API, this thread would never get here to release it.
+        assert entered.wait(30) and not cluster.requests
         release.set()
         assert ex.wait_idle(10)
         assert cluster.replicas == 8

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from dashboards.generate import DASHBOARDS, HERE, RULES
-from tests.conftest import free_port, need_binary, prom_query, wait_http
+from tests.conftest import ServedDemo, free_port, need_binary, prom_query, wait_http
 
 pytestmark = pytest.mark.integration
 
@@ -51,21 +51,19 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-@pytest.fixture(scope="module")
-def live() -> Iterator[Live]:
+@pytest.fixture(scope="session")
+def live(served_demo: ServedDemo) -> Iterator[Live]:
     """The demo serving its final state, and a Prometheus with diurnal's rules scraping it
-    every second (its own instance: the shared one does not load rule files)."""
+    every second (its own instance: the shared one does not load rule files). Session-scoped
+    like the demo, so that a worker that runs other modules in between does not start it twice."""
     prometheus = need_binary("prometheus")
     work = Path(tempfile.mkdtemp(prefix="diurnal-obs-"))
-    port, prom_port = free_port(), free_port()
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "controller.cli", "demo", "--serve", "--port", str(port), "--data-dir",
-         str(work / "demo")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    prom_port = free_port()
+    port = served_demo.url.rsplit(":", 1)[1]
     prom: subprocess.Popen[bytes] | None = None
     try:
-        wait_http(f"http://127.0.0.1:{port}/readyz", timeout=240)
         (work / "prometheus.yml").write_text(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
             f"rule_files: ['{RULES}']\n"
             "scrape_configs:\n"
             "  - job_name: diurnal\n"
@@ -75,18 +73,18 @@ def live() -> Iterator[Live]:
              f"--web.listen-address=127.0.0.1:{prom_port}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_http(f"http://127.0.0.1:{prom_port}/-/ready")
-        live = Live(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{prom_port}")
-        deadline = time.monotonic() + 60
-        # Rates need two scrapes; recording rules one evaluation after them.
-        while time.monotonic() < deadline and not (
-                live.query("diurnal:decision_reasons:rate5m") and live.query("diurnal:expected_band_deviation")):
-            time.sleep(1)
-        time.sleep(3)
+        live = Live(served_demo.url, f"http://127.0.0.1:{prom_port}")
+        # Rates need two scrapes; recording rules one evaluation after them. A slow first scrape
+        # (the demo computes its hour-of-week profile once) may time out: wait for readiness.
+        deadline = time.monotonic() + 120
+        while not (live.query("diurnal:decision_reasons:rate5m") and live.query("diurnal:expected_band_deviation")):
+            assert time.monotonic() < deadline, "Prometheus never evaluated diurnal's recording rules"
+            time.sleep(0.5)
+        time.sleep(3)  # a few more scrapes and evaluations: every rate has two samples
         yield live
     finally:
         if prom is not None:
             _stop(prom)
-        _stop(demo)
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -160,11 +158,11 @@ def test_every_panel_query_returns_data(live: Live, name: str) -> None:
 
 
 def test_the_readme_picture_is_drawn_from_a_backfilled_prometheus(tmp_path: Path) -> None:
-    """``python -m dashboards.preview`` end to end (half a day, to keep it short)."""
+    """``python -m dashboards.preview`` end to end (a 2-week demo, half a day drawn, to keep it short)."""
     need_binary("prometheus")
     need_binary("promtool")
     out = tmp_path / "seasonality.png"
-    run = subprocess.run([sys.executable, "-m", "dashboards.preview", "--out", str(out), "--days", "0.5"],
+    run = subprocess.run([sys.executable, "-m", "dashboards.preview", "--out", str(out), "--days", "0.5", "--weeks", "2"],
                          capture_output=True, text=True, check=False, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     assert out.stat().st_size > 20_000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

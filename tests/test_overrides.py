@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from controller import Controller
-from controller.api import create_app
-from controller.demo import demo_settings
+from controller.entrypoints.api import create_app
+from controller.entrypoints.demo import demo_settings
 from sim import STATIC_WEIGHTS, SimulatedRouter, WorldSpec
 from tests.conftest import NY
 

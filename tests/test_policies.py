@@ -8,16 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.guardrails import guard
-from controller.settings import GuardrailSettings
-from policies import Decision, PolicyConfig, ProviderConfig, ProviderView, View, decide
+from policies import Decision, GuardrailConfig, ProviderView, View, decide, guard
+from tests.configs import guardrails, policy, provider
 
 NOW = datetime(2026, 11, 16, 12, 0, tzinfo=UTC)
-CONFIG = PolicyConfig(
-    providers={
-        "openai": ProviderConfig(0.5, 0.05, 0.7, 1500),
-        "anthropic": ProviderConfig(0.3, 0.05, 0.7, 1200),
-        "azure": ProviderConfig(0.2, 0.05, 0.7, 1000),
+CONFIG = policy(
+    {
+        "openai": provider(0.5, 0.05, 0.7, 1500),
+        "anthropic": provider(0.3, 0.05, 0.7, 1200),
+        "azure": provider(0.2, 0.05, 0.7, 1000),
     },
     latency_slo_seconds=5.0,
 )
@@ -98,29 +97,25 @@ provider_views = st.builds(
 )
 
 
+#: Previous weights within every provider's [0.05, 0.7], summing to 1 (a valid published state).
+previous_weights = st.lists(st.floats(0.2, 1.0), min_size=3, max_size=3).map(
+    lambda v: [0.05 + 0.85 * x / sum(v) for x in v])
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.lists(provider_views, min_size=3, max_size=3), st.floats(0, 5000),
-       st.lists(st.floats(0, 1), min_size=3, max_size=3), st.floats(0.01, 0.5), st.floats(0, 0.05))
+@given(st.lists(provider_views, min_size=3, max_size=3), st.floats(0, 5000), previous_weights,
+       st.floats(0.01, 0.5), st.floats(0, 0.05))
 def test_weights_sum_to_one_and_bounds_and_steps_hold(pvs: list[ProviderView], rpm: float,
-                                                      prev_raw: list[float], step: float, band: float) -> None:
+                                                      prev: list[float], step: float, band: float) -> None:
     names = list(CONFIG.providers)
     v = View(now=NOW, providers={n: replace(p, name=n) for n, p in zip(names, pvs, strict=True)},
              predicted_total_rpm=rpm, observed_total_rpm=rpm, data_age_seconds=10)
     target = decide(v, None, CONFIG, NOW)
     assert math.isclose(sum(target.weights.values()), 1.0, abs_tol=1e-9)
-    # A previous decision within bounds, summing to 1.
-    lo = {n: CONFIG.providers[n].min_weight for n in names}
-    raw = {n: lo[n] + x for n, x in zip(names, prev_raw, strict=True)}
-    total = sum(raw.values())
-    prev_w = {n: w / total for n, w in raw.items()}
-    prev_w = {n: min(CONFIG.providers[n].max_weight, max(lo[n], w)) for n, w in prev_w.items()}
-    s = sum(prev_w.values())
-    prev_w = {n: w / s for n, w in prev_w.items()}
-    if any(not CONFIG.providers[n].min_weight <= w <= CONFIG.providers[n].max_weight for n, w in prev_w.items()):
-        return  # normalising pushed it out of bounds; not a valid previous state
+    prev_w = dict(zip(names, prev, strict=True))
     previous = Decision(at=NOW, weights=prev_w, recommended_weights=prev_w)
-    g = GuardrailSettings(mode="act", max_weight_step=step, dead_band=band)
-    out = guard(target, previous, CONFIG, g, data_age_seconds=10)
+    g = guardrails(mode="act", max_weight_step=step, dead_band=band)
+    out = guard(target, previous, CONFIG, g, 10, NOW)
     assert math.isclose(sum(out.weights.values()), 1.0, abs_tol=1e-9)
     for n, w in out.weights.items():
         p = CONFIG.providers[n]
@@ -139,41 +134,73 @@ BASE = CONFIG.baseline()
 @pytest.mark.parametrize(
     ("g", "age", "previous", "code", "expected"),
     [
-        pytest.param(GuardrailSettings(mode="act", kill_switch=True), 10.0, SHIFTED, "KillSwitch", BASE, id="KillSwitch"),
-        pytest.param(GuardrailSettings(mode="act"), 1000.0, SHIFTED, "StaleInputs", BASE, id="StaleInputs"),
-        pytest.param(GuardrailSettings(mode="act"), None, SHIFTED, "StaleInputs", BASE, id="StaleInputs-no-data"),
-        pytest.param(GuardrailSettings(mode="act", max_weight_step=0.1), 10.0, BASE, "StepLimited",
+        pytest.param(guardrails(mode="act", kill_switch=True), 10.0, SHIFTED, "KillSwitch", BASE, id="KillSwitch"),
+        pytest.param(guardrails(mode="act"), 1000.0, SHIFTED, "StaleInputs", BASE, id="StaleInputs"),
+        pytest.param(guardrails(mode="act"), None, SHIFTED, "StaleInputs", BASE, id="StaleInputs-no-data"),
+        pytest.param(guardrails(mode="act", max_weight_step=0.1), 10.0, BASE, "StepLimited",
                      {"openai": 0.4, "anthropic": 0.3 + 0.1 * 0.25 / 0.45, "azure": 0.2 + 0.1 * 0.2 / 0.45},
                      id="StepLimited"),
-        pytest.param(GuardrailSettings(mode="act", dead_band=0.5, max_weight_step=1.0), 10.0, BASE,
+        pytest.param(guardrails(mode="act", dead_band=0.5, max_weight_step=1.0), 10.0, BASE,
                      "DesiredWithinDeadBand", BASE, id="DesiredWithinDeadBand"),
-        pytest.param(GuardrailSettings(mode="observe", max_weight_step=1.0), 10.0, BASE, "ObserveMode", BASE,
+        pytest.param(guardrails(mode="observe", max_weight_step=1.0), 10.0, BASE, "ObserveMode", BASE,
                      id="ObserveMode"),
     ],
 )
-def test_guardrail_reason_codes(g: GuardrailSettings, age: float | None, previous: dict[str, float],
+def test_guardrail_reason_codes(g: GuardrailConfig, age: float | None, previous: dict[str, float],
                                 code: str, expected: dict[str, float]) -> None:
     prev = Decision(at=NOW, weights=previous, recommended_weights=previous)
-    out = guard(_target(SHIFTED), prev, CONFIG, g, data_age_seconds=age)
+    out = guard(_target(SHIFTED), prev, CONFIG, g, age, NOW)
     assert code in [r.code for r in out.reasons if r.knob == "weights"]
     assert out.weights == pytest.approx(expected)
     assert out.mode == g.mode
 
 
 def test_observe_mode_publishes_baseline_but_keeps_the_recommendation() -> None:
-    out = guard(_target(SHIFTED), None, CONFIG, GuardrailSettings(mode="observe", max_weight_step=1.0), 10.0)
+    out = guard(_target(SHIFTED), None, CONFIG, guardrails(mode="observe", max_weight_step=1.0), 10.0, NOW)
     assert out.weights == BASE
     assert out.recommended_weights == pytest.approx(SHIFTED)
 
 
-def test_decide_is_deterministic() -> None:
-    v = view(openai=ProviderView("openai", 3.0, None, 8.0, NOW, True))
-    assert decide(v, None, CONFIG, NOW) == decide(v, None, CONFIG, NOW)
+DECIDE_IN_A_FRESH_PROCESS = """
+import json
+from datetime import UTC, datetime, timedelta
+from controller.publish import decision_body
+from policies import LoadPoint, ProviderView, View, decide
+from tests.configs import policy, provider
+now = datetime(2026, 11, 16, 12, tzinfo=UTC)
+cfg = policy({"openai": provider(0.5, 0.05, 0.7, 1500), "anthropic": provider(0.3, 0.05, 0.7, 1200),
+              "azure": provider(0.2, 0.05, 0.7, 1000)}, latency_slo_seconds=5.0,
+             prewarm=[{"name": "pool", "kind": "pool", "target": "p", "rpm_per_unit": 50, "provider": "azure"},
+                      {"name": "all", "kind": "pool", "target": "q", "rpm_per_unit": 80}],
+             routes={"chat": {"baseline_fraction": 0.3, "hourly_budget": 50, "strong_cost_per_request": 0.01}})
+load = tuple(LoadPoint(now + timedelta(hours=h), 900.0 + 90 * h, 1100.0 + 90 * h, 800.0) for h in range(6))
+view = View(now=now, providers={"openai": ProviderView("openai", 3.0, 700, 8.0, now, True),
+                                "anthropic": ProviderView("anthropic", 6.0, 300),
+                                "azure": ProviderView("azure", 2.0, 200, observed_error_ratio=0.1)},
+            predicted_total_rpm=1400, observed_total_rpm=1200, data_age_seconds=5, tz="America/New_York",
+            load_forecast={"*": load, "azure": load[:3]})
+print(json.dumps(decision_body(decide(view, None, cfg, now)), sort_keys=True))
+"""
+
+
+@pytest.mark.parametrize("seeds", [pytest.param(("1", "2"), id="hash-seeds-1-2")])
+def test_decide_gives_the_same_decision_in_any_process(seeds: tuple[str, str]) -> None:
+    """Pure and deterministic: nothing in a decision depends on the process (set and dict
+    order under another hash seed, the wall clock, module state)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    bodies = [subprocess.run([sys.executable, "-c", DECIDE_IN_A_FRESH_PROCESS], cwd=root, capture_output=True,
+                             text=True, check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+              for seed in seeds]
+    assert bodies[0] == bodies[1] and '"weights"' in bodies[0]
 
 
 def test_a_tpm_limit_caps_share_at_the_tokens_per_request_seen() -> None:
-    cfg = PolicyConfig(providers={"a": ProviderConfig(0.5, 0.0, 1.0, None, 600_000),
-                                  "b": ProviderConfig(0.5, 0.0, 1.0)})
+    cfg = policy({"a": provider(0.5, 0.0, 1.0, None, 600_000), "b": provider(0.5, 0.0, 1.0)})
     # 2,000 rpm at 1,000 tokens per request: 'a' takes 600 rpm, so at most 0.9 * 600 / 2000 = 0.27
     v = View(now=NOW, providers={"a": ProviderView("a", 2.0, tokens_per_request=1000.0), "b": ProviderView("b", 2.0)},
              predicted_total_rpm=2000, observed_total_rpm=2000, data_age_seconds=5)

@@ -13,7 +13,7 @@ from collectors.exposition import parse_exposition
 from collectors.intervals import MinuteAggregator
 from collectors.mapping import LITELLM, OTEL_GENAI, Mapper, SeriesKey
 from controller import ConfigError, Controller, load_settings
-from controller.core import build_mapper
+from controller.collect import build_mapper
 from sim import STATIC_WEIGHTS, SimulatedRouter, WorldSpec
 
 FIXTURES = Path(__file__).parent / "fixtures"

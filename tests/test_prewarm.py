@@ -3,17 +3,18 @@ release, never below the reactive need, and reacts only without a trusted foreca
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from policies import Decision, LoadPoint, PolicyConfig, PrewarmConfig, ProviderConfig, View, decide
+from policies import Decision, LoadPoint, View, decide
+from tests.configs import policy
 
 NY = ZoneInfo("America/New_York")
-POOL = PrewarmConfig("gpu-pool", "replicas", "llm/vllm", rpm_per_unit=100, min_units=2, max_units=20,
-                     lead=timedelta(minutes=30), release_after=timedelta(minutes=30))
-CONFIG = PolicyConfig(providers={"self": ProviderConfig(1.0)}, prewarm=(POOL,))
+CONFIG = policy({"self": 1.0}, prewarm=[dict(name="gpu-pool", kind="replicas", target="llm/vllm", rpm_per_unit=100,
+                                              min_units=2, max_units=20, lead_minutes=30, release_after_minutes=30)])
+POOL = CONFIG.prewarm[0]
 
 
 def monday_load(day: datetime, base: float = 300.0, peak: float = 1500.0) -> tuple[LoadPoint, ...]:
@@ -98,7 +99,7 @@ def test_bounds_hold() -> None:
 def test_planned_steps_become_date_jobs_replaced_when_superseded() -> None:
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    from controller.service import schedule_prewarm
+    from controller.entrypoints.service import schedule_prewarm
 
     class Ctl:
         decision: Decision | None = None
@@ -154,9 +155,9 @@ def test_a_providers_prewarm_serves_the_share_the_decision_gives_it() -> None:
     from policies.prewarm import decide_prewarm
 
     day = datetime(2026, 11, 16, tzinfo=NY)
-    pool = PrewarmConfig("gpu-pool", "replicas", "llm/vllm", rpm_per_unit=100, min_units=2, max_units=40,
-                         lead=timedelta(minutes=30), provider="self")
-    cfg = PolicyConfig(providers={"self": ProviderConfig(0.3), "api": ProviderConfig(0.7)}, prewarm=(pool,))
+    cfg = policy({"self": 0.3, "api": 0.7}, prewarm=[dict(name="gpu-pool", kind="replicas", target="llm/vllm",
+                                                          rpm_per_unit=100, min_units=2, max_units=40, lead_minutes=30,
+                                                          provider="self")])
     total = monday_load(day, base=1000, peak=2000)
     own = tuple(LoadPoint(p.at, p.mean_rpm * 0.3, p.upper_rpm * 0.3) for p in total)  # history at 30%
     now = datetime(2026, 11, 16, 8, 45, tzinfo=NY)

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from controller.cli import main
+from controller.entrypoints.cli import main
+from tests.conftest import need_real_data
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
@@ -63,9 +64,9 @@ def test_profile_of_an_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "empty" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not (REAL / "taylor_30_min.csv").exists(), reason="../shared/data/real is not here")
 def test_taylor_weekday_peak_is_at_eleven_london(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    need_real_data(REAL / "taylor_30_min.csv")
     monkeypatch.setenv("DIURNAL_DATA_DIR", str(tmp_path / "store"))
     assert main(["import-csv", str(REAL / "taylor_30_min.csv"), "--time-column", "date", "--value-column", "value",
                  "--signal", "demand", "--timezone", "Europe/London", "--ignore-offset"]) == 0

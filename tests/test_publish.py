@@ -13,8 +13,8 @@ import httpx
 import yaml
 
 from controller import Controller
-from controller.demo import demo_settings
-from controller.publish import FilePublisher, WebhookPublisher, litellm_config
+from controller.actuators.publishers import FilePublisher, WebhookPublisher, litellm_config
+from controller.entrypoints.demo import demo_settings
 from sim import STATIC_WEIGHTS, SimulatedRouter, WorldSpec
 from tests.conftest import NY
 

@@ -13,7 +13,7 @@ import pytest
 
 from controller import Controller
 from controller.forecast import Fit
-from controller.refit import FitJob, Refitter, RefitTimeout, run_job
+from controller.forecast.refit import FitJob, Refitter, RefitTimeout, run_job
 from controller.settings import Settings
 from sim import STATIC_WEIGHTS, SimulatedRouter, WorldSpec
 from tests.conftest import warm_up
@@ -50,7 +50,7 @@ def learned(settings: Settings, spec: WorldSpec, monday: datetime) -> Controller
 
 def test_a_failing_refit_keeps_the_last_good_forecast(learned: Controller, monday: datetime) -> None:
     before = {k: sf.fit.frame.copy() for k, sf in learned.forecasts().items()}
-    learned.refitter = Refitter(0, 10.0, fn=broken)
+    learned.fit.refitter = Refitter(0, 10.0, fn=broken)
     failures = learned.refit(monday + timedelta(hours=1))
     assert set(failures) == set(before) and all(isinstance(e, RuntimeError) for e in failures.values())
     after = learned.forecasts()
@@ -65,7 +65,7 @@ def test_a_failing_refit_keeps_the_last_good_forecast(learned: Controller, monda
 
 def test_a_refit_that_times_out_keeps_the_last_good_forecast(learned: Controller, monday: datetime) -> None:
     before = {k: sf.fit.frame.copy() for k, sf in learned.forecasts().items()}
-    learned.refitter = Refitter(1, timeout=3.0, fn=stuck_on_latency)
+    learned.fit.refitter = Refitter(1, timeout=3.0, fn=stuck_on_latency)
     try:
         started = time.monotonic()
         failures = learned.refit(monday + timedelta(hours=1))

@@ -16,12 +16,14 @@ import httpx
 import pytest
 
 from controller import Controller, Settings
-from controller.service import Scraper, tick
+from controller.entrypoints.service import Scraper, tick
 from sim import STATIC_WEIGHTS, SimulatedRouter, WorldSpec
 from sim.server import RouterServer, compressed_clock
 from tests.conftest import PrometheusServer, free_port, need_binary, wait_http
 
 NOW = datetime(2026, 11, 9, 14, tzinfo=UTC)
+#: Secrets planted in `diurnal run`'s config and environment; none may reach its log.
+SECRETS = {"router": "router-secret-7c1f", "prometheus": "prom-secret-93ab", "api": "api-secret-51d2"}
 
 
 def scraper_for(settings: Settings, handler: httpx.MockTransport) -> tuple[Controller, Scraper]:
@@ -57,7 +59,7 @@ def test_scrape_failures_never_raise_and_are_counted(settings: Settings, handler
 
 
 def test_scrape_recovers_and_sends_the_bearer_token(tmp_path: Path, spec: WorldSpec) -> None:
-    from controller.demo import demo_settings
+    from controller.entrypoints.demo import demo_settings
 
     settings = demo_settings(tmp_path, spec, router={"model_providers": spec.model_providers(),
                                                      "bearer_token": "router-secret"})
@@ -105,17 +107,18 @@ def test_diurnal_run_against_the_simulated_router_over_http(tmp_path: Path, spec
     config.write_text(
         f"data_dir: {tmp_path / 'data'}\n"
         "timezone: America/New_York\n"
-        f"router:\n  metrics_url: {server.url}\n  scrape_interval_seconds: 0.5\n"
+        f"router:\n  metrics_url: {server.url}\n  scrape_interval_seconds: 0.5\n  bearer_token: {SECRETS['router']}\n"
         f"  model_providers: {json.dumps(spec.model_providers())}\n"
         f"api:\n  port: {port}\n"
+        f"prometheus:\n  bearer_token: {SECRETS['prometheus']}\n  backfill_weeks: 0\n"
         "control:\n  tick_interval_seconds: 0.5\n"
         "policy:\n  providers:\n"
         + "".join(f"    {n}: {{baseline_weight: {w}}}\n" for n, w in STATIC_WEIGHTS.items())
     )
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DIURNAL_API__TOKEN": SECRETS["api"], "DIURNAL_LOG_LEVEL": "DEBUG"}
     log_path = tmp_path / "diurnal.log"
     log_file = log_path.open("w")  # a file, not a pipe: nobody has to drain it while we wait
-    proc = subprocess.Popen([sys.executable, "-m", "controller.cli", "run", "--config", str(config)],
+    proc = subprocess.Popen([sys.executable, "-m", "controller.entrypoints.cli", "run", "--config", str(config)],
                             stdout=log_file, stderr=subprocess.STDOUT, text=True, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -135,18 +138,22 @@ def test_diurnal_run_against_the_simulated_router_over_http(tmp_path: Path, spec
         check = subprocess.run([promtool, "check", "metrics"], input=metrics, capture_output=True, text=True)
         assert check.returncode == 0 and not (check.stdout + check.stderr).strip(), check.stdout + check.stderr
         # A real Prometheus scrapes diurnal and can query its weights.
-        prometheus.set_targets([f"127.0.0.1:{port}"])
-        deadline = time.monotonic() + 120
-        result: list[dict[str, object]] = []
-        while time.monotonic() < deadline and not result:
-            result = prometheus.query(f'diurnal_provider_weight{{kind="published",instance="127.0.0.1:{port}"}}')
-            time.sleep(1)
+        with prometheus.scraping(f"127.0.0.1:{port}"):
+            deadline = time.monotonic() + 120
+            result: list[dict[str, object]] = []
+            while time.monotonic() < deadline and not result:
+                result = prometheus.query(f'diurnal_provider_weight{{kind="published",instance="127.0.0.1:{port}"}}')
+                time.sleep(1)
         assert {r["metric"]["provider"] for r in result} == set(STATIC_WEIGHTS)  # type: ignore[index]
+        # A write with the API token from the environment works (and is logged).
+        req = urllib.request.Request(f"{base}/v1/overrides", method="POST", headers={
+            "Authorization": f"Bearer {SECRETS['api']}", "Content-Type": "application/json"},
+            data=json.dumps({"knob": "weights/openai", "value": 0.4, "ttl_seconds": 60, "reason": "test"}).encode())
+        assert urllib.request.urlopen(req, timeout=5).status == 201
     except BaseException:
         print(log_path.read_text())
         raise
     finally:
-        prometheus.set_targets([])
         proc.terminate()
         proc.wait(timeout=30)
         log_file.close()
@@ -154,7 +161,9 @@ def test_diurnal_run_against_the_simulated_router_over_http(tmp_path: Path, spec
     out = log_path.read_text()
     assert proc.returncode == 0, out
     assert "history flushed" in out
-    assert "router-secret" not in out
+    assert "override" in out  # the write was logged, at DEBUG the scrapes too ...
+    for name, secret in SECRETS.items():  # ... and no secret, from the config file or the environment
+        assert secret not in out, f"the {name} secret is in the log"
     # The store outlived the process.
     from collectors.store import Store
 

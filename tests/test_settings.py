@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.cli import main
+from controller.entrypoints.cli import main
 from controller.errors import ConfigError
 from controller.settings import load_settings
 
@@ -96,7 +96,7 @@ def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_run_fails_at_start_on_bad_config(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("control:\n  tick_interval_seconds: 0\n")
-    proc = subprocess.run([sys.executable, "-m", "controller.cli", "run", "--config", str(bad)],
+    proc = subprocess.run([sys.executable, "-m", "controller.entrypoints.cli", "run", "--config", str(bad)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "control.tick_interval_seconds" in proc.stderr

@@ -13,7 +13,7 @@ from collectors.intervals import MinuteCell, MinuteRow
 from collectors.mapping import SeriesKey
 from collectors.store import Store
 from controller import Controller
-from controller.demo import demo_settings
+from controller.entrypoints.demo import demo_settings
 from controller.settings import Settings
 from sim import WorldSpec
 

@@ -4,6 +4,7 @@ segment disparity."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -15,28 +16,25 @@ from collectors.intervals import MinuteCell, MinuteRow
 from collectors.mapping import SeriesKey
 from collectors.store import Store
 from controller import Controller, load_settings
-from controller.guardrails import guard
-from controller.settings import GuardrailSettings
 from policies import (
-    PolicyConfig,
-    ProviderConfig,
     ProviderView,
     RouteConfig,
     RouteView,
     View,
     decide,
+    guard,
     score_threshold,
 )
+from tests.configs import guardrails, policy, route
 
 NOW = datetime(2026, 11, 16, 14, tzinfo=UTC)
 # 600 rpm = 36,000 requests/hour; weak 0.001, strong 0.011 per request: baseline 30% spends 144/h.
-ROUTE = RouteConfig("chat", "standard", baseline_fraction=0.3, quality_floor=0.1, strong_cost=0.011,
-                    weak_cost=0.001, hourly_budget=200.0, strong_provider="openai")
+ROUTE = route("chat", tier="standard", baseline_fraction=0.3, quality_floor=0.1, strong_cost_per_request=0.011,
+              weak_cost_per_request=0.001, hourly_budget=200.0, strong_provider="openai")
 
 
 def run(route: RouteConfig, rv: RouteView, strong: ProviderView | None = None) -> tuple[dict[str, float], dict[str, str]]:
-    cfg = PolicyConfig(providers={"openai": ProviderConfig(0.5), "anthropic": ProviderConfig(0.5)},
-                       latency_slo_seconds=5.0, routes=(route,))
+    cfg = replace(policy({"openai": 0.5, "anthropic": 0.5}, latency_slo_seconds=5.0), routes=(route,))
     providers = {"openai": strong} if strong else {}
     d = decide(View(now=NOW, providers=providers, routes={route.name: rv}, data_age_seconds=5), None, cfg, NOW)
     return dict(d.thresholds), {r.knob: r.code for r in d.reasons if r.knob.startswith("thresholds/")}
@@ -51,7 +49,7 @@ def run(route: RouteConfig, rv: RouteView, strong: ProviderView | None = None) -
         pytest.param(ROUTE, RouteView(predicted_rpm=1200), None, pytest.approx(0.17778, abs=1e-4), "BudgetLimited",
                      id="BudgetLimited"),
         pytest.param(ROUTE, RouteView(predicted_rpm=3000), None, 0.1, "QualityFloor", id="QualityFloor"),
-        pytest.param(RouteConfig(**{**ROUTE.__dict__, "tier": "high"}), RouteView(predicted_rpm=3000), None, 0.3,
+        pytest.param(replace(ROUTE, tier="high"), RouteView(predicted_rpm=3000), None, 0.3,
                      "BudgetInversionAvoided", id="BudgetInversionAvoided"),
         pytest.param(ROUTE, RouteView(predicted_rpm=600), ProviderView("openai", 2.0, None, 8.0, NOW, True), 0.1,
                      "StrongModelLatency", id="StrongModelLatency-predicted"),
@@ -88,16 +86,16 @@ def test_segment_disparity_is_flagged_and_limited() -> None:
 
 
 def test_thresholds_return_to_baseline_in_observe_mode_and_when_stale() -> None:
-    cfg = PolicyConfig(providers={"openai": ProviderConfig(1.0)}, routes=(ROUTE,))
+    cfg = replace(policy({"openai": 1.0}), routes=(ROUTE,))
     d = decide(View(now=NOW, providers={}, routes={"chat": RouteView(predicted_rpm=3000)}, data_age_seconds=5),
                None, cfg, NOW)
     assert d.thresholds["thresholds/chat/escalation_fraction"] == 0.1
-    observe = guard(d, None, cfg, GuardrailSettings(mode="observe"), 5.0)
+    observe = guard(d, None, cfg, guardrails(mode="observe"), 5.0, NOW)
     assert observe.thresholds == {"thresholds/chat/escalation_fraction": 0.3}
     assert observe.recommended_thresholds["thresholds/chat/escalation_fraction"] == 0.1
-    stale = guard(d, None, cfg, GuardrailSettings(mode="act"), 10_000.0)
+    stale = guard(d, None, cfg, guardrails(mode="act"), 10_000.0, NOW)
     assert stale.thresholds == {"thresholds/chat/escalation_fraction": 0.3}
-    act = guard(d, None, cfg, GuardrailSettings(mode="act"), 5.0)
+    act = guard(d, None, cfg, guardrails(mode="act"), 5.0, NOW)
     assert act.thresholds["thresholds/chat/escalation_fraction"] == 0.1
 
 

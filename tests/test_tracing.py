@@ -15,11 +15,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-import controller.core
-from controller.core import Controller
+import controller.loop
+from controller.entrypoints.tracing import setup_tracing
 from controller.errors import ConfigError
+from controller.loop import Controller
 from controller.settings import Settings, TracingSettings, load_settings
-from controller.tracing import setup_tracing
 from sim import STATIC_WEIGHTS, SimulatedRouter, WorldSpec
 from tests.conftest import warm_up
 
@@ -30,7 +30,7 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(controller.core, "_tracer", provider.get_tracer("diurnal"))
+    monkeypatch.setattr(controller.loop, "_tracer", provider.get_tracer("diurnal"))
     yield exporter
     provider.shutdown()
 
@@ -117,7 +117,7 @@ def test_otlp_http_export_reaches_a_collector(settings: Settings, spec: WorldSpe
     shutdown = setup_tracing(TracingSettings(otlp_endpoint=url, otlp_headers={"Authorization": "Bearer s3cret"},
                                              service_name="diurnal-test"), "9.9")
     [provider] = installed
-    monkeypatch.setattr(controller.core, "_tracer", provider.get_tracer("diurnal"))
+    monkeypatch.setattr(controller.loop, "_tracer", provider.get_tracer("diurnal"))
     ctl = Controller.from_settings(settings)
     router = SimulatedRouter(spec, seed=3, start=monday - timedelta(hours=2), weights=STATIC_WEIGHTS)
     router.advance(monday)

@@ -44,6 +44,7 @@ from controller.forecast.grid import (
     to_grid,
     wall_clock_seconds,
 )
+from policies.types import ReasonCode
 
 __all__ = [
     "DEFAULT_COVERAGE", "MIN_HISTORY", "WEEKLY_HISTORY", "Fit", "ForecastError", "Selection", "fit", "forecast",
@@ -98,7 +99,8 @@ class Fit:
         return self.selection.skill if self.selection else float("nan")
 
 
-def gate(result: Fit, *, skill_gate: float = SKILL_GATE, seasonality_gate: float = SEASONALITY_GATE) -> tuple[str, str]:
+def gate(result: Fit, *, skill_gate: float = SKILL_GATE,
+         seasonality_gate: float = SEASONALITY_GATE) -> tuple[ReasonCode, str]:
     """Whether a forecast may be acted on ahead: a reason code and a message.
 
     ``ForecastTrusted``; ``InsufficientHistory`` (no forecast yet); ``NotSeasonal`` (no
@@ -107,13 +109,13 @@ def gate(result: Fit, *, skill_gate: float = SKILL_GATE, seasonality_gate: float
     """
     sel = result.selection
     if sel is None:
-        return "InsufficientHistory", f"{result.history_days:.1f} days of history: too little for a forecast"
+        return ReasonCode.InsufficientHistory, f"{result.history_days:.1f} days of history: too little for a forecast"
     detail = f"model {sel.model} ({result.stage}), skill {sel.skill:+.2f}, seasonality gain {sel.seasonality_gain:+.2f}"
     if not sel.seasonality_gain >= seasonality_gate:
-        return "NotSeasonal", f"{detail}: no seasonality beats a flat forecast by {seasonality_gate:g}"
+        return ReasonCode.NotSeasonal, f"{detail}: no seasonality beats a flat forecast by {seasonality_gate:g}"
     if not sel.skill >= skill_gate:
-        return "BelowSkillGate", f"{detail}: under the skill gate {skill_gate:g}"
-    return "ForecastTrusted", f"{detail}: trusted to act ahead"
+        return ReasonCode.BelowSkillGate, f"{detail}: under the skill gate {skill_gate:g}"
+    return ReasonCode.ForecastTrusted, f"{detail}: trusted to act ahead"
 
 
 def _candidates(stage: Stage, per_day: int) -> dict[str, Model]:
@@ -327,7 +329,7 @@ def forecast(history: pd.Series, horizon: int, *, tz: str, coverage: float = DEF
         model=result.model, stage=result.stage, skill=result.skill, history_days=result.history_days,
         outliers=result.outliers,
         seasonality_gain=sel.seasonality_gain if sel else float("nan"),
-        trusted=gate(result)[0] == "ForecastTrusted",
+        trusted=gate(result)[0] == ReasonCode.ForecastTrusted,
         scores=dict(sel.scores) if sel else {},
     )
     return frame

@@ -19,13 +19,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from collectors.errors import DiurnalError
+
 DAY = 86400
 WEEK = 7 * DAY
 #: Day 0 of the naive epoch (1970-01-01) was a Thursday: weekday 3 when Monday is 0.
 _EPOCH_WEEKDAY = 3
 
 
-class ForecastError(ValueError):
+class ForecastError(DiurnalError, ValueError):
     """The history given to the forecaster is not usable (not aware, not regular, ...)."""
 
 

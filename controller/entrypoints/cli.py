@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from collectors.errors import CollectorError
-from controller.core import package_version
 from controller.errors import ConfigError
+from controller.loop import package_version
 from controller.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from controller.service import run
+    from controller.entrypoints.service import run
 
     s = _settings(args)
     _logging(s.log_level)
@@ -47,8 +47,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from controller.demo import cleanup, run_demo, summary
-    from controller.service import serve
+    from controller.entrypoints.demo import cleanup, run_demo, summary
+    from controller.entrypoints.service import serve
 
     _logging("WARNING")
     print(f"Running diurnal against the simulated router for {args.weeks} weeks "
@@ -71,8 +71,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from controller.core import Controller
-    from controller.service import run_backfill
+    from controller.entrypoints.service import run_backfill
+    from controller.loop import Controller
 
     s = _settings(args)
     _logging(s.log_level)
@@ -137,7 +137,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     import json
 
     from collectors.hour_of_week import profile, profile_cells
-    from controller.render import heatmap, heatmap_png, top_deviations
+    from controller.entrypoints.render import heatmap, heatmap_png, top_deviations
 
     read = _stored_hourly(args, args.weeks)
     if isinstance(read, int):
@@ -165,7 +165,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from controller.core import LOAD_SIGNALS
+    from controller.fit import LOAD_SIGNALS
     from controller.forecast import fit, gate
 
     read = _stored_hourly(args)
@@ -219,8 +219,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     import httpx
 
-    from controller.audit import AuditLog
-    from controller.explain import changes, record_at, render
+    from controller.actuators.audit import AuditLog
+    from controller.entrypoints.explain import changes, record_at, render
 
     if args.url:
         try:

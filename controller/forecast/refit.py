@@ -29,12 +29,13 @@ from typing import Any
 
 import pandas as pd
 
+from collectors.errors import DiurnalError
 from controller.forecast import Fit, Selection, fit
 
 log = logging.getLogger("diurnal.refit")
 
 
-class RefitTimeout(TimeoutError):
+class RefitTimeout(DiurnalError, TimeoutError):
     """The round's deadline passed before this series' fit finished."""
 
 

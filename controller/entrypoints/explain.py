@@ -9,6 +9,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from policies import ReasonCode
+
 
 def _local(ts: str | None, tz: str, fmt: str = "%a %Y-%m-%d %H:%M %Z") -> str:
     if not ts:
@@ -88,7 +90,7 @@ def changes(records: Sequence[Mapping[str, Any]], tz: str, limit: int) -> str:
                 parts = [f"{k} {a if a is None else f'{a:.2f}'} -> {b:.2f}" for k, (a, b) in moved.items()]
                 parts += [f"prewarm {k} {a if a is None else f'{a:g}'} -> {b:g}" for k, (a, b) in warmed.items()]
                 why = [f"    {r['knob']}: {r['code']} - {r['message']}" for r in rec.get("reasons", [])
-                       if (r["knob"].startswith("weights/") and r["knob"][8:] in moved and r["code"] != "BaselineWeight")
+                       if (r["knob"].startswith("weights/") and r["knob"][8:] in moved and r["code"] != ReasonCode.BaselineWeight)
                        or (r["knob"].startswith("prewarm/") and r["knob"][8:] in warmed)]
                 out.append("\n".join([f"{head} {', '.join(parts)}", *why]))
         prev = rec

@@ -22,19 +22,25 @@ from collections import deque
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
-from controller.publish import LatestWins, WebhookPublisher
+from collectors.errors import DiurnalError
+from controller.actuators.publishers import LatestWins, WebhookPublisher
 from policies import PrewarmAction
+
+if TYPE_CHECKING:
+    from controller.settings import KubernetesSettings
+
+__all__ = ["KubernetesError", "KubernetesScaler", "PrewarmExecutor", "ReplicaScaler"]
 
 log = logging.getLogger("diurnal.prewarm")
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
-class KubernetesError(RuntimeError):
+class KubernetesError(DiurnalError, RuntimeError):
     """The Kubernetes API refused or could not be reached."""
 
 
@@ -58,6 +64,13 @@ class KubernetesScaler:
         if transport is None and ca_path is not None and ca_path.exists():
             verify = ssl.create_default_context(cafile=str(ca_path))
         self._client = httpx.Client(timeout=timeout, verify=verify, transport=transport)
+
+    @classmethod
+    def from_settings(cls, k: KubernetesSettings) -> KubernetesScaler:
+        """The client ``publish.kubernetes`` asks for: its ``api_url``, else the in-cluster API."""
+        if k.api_url:
+            return cls(k.api_url, k.token_path, k.ca_path, timeout=k.timeout_seconds)
+        return cls.in_cluster(token_path=k.token_path, ca_path=k.ca_path, timeout=k.timeout_seconds)
 
     @classmethod
     def in_cluster(cls, **kw: Any) -> KubernetesScaler:

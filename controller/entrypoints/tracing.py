@@ -1,6 +1,6 @@
 """OpenTelemetry SDK wiring, done once at the entry point (``diurnal run``).
 
-Library code (:mod:`controller.core`) uses only the OpenTelemetry API: without an SDK its spans
+Library code (:mod:`controller.loop`) uses only the OpenTelemetry API: without an SDK its spans
 are no-ops. :func:`setup_tracing` installs a tracer provider that exports over OTLP/HTTP when
 ``tracing.otlp_endpoint`` is set, and does nothing otherwise.
 """

@@ -17,11 +17,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from collectors.backfill import BackfillStats, PrometheusAPI, backfill
 from collectors.errors import CollectorError, ExpositionError, ScrapeError
 from collectors.exposition import OPENMETRICS_CONTENT_TYPE
-from controller.api import create_app
-from controller.core import Controller, package_version
+from controller.entrypoints.api import create_app
+from controller.entrypoints.tracing import setup_tracing
 from controller.errors import ConfigError
+from controller.loop import Controller, package_version
 from controller.settings import Settings
-from controller.tracing import setup_tracing
 
 log = logging.getLogger("diurnal.service")
 
@@ -155,15 +155,16 @@ def build_scheduler(controller: Controller, scraper: Scraper | None, settings: S
             "misfire_grace_time": max(1, int(settings.control.misfire_grace_seconds)),
         },
     )
+    start = controller.clock_now()
     if scraper is not None:
         sched.add_job(scraper.scrape_once, "interval", seconds=settings.router.scrape_interval_seconds,
-                      id="scrape", next_run_time=datetime.now(UTC))
+                      id="scrape", next_run_time=start)
     sched.add_job(tick, "interval", args=[controller, sched], seconds=settings.control.tick_interval_seconds,
-                  id="tick", next_run_time=datetime.now(UTC))
+                  id="tick", next_run_time=start)
     # Checked every minute, runs when a local hour has started: refits take seconds to
     # minutes and must not delay ticks, so they have their own job (and worker processes).
     sched.add_job(refit_when_due, "interval", args=[controller], seconds=60, id="refit",
-                  next_run_time=datetime.now(UTC), misfire_grace_time=None)
+                  next_run_time=start, misfire_grace_time=None)
     return sched
 
 
@@ -216,7 +217,7 @@ def run_backfill(controller: Controller, settings: Settings, *, weeks: float | N
                  end: datetime | None = None, progress: Callable[[str], None] | None = None) -> BackfillStats:
     """Backfill ``weeks`` of history up to ``end`` (default: now) into the controller's store."""
     span = weeks if weeks is not None else settings.prometheus.backfill_weeks
-    stop_at = end or datetime.now(UTC)
+    stop_at = end or controller.clock_now()
     with httpx.Client(timeout=settings.prometheus.timeout_seconds) as client:
         api = prometheus_api(settings, client)
         stats = backfill(controller.store, controller.mapper, api,

@@ -10,6 +10,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+__all__ = ["AuditLog"]
+
 log = logging.getLogger("diurnal.audit")
 
 

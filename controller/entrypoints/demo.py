@@ -22,8 +22,9 @@ import pandas as pd
 
 from collectors.hour_of_week import profile
 from collectors.signals import hourly
-from controller.core import ALL, Controller
-from controller.render import heatmap
+from controller.entrypoints.render import heatmap
+from controller.fit import ALL
+from controller.loop import Controller
 from controller.settings import Settings, load_settings
 from policies import Decision
 from sim import STATIC_WEIGHTS, SimulatedRouter, WorldSpec

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import logging
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
@@ -20,8 +20,10 @@ from starlette.concurrency import run_in_threadpool
 
 from collectors.hour_of_week import profile, profile_cells
 from collectors.signals import DERIVED, hourly
-from controller.core import ALL, Controller, decision_body, package_version
-from controller.guardrails import Override
+from controller.fit import ALL
+from controller.loop import Controller, package_version
+from controller.publish import decision_body
+from policies import Override
 
 log = logging.getLogger("diurnal.api")
 
@@ -139,7 +141,7 @@ def create_app(controller: Controller) -> FastAPI:
 
     @app.get("/v1/overrides", summary="Active manual overrides.")
     def list_overrides(c: Ctl) -> dict[str, Any]:
-        return {"overrides": [_override_out(o) for o in c.overrides.active(datetime.now(UTC))]}
+        return {"overrides": [_override_out(o) for o in c.overrides.active(c.clock_now())]}
 
     @app.post("/v1/overrides", status_code=201, summary="Pin a knob until it expires (needs the bearer token).",
               responses={401: {"description": "Missing or wrong token"}, 403: {"description": "Writes disabled"},
@@ -149,7 +151,7 @@ def create_app(controller: Controller) -> FastAPI:
         known = set(c.policy_config().providers)
         if provider not in known:
             raise HTTPException(422, f"unknown provider {provider!r} in {body.knob!r}; known: {', '.join(sorted(known))}")
-        now = datetime.now(UTC)
+        now = c.clock_now()
         o = c.overrides.add(body.knob, body.value, now + timedelta(seconds=body.ttl_seconds), body.reason, now)
         log.info("override %s: %s pinned to %.3f until %s (%s)", o.id, o.knob, o.value, o.expires_at.isoformat(),
                  o.reason or "no reason given")
@@ -212,7 +214,7 @@ def create_app(controller: Controller) -> FastAPI:
             raise HTTPException(422, f"unknown signal {signal!r}; known: {', '.join(sorted(DERIVED))}")
         if signal.startswith("latency") and provider == ALL:
             raise HTTPException(422, "latency profiles are per provider; pass provider=")
-        now = int((c.decision.at if c.decision else datetime.now(UTC)).timestamp())
+        now = int(c.now().timestamp())
         series = hourly(c.store, signal, c.settings.timezone, now - weeks * 7 * 86400, now,
                         None if provider == ALL else provider)
         cells = profile_cells(profile(series, c.settings.timezone))

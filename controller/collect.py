@@ -1,0 +1,189 @@
+"""Stage 1 of a tick, collect: signals in, minutes closed, observations out.
+
+Scrapes and pushed events are parsed, mapped onto series by the metric preset and
+aggregated per minute; :meth:`CollectStage.close` writes the minutes that ended to the store
+and hands the decide stage an :class:`Observations` of the last ``observation_window``.
+Not thread-safe by itself: the loop calls it under its lock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from collectors.errors import ExpositionError
+from collectors.events import EventBatch, parse_events
+from collectors.exposition import ExpositionParser, Sample
+from collectors.intervals import IngestStats, MinuteAggregator, MinuteRow
+from collectors.mapping import HISTOGRAM_SIGNALS, PRESETS, Mapper, preset_from_config
+from collectors.signals import rows_value
+from collectors.store import CounterPoint, HistPoint, Store
+from controller.metrics import Metrics
+from controller.settings import Settings
+
+__all__ = ["SEGMENT_WINDOW_SECONDS", "CollectStage", "Observations", "build_mapper", "is_route"]
+
+#: Segment escalation rates are measured over this window of pushed events.
+SEGMENT_WINDOW_SECONDS = 3600
+
+
+def build_mapper(settings: Settings) -> Mapper:
+    """The preset and label policy the settings ask for."""
+    r = settings.router
+    if r.preset == "generic":
+        m = r.mapping
+        assert m is not None  # the settings validator guarantees it
+        preset = preset_from_config(
+            "generic", {sig: (c.metric, c.match) for sig, c in m.counters.items()},
+            {str(k): v for k, v in m.histograms.items()},
+            tuple(m.provider_labels), tuple(m.model_labels), tuple(m.route_labels))
+    else:
+        preset = PRESETS[r.preset]
+    return Mapper(preset, r.model_providers, keep_labels=tuple(r.keep_labels),
+                  allow={k: tuple(v) for k, v in r.allow.items()}, max_series=r.max_series)
+
+
+def is_route(label: str, route: str, settings: Settings) -> bool:
+    """Whether data labelled ``label`` belongs to ``route``: unlabelled data counts for the
+    route when only one is configured."""
+    return label == route or (label == "" and len(settings.policy.routes) == 1)
+
+
+@dataclass
+class Observations:
+    """The minutes of the observation window that closed by ``at``, and the pushed events'
+    escalation tallies per (route label, segment) over the last hour. Each provider's rows
+    are picked once, on first use."""
+
+    at: datetime
+    counters: list[CounterPoint]
+    histograms: list[HistPoint]
+    segments: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    _by: dict[str | None, tuple[list[CounterPoint], list[HistPoint]]] = field(default_factory=dict, repr=False)
+
+    def value(self, signal: str, provider: str | None) -> float:
+        """``signal`` over the window for ``provider`` (None: all together); NaN without data."""
+        got = self._by.get(provider)
+        if got is None:
+            got = self._by[provider] = (
+                [p for p in self.counters if provider is None or p.key.provider == provider],
+                [p for p in self.histograms if provider is None or p.key.provider == provider])
+        return rows_value(signal, *got)
+
+    def value_or_none(self, signal: str, provider: str | None) -> float | None:
+        v = self.value(signal, provider)
+        return None if math.isnan(v) else v
+
+
+class CollectStage:
+    def __init__(self, settings: Settings, store: Store, metrics: Metrics) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.mapper = build_mapper(settings)
+        self.mapper.remember(store.series())
+        self.parser = ExpositionParser()
+        self.aggregator = MinuteAggregator()
+        #: When the newest router data was taken.
+        self.last_data_at: datetime | None = None
+        #: (minute, route, segment) -> [routed requests, escalated], from pushed events.
+        self._segments: dict[tuple[int, str, str], list[int]] = {}
+        # Minutes closed recently, kept in memory so a tick reads no SQL for observations.
+        self._counters: list[CounterPoint] = []
+        self._histograms: list[HistPoint] = []
+        self.history_changed()
+
+    def history_changed(self) -> None:
+        """History from an earlier run or a backfill counts as data, so a restart is not
+        "stale" forever."""
+        span = self.store.span()
+        if span is not None and self.last_data_at is None:
+            self.last_data_at = datetime.fromtimestamp(span[1] + 60, UTC)
+
+    def _seen(self, when: datetime) -> None:
+        if self.last_data_at is None or when > self.last_data_at:
+            self.last_data_at = when
+
+    def ingest_exposition(self, text: str, when: datetime, content_type: str | None) -> IngestStats:
+        try:
+            samples = self.parser.parse(text, content_type=content_type)
+        except ExpositionError:
+            self.metrics.ingest_errors.labels("malformed_exposition").inc()
+            raise
+        return self.ingest_samples(samples, when)
+
+    def ingest_samples(self, samples: Iterable[Sample], when: datetime) -> IngestStats:
+        samples = list(samples)
+        matched = self.mapper.map(samples)
+        stats = self.aggregator.ingest(matched, when.timestamp())
+        stats.samples = len(samples)
+        if matched:
+            self._seen(when)
+        m = self.metrics
+        m.ingested_samples.inc(len(samples))
+        m.counter_resets.inc(stats.counter_resets)
+        if stats.non_finite:
+            m.ingest_errors.labels("non_finite").inc(stats.non_finite)
+        if stats.out_of_order:
+            m.ingest_errors.labels("out_of_order").inc(stats.out_of_order)
+        return stats
+
+    def parse_events(self, body: bytes, when: datetime) -> EventBatch:
+        """Parse pushed events (no lock needed: nothing is changed)."""
+        now = when.timestamp()
+        return parse_events(body, now=now, oldest=now - self.store.minute_retention)
+
+    def add_events(self, batch: EventBatch, when: datetime) -> None:
+        self.aggregator.add_cells(batch.cells, key_map=self.mapper.admit)
+        for (minute, route, segment), (n, escalated) in batch.segments.items():
+            tally = self._segments.setdefault((minute, route, segment), [0, 0])
+            tally[0] += n
+            tally[1] += escalated
+        if batch.newest is not None:
+            self._seen(datetime.fromtimestamp(min(batch.newest, when.timestamp()), UTC))
+        self.metrics.events.labels("accepted").inc(batch.accepted)
+        if batch.errors:
+            self.metrics.events.labels("rejected").inc(len(batch.errors))
+
+    def flush(self) -> int:
+        """Write every open minute to the store (shutdown)."""
+        return self.store.write(self.aggregator.close_all())
+
+    def close(self, when: datetime) -> tuple[Observations, int]:
+        """Close the minutes that ended before ``when``, store them, and return the
+        observations of the window with the number of rows written."""
+        rows = self.aggregator.close_before(when.timestamp())
+        written = self.store.write(rows)
+        now = int(when.timestamp())
+        self._remember(rows, now - int(self.settings.control.observation_window_minutes * 60))
+        since = now - SEGMENT_WINDOW_SECONDS
+        self._segments = {k: v for k, v in self._segments.items() if k[0] >= since}
+        segments: dict[tuple[str, str], tuple[int, int]] = {}
+        for (_, route, segment), (n, esc) in self._segments.items():
+            if segment:
+                had = segments.get((route, segment), (0, 0))
+                segments[(route, segment)] = (had[0] + n, had[1] + esc)
+        return Observations(when, list(self._counters), list(self._histograms), segments), written
+
+    def _remember(self, rows: list[MinuteRow], keep_from: int) -> None:
+        for r in rows:
+            if r.key.signal in HISTOGRAM_SIGNALS:
+                self._histograms.append(HistPoint(r.ts, r.key, r.cell.count, r.cell.sum, r.cell.buckets))
+            else:
+                self._counters.append(CounterPoint(r.ts, r.key, r.cell.value))
+        self._counters = [p for p in self._counters if p.ts >= keep_from]
+        self._histograms = [p for p in self._histograms if p.ts >= keep_from]
+
+    def providers(self) -> list[str]:
+        """The configured providers, else every provider seen in the store."""
+        configured = list(self.settings.policy.providers)
+        if configured:
+            return configured
+        return sorted({k.provider for k in self.store.series("requests")})
+
+    def data_age_seconds(self, now: datetime) -> float | None:
+        if self.last_data_at is None:
+            return None
+        return max(0.0, (now - self.last_data_at).total_seconds())
