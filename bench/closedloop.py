@@ -16,6 +16,10 @@ Per scenario:
    the scale client is the simulated cluster).
 
 Scores come from the world's ground truth per minute, never from what a policy reports.
+
+Why one long module: the benchmark's run loop, its scoring, its report (table, JSON,
+plots) and its CLI are one program that reads top to bottom; the policies it compares live
+in :mod:`bench.baselines`, the worlds in :mod:`sim`.
 """
 
 from __future__ import annotations

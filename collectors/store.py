@@ -15,6 +15,10 @@ last transactions (``durable=True`` selects ``FULL``).
 
 Writes are serialised by one lock; reads use their own connection and, with WAL, never wait
 for a writer.
+
+Why one long module: the schema, its migrations, the batched writes and the reads share
+the SQLite connection handling and the row layout; split, each part would need the others'
+private details.
 """
 
 from __future__ import annotations

@@ -3,6 +3,11 @@
 Values come from (highest priority first): keyword arguments, environment variables
 (``DIURNAL_`` prefix, ``__`` between nested names, e.g. ``DIURNAL_API__PORT=9000``), and an
 optional YAML file. The environment is read here and nowhere else.
+
+Why one long module: it is the whole settings schema (one pydantic root, as
+pydantic-settings wants it); users and the Helm values schema read it as one document, and
+splitting the groups across files would only scatter it. It holds declarations, no logic
+beyond validators.
 """
 
 from __future__ import annotations

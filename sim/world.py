@@ -33,6 +33,10 @@ them on, see :mod:`sim.scenarios`):
 Demand is drawn from a per-day random stream keyed by the seed, so two worlds with the same
 seed and different weights see the same traffic. Ground truth per minute (blended p95,
 errors, SLO violation) is kept for scoring.
+
+Why one long module: the world is one vectorised minute-by-minute model (demand, routing,
+rate limits, pools, latency, cache, retries, tokens, its exposition and its ground truth);
+its parts share the per-minute arrays and are easier to check side by side.
 """
 
 from __future__ import annotations

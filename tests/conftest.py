@@ -218,12 +218,17 @@ def served_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedDemo
         wait_http(f"{url}/readyz", timeout=60)
         yield ServedDemo(url, work / "demo", log.read_text())
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 #: The tests that read the served demo. Under pytest-xdist (``make test`` runs 2 workers) they

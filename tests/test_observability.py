@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from dashboards.generate import DASHBOARDS, HERE, RULES
-from tests.conftest import ServedDemo, free_port, need_binary, prom_query, wait_http
+from tests.conftest import ServedDemo, free_port, need_binary, prom_query, stop_process, wait_http
 
 pytestmark = pytest.mark.integration
 
@@ -40,15 +40,6 @@ class Live:
         with urllib.request.urlopen(f"{self.prometheus}/api/v1/label/{label}/values?{q}", timeout=10) as resp:
             values: list[str] = json.load(resp)["data"]
         return values
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +75,7 @@ def live(served_demo: ServedDemo) -> Iterator[Live]:
         yield live
     finally:
         if prom is not None:
-            _stop(prom)
+            stop_process(prom)
         shutil.rmtree(work, ignore_errors=True)
 
 
