@@ -169,9 +169,28 @@ def test_backfill_from_promtool_blocks_matches_direct_ingest(tmp_path: Path) -> 
 
 
 def test_hourly_series_of_a_backfilled_store_is_regular(tmp_path: Path) -> None:
+    """Two backfills with two hours between them that Prometheus no longer holds: the hourly
+    series spans every hour, NaN in the hole (not zero, not missing rows), the rate around it."""
+    t0 = int(datetime(2026, 11, 9, 14, tzinfo=UTC).timestamp())
+    labels = {"api_provider": "openai", "requested_model": "chat", "instance": "r1:4000", "job": "litellm"}
+    points = [(t0 + 60 * i, 10.0 * i) for i in range(6 * 60 + 1)]
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        form = parse_qs(req.content.decode())
+        lo, hi = int(form["start"][0]), int(form["end"][0])
+        pts = [(t, v) for t, v in points if lo <= t <= hi]
+        body = [matrix("litellm_deployment_total_requests_total", labels, pts)] if pts else []
+        return httpx.Response(200, json={"status": "success", "data": {"resultType": "matrix", "result": body}})
+
     store = Store(tmp_path, tz=TZ)
-    s = hourly(store, "request_rate", TZ, 0, 7200)
-    assert isinstance(s, pd.Series) and s.isna().all()
+    api = PrometheusAPI(httpx.Client(transport=httpx.MockTransport(handler)), "http://p.invalid")
+    for start, end in ((t0, t0 + 2 * 3600), (t0 + 4 * 3600, t0 + 6 * 3600)):
+        backfill(store, Mapper(LITELLM), api, start=start, end=end, step=60, chunk_seconds=3600)
+    s = hourly(store, "request_rate", TZ, t0, t0 + 6 * 3600)
+    assert isinstance(s, pd.Series) and len(s) == 6
+    assert (s.index[1:] - s.index[:-1] == pd.Timedelta(hours=1)).all()  # regular, hole included
+    assert s.iloc[2:4].isna().all()
+    assert s.iloc[[0, 1, 5]].to_numpy() == pytest.approx(10 / 60)  # 10 requests a minute
     store.close()
 
 

@@ -58,7 +58,7 @@ def test_yaml_and_litellm_shapes(tmp_path: Path) -> None:
     assert litellm_config({"x": 1.0}, {}, "g")["model_list"] == []  # a provider without deployments
 
 
-def test_webhook_down_gets_bounded_retries_and_the_loop_goes_on() -> None:
+def test_webhook_down_gets_bounded_retries_and_its_thread_survives() -> None:
     calls: list[httpx.Request] = []
     naps: list[float] = []
 
@@ -77,8 +77,39 @@ def test_webhook_down_gets_bounded_retries_and_the_loop_goes_on() -> None:
         assert results == ["retry", "retry", "retry", "failed"]
         assert all(0 <= n <= min(4.0, 0.5 * 2 ** i) for i, n in enumerate(naps))  # full jitter under the cap
         assert {c.headers["Idempotency-Key"] for c in calls} == {"etag-1"}  # retries are idempotent
+        hook.publish(BODY, '"etag-2"')  # the next decision is still tried: the thread outlived the failure
+        assert hook.wait_idle(10)
+        assert len(calls) == 8 and calls[-1].headers["Idempotency-Key"] == "etag-2"
     finally:
         hook.close()
+
+
+def test_the_control_loop_goes_on_while_the_webhook_is_down(tmp_path: Path) -> None:
+    """act mode with a webhook on a loopback port nobody listens on: every tick still returns a
+    decision, the decisions follow the router, and the failed pushes are counted."""
+    spec = WorldSpec()
+    settings = demo_settings(tmp_path, spec, publish={"webhook": {"url": "http://127.0.0.1:9/hook", "max_attempts": 2,
+                                                                 "backoff_seconds": 0.01, "timeout_seconds": 1}})
+    start = datetime(2026, 11, 9, 6, tzinfo=NY)
+    router = SimulatedRouter(spec, seed=2, start=start, weights=STATIC_WEIGHTS)
+    ctl = Controller.from_settings(settings, clock=lambda: start)
+    try:
+        at = start
+        for _ in range(12):
+            at += timedelta(minutes=5)
+            router.advance(at)
+            ctl.ingest_exposition(router.exposition(), at=at)
+            decision = ctl.step(at=at)
+            assert decision.at == at and decision.mode == "act"
+            router.set_weights(decision.weights)
+        [hook] = [p for p in ctl.publish.publishers if p.name == "webhook"]
+        assert isinstance(hook, WebhookPublisher) and hook.wait_idle(30)
+        failed = ctl.registry.get_sample_value("diurnal_publishes_total", {"publisher": "webhook", "result": "failed"})
+        assert failed is not None and failed >= 1  # it tried, gave up on each decision, and the loop went on
+        assert ctl.registry.get_sample_value("diurnal_control_ticks_total") == 12
+        assert ctl.registry.get_sample_value("diurnal_publishes_total", {"publisher": "webhook", "result": "ok"}) == 0
+    finally:
+        ctl.close()
 
 
 def test_webhook_success_4xx_and_a_newer_decision_replacing_a_waiting_one() -> None:
