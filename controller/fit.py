@@ -32,6 +32,7 @@ from controller.collect import is_route
 from controller.forecast import Fit, Selection, gate
 from controller.forecast.capacity import measured_knee
 from controller.forecast.refit import FitJob, Refitter
+from controller.forecast.slo_capacity import CapacityProfile, learn_capacity
 from controller.metrics import Metrics
 from controller.settings import Settings
 from policies import LoadPoint, Reason, ReasonCode
@@ -58,6 +59,9 @@ HOUR_OF_WEEK_SIGNALS: dict[str, bool] = {
 #: How often refits also drop data past its retention (minutes and hours stay up to this
 #: much longer than their retention).
 PRUNE_EVERY = timedelta(hours=6)
+#: How often refits also relearn each provider's SLO capacity: it changes over weeks, and a
+#: relearn reads every hour of the history (a few ms per provider).
+CAPACITY_EVERY = timedelta(hours=6)
 #: Routing scores needed in an hour-of-week before a score threshold is calibrated from them.
 MIN_SCORE_SAMPLES = 100
 
@@ -154,6 +158,8 @@ class Learned:
     knees: Mapping[str, float | None]
     #: Per configured route, this local hour-of-week's score distribution (may be empty).
     score_cdfs: Mapping[str, tuple[tuple[float, float], ...]]
+    #: Per provider, its SLO capacity by local hour of week (``slo_capacity``).
+    capacity: Mapping[str, CapacityProfile]
 
     def trusted(self, key: tuple[str, str]) -> SeriesForecast | None:
         sf = self.forecasts.get(key)
@@ -174,6 +180,10 @@ class FitStage:
         self.decompose = True
         self.forecasts: dict[tuple[str, str], SeriesForecast] = {}
         self.knees: dict[str, float | None] = {}
+        #: Each provider's SLO capacity by local hour of week, relearned at every refit from
+        #: the last one (which it moves from only on proof).
+        self.capacity: dict[str, CapacityProfile] = {}
+        self._capacity_hour: int | None = None
         #: The last fits per series, for forecast-against-actual at each horizon.
         self.past_fits: dict[tuple[str, str], deque[MadeForecast]] = {}
         self._last_refit_hour: int | None = None
@@ -186,6 +196,7 @@ class FitStage:
         """Older data was written (a backfill, an import): re-read it and refit next time."""
         self._hourly.clear()
         self._last_refit_hour = None
+        self._capacity_hour = None
 
     # ---- refits -------------------------------------------------------------------------
 
@@ -234,6 +245,7 @@ class FitStage:
                     decomposition=self.decompose,
                 ))
         self._measure_knees(start, hour)
+        self._learn_capacity(start, hour, providers)
         self._last_refit_hour = hour
         return jobs
 
@@ -264,6 +276,22 @@ class FitStage:
                 if knee != self.knees.get(name):
                     log.info("measured knee of %s: %s", name, "none" if knee is None else f"{knee:.0f} rpm")
                 self.knees[name] = knee
+
+    def _learn_capacity(self, start: int, hour: int, providers: Sequence[str]) -> None:
+        if self._capacity_hour is not None and hour - self._capacity_hour < CAPACITY_EVERY.total_seconds():
+            return
+        self._capacity_hour = hour
+        pol = self.settings.policy
+        for name in providers:
+            rate = self._hourly_history("request_rate", name, start, hour)
+            if rate.dropna().empty:
+                continue
+            errors = (self._hourly_history("error_429_ratio", name, start, hour)
+                      .add(self._hourly_history("error_5xx_ratio", name, start, hour), fill_value=0.0))
+            self.capacity[name] = learn_capacity(
+                rate * 60.0, self._hourly_history("latency_p95", name, start, hour), errors,
+                tz=self.settings.timezone, slo_seconds=pol.latency_slo_seconds, error_budget=pol.error_budget,
+                prior=self.capacity.get(name))
 
     def _judge(self, fit: Fit, when: datetime, prior: SeriesForecast | None, reused: bool) -> SeriesForecast:
         """Apply the skill gates to a new fit."""
@@ -310,7 +338,8 @@ class FitStage:
     def learned(self, when: datetime) -> Learned:
         """This tick's snapshot: the forecasts, the knees, the score distributions."""
         routes = self.settings.policy.routes
-        return Learned(dict(self.forecasts), dict(self.knees), {name: self._score_cdf(name, when) for name in routes})
+        return Learned(dict(self.forecasts), dict(self.knees), {name: self._score_cdf(name, when) for name in routes},
+                       dict(self.capacity))
 
     def _score_cdf(self, route: str, when: datetime) -> tuple[tuple[float, float], ...]:
         """The router's score distribution for ``route`` at this local hour of the week, merged

@@ -39,6 +39,7 @@ from controller.collect import CollectStage, Observations
 from controller.decide import DecideStage, policy_config
 from controller.fit import ALL, HOUR_OF_WEEK_SIGNALS, FitStage, SeriesForecast
 from controller.forecast.refit import Refitter
+from controller.forecast.slo_capacity import CapacityProfile
 from controller.metrics import Metrics
 from controller.publish import PublishStage
 from controller.settings import Settings
@@ -275,6 +276,10 @@ class Controller:
     def knees(self) -> dict[str, float | None]:
         """Measured knees (requests per minute) of providers with ``measure_knee``."""
         return dict(self.fit.knees)
+
+    def capacity(self) -> dict[str, CapacityProfile]:
+        """Each provider's learned SLO capacity by local hour of the week."""
+        return dict(self.fit.capacity)
 
     def forecasts(self) -> dict[tuple[str, str], SeriesForecast]:
         """The last good forecast of every series, with its gate."""

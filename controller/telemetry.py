@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from collectors.mapping import Mapper
 from controller.fit import SeriesForecast
+from controller.forecast.slo_capacity import CapacityProfile
 from controller.settings import Settings
 from policies import FALLBACK_CODES, Decision, Override, PolicyConfig
 
@@ -44,6 +45,7 @@ class StateSource(Protocol):
     def data_age_seconds(self, at: datetime | None = None) -> float | None: ...
     def policy_config(self) -> PolicyConfig: ...
     def knees(self) -> dict[str, float | None]: ...
+    def capacity(self) -> dict[str, CapacityProfile]: ...
     def observations(self) -> dict[tuple[str, str], float]: ...
     def forecasts(self) -> dict[tuple[str, str], SeriesForecast]: ...
     def forecasts_at(self, offsets: Sequence[int]) -> dict[tuple[str, str], dict[int, dict[str, float]]]: ...
@@ -180,6 +182,7 @@ class StateCollector(Collector):
             fallback.add_metric([code], 1.0 if code in held else 0.0)
         yield fallback
         yield from _hour_of_week(ctl)
+        yield from _slo_capacity(ctl)
         yield from _forecast_state(ctl)
         yield GaugeMetricFamily(
             "diurnal_stored_series", "Series in the embedded store.", value=float(ctl.stored_series_count())
@@ -263,3 +266,24 @@ def _hour_of_week(ctl: StateSource) -> Iterator[GaugeMetricFamily]:
         if now_slot is not None and math.isfinite(medians[now_slot]):
             typical.add_metric([signal, provider], float(medians[now_slot]))
     yield from (family, typical)
+
+
+def _slo_capacity(ctl: StateSource) -> Iterator[GaugeMetricFamily]:
+    """Each provider's learned SLO capacity: for the current local hour, with the evidence
+    behind it, and the whole week (for a capacity heatmap)."""
+    now = GaugeMetricFamily(
+        "diurnal_provider_slo_capacity_rpm", "Learned load (requests per minute) at which a provider reaches the "
+        "latency SLO or the error budget in the current local hour of the week, by evidence (measured, "
+        "lower_bound, upper_bound, overall).", labels=["provider", "evidence"])
+    week = GaugeMetricFamily(
+        "diurnal_provider_slo_capacity_hour_of_week", "Learned SLO capacity (requests per minute) per local hour "
+        "of the week, for weekday x hour heatmaps. weekday is 1-Mon .. 7-Sun.",
+        labels=["provider", "weekday", "hour"])
+    now_slot = ctl.current_slot()
+    for provider, prof in sorted(ctl.capacity().items()):
+        for slot, c in enumerate(prof.slots):
+            if c.rpm is not None:
+                week.add_metric([provider, WEEKDAYS[slot // 24], f"{slot % 24:02d}"], c.rpm)
+        if now_slot is not None and (c := prof.at(now_slot)).rpm is not None:
+            now.add_metric([provider, str(c.evidence)], c.rpm)
+    yield from (now, week)

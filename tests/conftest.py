@@ -231,22 +231,31 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
         proc.wait()
 
 
-#: The tests that read the served demo. Under pytest-xdist (``make test`` runs 2 workers) they
-#: form one scheduling unit, so the demo runs once (pytest-xdist's ``--dist loadgroup`` cannot
-#: group them: it rewrites node ids, which pytest 9.2 no longer reads).
-SERVED_DEMO_TESTS = (
-    "tests/test_demo.py::test_diurnal_demo_cli_prints_the_summary",
-    "tests/test_observability.py::test_promtool_accepts_the_exposition",
-    "tests/test_observability.py::test_metrics_cover_what_dashboards_need",
-    "tests/test_observability.py::test_every_panel_query_returns_data",
-)
+#: Tests that share one expensive session fixture. Under pytest-xdist (``make test`` runs 2
+#: workers) each group is one scheduling unit, so its fixture runs once (pytest-xdist's own
+#: ``--dist loadgroup`` cannot group them: it rewrites node ids, which pytest 9.2 no longer reads).
+SHARED = {
+    "served_demo": (
+        "tests/test_demo.py::test_diurnal_demo_cli_prints_the_summary",
+        "tests/test_observability.py::test_promtool_accepts_the_exposition",
+        "tests/test_observability.py::test_metrics_cover_what_dashboards_need",
+        "tests/test_observability.py::test_every_panel_query_returns_data",
+    ),
+    "bench_quick": (
+        "tests/test_closedloop.py::test_diurnal_bench_quick_end_to_end",
+        "tests/test_closedloop.py::test_a_run_is_deterministic_given_its_seed",
+    ),
+}
+
+
+def _shared_unit(nodeid: str) -> str | None:
+    return next((name for name, tests in SHARED.items() if nodeid.startswith(tests)), None)
 
 
 #: The longest tests (a minute or so each on 2 cores): started first, so that the short ones
 #: fill the workers at the end. Only an order; a stale entry costs nothing.
 LONGEST_FIRST = (
-    "test_diurnal_bench_quick_end_to_end", "test_backfill_from_promtool_blocks_matches_direct_ingest",
-    "test_a_run_is_deterministic_given_its_seed", "test_diurnal_run_against_the_simulated_router_over_http",
+    "test_backfill_from_promtool_blocks_matches_direct_ingest", "test_diurnal_run_against_the_simulated_router_over_http",
     "test_the_readme_picture_is_drawn_from_a_backfilled_prometheus", "test_dockerfile_install_steps_work_in_a_fresh_venv",
     "test_prometheus_scrapes_the_router_and_backfill_matches_direct_scrape", "test_refit_benchmark_small",
     "test_embedding_api_learns_the_week_and_acts_before_the_peak",
@@ -254,16 +263,16 @@ LONGEST_FIRST = (
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The served demo's tests first (one unit, the longest), then the longest tests, then the
-    rest in their order. A test that reads the served demo must be listed in
-    ``SERVED_DEMO_TESTS``, or a worker would start a second demo."""
-    stray = [item.nodeid for item in items if "served_demo" in getattr(item, "fixturenames", ())
-             and not item.nodeid.startswith(SERVED_DEMO_TESTS)]
+    """The shared units first (the longest), then the longest tests, then the rest in their
+    order. A test that uses a shared fixture must be listed with it in ``SHARED``, or a second
+    worker would run the fixture again."""
+    stray = [(item.nodeid, fixture) for item in items for fixture in SHARED
+             if fixture in getattr(item, "fixturenames", ()) and _shared_unit(item.nodeid) != fixture]
     if stray:
-        raise pytest.UsageError(f"add these tests to SERVED_DEMO_TESTS in tests/conftest.py: {stray}")
+        raise pytest.UsageError(f"list these tests with their fixture in SHARED in tests/conftest.py: {stray}")
 
     def rank(item: pytest.Item) -> int:
-        if item.nodeid.startswith(SERVED_DEMO_TESTS):
+        if _shared_unit(item.nodeid) is not None:
             return 0
         return 1 if item.name.split("[")[0] in LONGEST_FIRST else 2
 
@@ -272,11 +281,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """Per-test load balancing, except that the served demo's tests are one unit."""
+    """Per-test load balancing, except that each group of ``SHARED`` is one unit."""
     from xdist.scheduler import LoadScopeScheduling
 
     class Scheduler(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return "served-demo" if nodeid.startswith(SERVED_DEMO_TESTS) else nodeid
+            return _shared_unit(nodeid) or nodeid
 
     return Scheduler(config, log)

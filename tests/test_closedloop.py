@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import asdict, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -211,25 +212,48 @@ def test_scenarios_cover_the_issue_and_share_warm_ups_only_when_their_history_is
     assert dst.start.utcoffset() == timedelta(hours=-4) and dst.scored_start.utcoffset() == timedelta(hours=-5)
 
 
-def test_a_run_is_deterministic_given_its_seed() -> None:
-    """Two runs of the same scenario and seed give the same figures, diurnal included."""
-    def once(seed: int, policies: tuple[str, ...] = ("static", "diurnal")) -> dict[str, dict[str, object]]:
-        [result] = run(["provider-degrades-at-peak"], policies, Options(seed, warmup_weeks=1, scored_days=1))
-        return {n: {k: v for k, v in asdict(s).items() if k != "seconds"} for n, s in result.scores.items()}
-
-    first = once(5)
-    assert first == once(5)
-    assert first["static"] != once(6, ("static",))["static"]  # the seed draws another world
-
-
-def test_diurnal_bench_quick_end_to_end(tmp_path: Path) -> None:
-    """What CI runs: `diurnal bench --quick`, with the JSON, the table and the plots."""
-    out = tmp_path / "bench"
-    proc = subprocess.run([sys.executable, "-m", "controller.entrypoints.cli", "bench", "--quick", "--json", str(out / "r.json"),
-                           "--plots", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+def _bench(out: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """`diurnal bench` in its own process, its JSON written to ``out``."""
+    proc = subprocess.run([sys.executable, "-m", "controller.entrypoints.cli", "bench", *args, "--json",
+                           str(out / "r.json"), "--plots", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "SLO min" in proc.stdout and "targets met in" in proc.stdout
-    body = json.loads((out / "r.json").read_text())
+    return proc, json.loads((out / "r.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def bench_quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, dict[str, Any]]:
+    """One `diurnal bench --quick`, read by the tests that need its output (listed with it in
+    tests/conftest.py, so that one worker runs them)."""
+    out = tmp_path_factory.mktemp("bench-quick")
+    proc, body = _bench(out, "--quick")
+    return out, proc.stdout, body
+
+
+def _scores(body: dict[str, Any], scenario: str, policies: tuple[str, ...]) -> dict[str, dict[str, object]]:
+    [s] = [s for s in body["scenarios"] if s["scenario"] == scenario]
+    return {p: {k: v for k, v in s["scores"][p].items() if k != "seconds"} for p in policies}
+
+
+def test_a_run_is_deterministic_given_its_seed(bench_quick: tuple[Path, str, dict[str, Any]],
+                                               tmp_path: Path) -> None:
+    """Another process running the same scenario, seed and options gives the same figures as
+    `diurnal bench --quick` did, diurnal included; another seed draws another world."""
+    _, body = _bench(tmp_path, "--scenarios", "provider-degrades-at-peak", "--policies", "static,diurnal",
+                     "--days", "1", "--jobs", "1")
+    assert _scores(body, "provider-degrades-at-peak", ("static", "diurnal")) == \
+        _scores(bench_quick[2], "provider-degrades-at-peak", ("static", "diurnal"))
+    # The scored day's arrivals depend on the seed and the minute only (not on the warm-up's
+    # length), so a short run with seed 6 must see other traffic than seed 1 did.
+    [other] = run(["provider-degrades-at-peak"], ["static"], Options(6, warmup_weeks=1, scored_days=1))
+    quick = _scores(bench_quick[2], "provider-degrades-at-peak", ("static",))["static"]
+    assert other.scores["static"].requests != quick["requests"]
+
+
+def test_diurnal_bench_quick_end_to_end(bench_quick: tuple[Path, str, dict[str, Any]]) -> None:
+    """What CI runs: `diurnal bench --quick`, with the JSON, the table and the plots."""
+    out, stdout, body = bench_quick
+    assert "SLO min" in stdout and "targets met in" in stdout
     assert [s["scenario"] for s in body["scenarios"]] == ["provider-degrades-at-peak", "no-seasonality"]
     for s in body["scenarios"]:
         assert set(s["scores"]) == set(POLICIES)

@@ -10,18 +10,19 @@ history lasts, so a plan that kept traffic away keeps it away.
 Each hour of history is a point (load, badness), where badness is the larger of p95 / SLO and
 error share / error budget: over 1 the hour breached. Per local hour-of-week slot:
 
-- **measured**: the slot (or its pooled neighbours) has hours on both sides of 1. The
+- **measured**: the slot (or its pooled neighbours) has hours on both sides of 1, and a load
+  threshold separates them (all but ``MAX_MISCLASSIFIED`` of the hours). The
   capacity is where badness crosses 1, interpolated (in log badness) between the busiest good
   hour and the quietest bad hour around the threshold that misclassifies fewest hours;
 - **lower_bound**: every hour was good: the capacity is at least the busiest load seen (or the
   provider's overall capacity, if that is higher);
-- **upper_bound**: every hour breached: the capacity is below the quietest load seen (or the
-  overall one, if lower);
+- **upper_bound**: every hour breached, or breaches and good hours mix at the same loads: the
+  capacity is below the quietest load that breached (or the overall one, if lower);
 - **overall**: too few hours near the slot: the provider's capacity over all hours;
 - **unknown**: no data at all.
 
-Slots are pooled with their neighbours (±1 hour, then ±2 of the same day) until
-``min_hours`` hours are found; pooling says how far it reached. Wall-clock slots keep
+A slot with fewer than ``min_hours`` hours is pooled with its neighbours (±1 hour, then ±2 of
+the same day) until it has them; pooling says how far it reached. Wall-clock slots keep
 "Monday 09:00" the same slot across DST.
 """
 
@@ -43,6 +44,8 @@ SLOTS = 168
 MIN_HOURS = 4
 #: How far a slot borrows hours from its neighbours of the same day, in hours.
 MAX_RADIUS = 2
+#: A knee is measured only where a load threshold explains all but this share of the hours.
+MAX_MISCLASSIFIED = 0.1
 
 
 class Evidence(StrEnum):
@@ -97,6 +100,11 @@ def threshold_capacity(load: np.ndarray, badness: np.ndarray) -> SlotCapacity:
     good_above = (~bads).sum() - np.cumsum(~bads)
     errors = bad_below + good_above
     i = int(np.argmin(errors[:-1]))  # a threshold between two points (both classes present)
+    if errors[i] > max(1, MAX_MISCLASSIFIED * n):
+        # Breaches at loads the provider also served well: no load threshold explains them (a
+        # provider slow at set hours whatever it is sent, mixed in with its other hours). What
+        # is sure is that it breached from the lowest load it breached at.
+        return SlotCapacity(float(x[bad].min()), Evidence.upper_bound, n)
     # The busiest good hour at or below the threshold and the quietest bad hour above it.
     lo = np.flatnonzero(~bads[: i + 1])
     hi = np.flatnonzero(bads[i + 1:]) + i + 1
@@ -165,8 +173,10 @@ def _moved_only_on_proof(s: int, est: SlotCapacity, before: SlotCapacity, by_slo
 
 def _slot_estimate(s: int, by_slot: list[np.ndarray], load: np.ndarray, badness: np.ndarray,
                    overall: SlotCapacity, min_hours: int, max_radius: int) -> SlotCapacity:
-    """Widen the pool until it brackets the capacity (or reaches ``max_radius``); what the
-    slot's own hours proved (good up to one load, bad from another) bounds what was borrowed."""
+    """Widen the pool only while it is thin (one-sided evidence with enough hours is a bound,
+    not a reason to borrow from neighbours that may be in another regime, like the hour before
+    a busy window); what the slot's own hours proved (good up to one load, bad from another)
+    bounds what was borrowed."""
     own = by_slot[s]
     good, bad = load[own][badness[own] <= 1.0], load[own][badness[own] > 1.0]
     floor = float(good.max()) if len(good) else -math.inf
@@ -177,10 +187,8 @@ def _slot_estimate(s: int, by_slot: list[np.ndarray], load: np.ndarray, badness:
         if len(rows) < min_hours:
             continue
         got = threshold_capacity(load[rows], badness[rows])
-        if est is None or got.evidence is Evidence.measured:
-            est = SlotCapacity(got.rpm, got.evidence, got.hours, radius)
-        if got.evidence is Evidence.measured:
-            break
+        est = SlotCapacity(got.rpm, got.evidence, got.hours, radius)
+        break
     est = _with_overall(est, overall)
     if est.rpm is not None and floor <= ceiling:  # noisy own hours (good above bad) bound nothing
         est = SlotCapacity(min(max(est.rpm, floor), ceiling), est.evidence, est.hours, est.radius)
