@@ -33,6 +33,20 @@ def matrix(name: str, labels: dict[str, str], points: list[tuple[int, float]]) -
     return {"metric": {"__name__": name, **labels}, "values": [[t, str(v)] for t, v in points]}
 
 
+def openai_requests(points: list[tuple[int, float]]) -> PrometheusAPI:
+    """A query_range API holding one LiteLLM request counter (openai) with these points."""
+    labels = {"api_provider": "openai", "requested_model": "chat", "instance": "r1:4000", "job": "litellm"}
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        form = parse_qs(req.content.decode())
+        lo, hi = int(form["start"][0]), int(form["end"][0])
+        pts = [(t, v) for t, v in points if lo <= t <= hi]
+        body = [matrix("litellm_deployment_total_requests_total", labels, pts)] if pts else []
+        return httpx.Response(200, json={"status": "success", "data": {"resultType": "matrix", "result": body}})
+
+    return PrometheusAPI(httpx.Client(transport=httpx.MockTransport(handler)), "http://p.invalid")
+
+
 def test_query_range_retries_then_succeeds_with_auth() -> None:
     calls: list[httpx.Request] = []
 
@@ -69,18 +83,9 @@ def test_query_range_errors_are_clear(response: httpx.Response, needle: str) -> 
 
 def test_backfill_replays_counters_and_skips_what_is_stored(tmp_path: Path) -> None:
     t0 = int(datetime(2026, 11, 9, 14, tzinfo=UTC).timestamp())
-    labels = {"api_provider": "openai", "requested_model": "chat", "instance": "r1:4000", "job": "litellm"}
     points = [(t0 + 60 * i, 10.0 * i) for i in range(181)]  # 10 requests a minute for 3 hours
-
-    def handler(req: httpx.Request) -> httpx.Response:
-        form = parse_qs(req.content.decode())
-        lo, hi = int(form["start"][0]), int(form["end"][0])
-        pts = [(t, v) for t, v in points if lo <= t <= hi]
-        body = [matrix("litellm_deployment_total_requests_total", labels, pts)] if pts else []
-        return httpx.Response(200, json={"status": "success", "data": {"resultType": "matrix", "result": body}})
-
     store = Store(tmp_path, tz="UTC")
-    api = PrometheusAPI(httpx.Client(transport=httpx.MockTransport(handler)), "http://p.invalid")
+    api = openai_requests(points)
     stats = backfill(store, Mapper(LITELLM), api, start=t0, end=t0 + 3 * 3600, step=60, chunk_seconds=3600)
     assert stats.chunks == 4
     hours = [(h.ts - t0, h.value) for h in store.hour_counters("requests", 0, 2**40)]
@@ -172,18 +177,9 @@ def test_hourly_series_of_a_backfilled_store_is_regular(tmp_path: Path) -> None:
     """Two backfills with two hours between them that Prometheus no longer holds: the hourly
     series spans every hour, NaN in the hole (not zero, not missing rows), the rate around it."""
     t0 = int(datetime(2026, 11, 9, 14, tzinfo=UTC).timestamp())
-    labels = {"api_provider": "openai", "requested_model": "chat", "instance": "r1:4000", "job": "litellm"}
     points = [(t0 + 60 * i, 10.0 * i) for i in range(6 * 60 + 1)]
-
-    def handler(req: httpx.Request) -> httpx.Response:
-        form = parse_qs(req.content.decode())
-        lo, hi = int(form["start"][0]), int(form["end"][0])
-        pts = [(t, v) for t, v in points if lo <= t <= hi]
-        body = [matrix("litellm_deployment_total_requests_total", labels, pts)] if pts else []
-        return httpx.Response(200, json={"status": "success", "data": {"resultType": "matrix", "result": body}})
-
     store = Store(tmp_path, tz=TZ)
-    api = PrometheusAPI(httpx.Client(transport=httpx.MockTransport(handler)), "http://p.invalid")
+    api = openai_requests(points)
     for start, end in ((t0, t0 + 2 * 3600), (t0 + 4 * 3600, t0 + 6 * 3600)):
         backfill(store, Mapper(LITELLM), api, start=start, end=end, step=60, chunk_seconds=3600)
     s = hourly(store, "request_rate", TZ, t0, t0 + 6 * 3600)
