@@ -231,7 +231,7 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
         proc.wait()
 
 
-#: Tests that share one expensive session fixture. Under pytest-xdist (``make test`` runs 2
+#: Tests that share one expensive session fixture. Under pytest-xdist (``make test`` runs 3
 #: workers) each group is one scheduling unit, so its fixture runs once (pytest-xdist's own
 #: ``--dist loadgroup`` cannot group them: it rewrites node ids, which pytest 9.2 no longer reads).
 SHARED = {
