@@ -36,6 +36,7 @@ from pydantic_settings import (
 )
 
 from controller.errors import ConfigError
+from controller.prices import Price, dst_gap_problem
 
 _yaml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("_yaml_path", default=None)
 
@@ -174,6 +175,11 @@ class ProviderPolicy(_Group):
         description="Tokens per minute this provider can take (its TPM limit); turned into requests with the "
                     "tokens per request observed. Unset means unbounded.",
     )
+    price: Price | None = Field(
+        default=None,
+        description="What a request costs here (USD per 1M input and output tokens, per request) and local-time "
+                    "windows that scale it. Unset: the provider is planned by latency only.",
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> ProviderPolicy:
@@ -195,6 +201,9 @@ class PrewarmSettings(_Group):
                     "size the router reads from the decision (target: the pool's name).")
     target: str = Field(min_length=1, description="What to act on; see `kind`.")
     rpm_per_unit: float = Field(gt=0, description="Requests per minute one unit (replica, pool slot) takes.")
+    unit_price_per_hour: float | None = Field(
+        default=None, ge=0, allow_inf_nan=False,
+        description="USD one unit (a replica) costs per hour, warm or busy. Unset: planned by latency only.")
     min_units: int = Field(default=0, ge=0, description="Never fewer units than this.")
     max_units: int = Field(default=100, ge=1, description="Never more units than this.")
     lead_minutes: float = Field(
@@ -504,6 +513,16 @@ class Settings(BaseSettings):
     control: ControlSettings = Field(default_factory=ControlSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+
+    @model_validator(mode="after")
+    def _price_windows_exist_locally(self) -> Settings:
+        """A price window is in local time: its start and end must exist on every day, DST
+        spring-forward days included (the settings' timezone is known only here)."""
+        for name, p in self.policy.providers.items():
+            for i, w in enumerate(p.price.windows if p.price is not None else ()):
+                if (problem := dst_gap_problem(w, self.timezone)) is not None:
+                    raise ValueError(f"policy.providers.{name}.price.windows.{i}: {problem}")
+        return self
 
     @field_validator("timezone")
     @classmethod

@@ -116,3 +116,66 @@ def test_documented_example_config_is_valid() -> None:
     assert s.router.metrics_url == "http://127.0.0.1:4000/metrics"
     assert set(s.policy.providers) == {"openai", "anthropic", "azure"}
     assert s.guardrails.mode == "observe"
+
+
+def _priced(price: str, tz: str = "America/New_York") -> str:
+    return (f"timezone: {tz}\npolicy:\n  providers:\n    openai:\n      baseline_weight: 1.0\n"
+            f"      price: {price}\n")
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "field", "needle"),
+    [
+        pytest.param(_priced("{input_per_million_tokens: -2.5}"), "policy.providers.openai.price.input_per_million_tokens",
+                     "greater than or equal to 0", id="negative-price"),
+        pytest.param(_priced("{output_per_million_tokens: .nan}"), "policy.providers.openai.price.output_per_million_tokens",
+                     "finite", id="nan-price"),
+        pytest.param(_priced("{per_request: .inf}"), "policy.providers.openai.price.per_request", "finite",
+                     id="infinite-price"),
+        pytest.param(_priced("{windows: []}"), "policy.providers.openai.price", "needs input_per_million_tokens",
+                     id="price-without-a-price"),
+        pytest.param(_priced("{per_request: 0.01, windows: [{start: '22:00', end: '06:00', factor: 0.5}, "
+                             "{days: [sun], start: '05:00', end: '08:00', factor: 0.8}]}"),
+                     "policy.providers.openai.price", "windows[0] and windows[1] overlap from sun 05:00",
+                     id="overlapping-windows-across-midnight"),
+        pytest.param(_priced("{per_request: 0.01, windows: [{days: [sun], start: '23:00', end: '02:00', factor: 0.5}, "
+                             "{days: [mon], start: '01:00', end: '03:00', factor: 0.8}]}"),
+                     "policy.providers.openai.price", "overlap from mon 01:00", id="overlap-across-the-week-end"),
+        pytest.param(_priced("{per_request: 0.01, windows: [{start: '02:30', end: '05:00', factor: 0.5}]}"),
+                     "policy.providers.openai.price.windows.0", "start 02:30 does not exist in America/New_York",
+                     id="window-in-the-dst-gap"),
+        pytest.param(_priced("{per_request: 0.01, windows: [{days: [sat, sun], start: '00:00', end: '00:00', "
+                             "factor: 0.5}, {days: [sun], start: '23:00', end: '01:00', factor: 0.9}]}"),
+                     "policy.providers.openai.price", "overlap from sun 23:00", id="whole-day-windows-overlap"),
+        pytest.param(_priced("{per_request: 0.01, windows: [{days: [mon, mon], start: '01:00', end: '03:00', "
+                             "factor: 0.5}]}"),
+                     "policy.providers.openai.price.windows.0", "listed twice", id="a-day-twice"),
+        pytest.param(_priced("{per_request: 0.01, windows: [{start: '01:00', end: '02:00', factor: 0}]}"),
+                     "policy.providers.openai.price.windows.0.factor", "greater than 0", id="zero-factor"),
+        pytest.param("policy:\n  prewarm:\n    - {name: vllm, kind: replicas, target: llm/vllm, rpm_per_unit: 50, "
+                     "unit_price_per_hour: -1}\n", "policy.prewarm.0.unit_price_per_hour", "greater than or equal to 0",
+                     id="negative-replica-price"),
+    ],
+)
+def test_bad_prices_name_the_field(tmp_path: Path, yaml_text: str, field: str, needle: str) -> None:
+    path = tmp_path / "diurnal.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    assert field in str(err.value) and needle in str(err.value), str(err.value)
+
+
+def test_prices_and_windows_that_fit_load() -> None:
+    s = load_settings(timezone="Europe/London", policy={"providers": {"a": {"baseline_weight": 1.0, "price": {
+        "input_per_million_tokens": 2.5, "output_per_million_tokens": 10,
+        "windows": [{"days": ["sat", "sun"], "start": "08:00", "end": "07:59", "factor": 0.5},
+                    {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "22:00", "end": "06:00", "factor": 0.7}]}}}})
+    price = s.policy.providers["a"].price
+    assert price is not None and [w.factor for w in price.windows] == [0.5, 0.7]
+    # In London the clocks jump from 01:00 to 02:00 on the last Sunday of March: a window
+    # starting at 01:30 is refused, one starting at 02:00 is not.
+    with pytest.raises(ConfigError, match="start 01:30 does not exist in Europe/London"):
+        load_settings(timezone="Europe/London", policy={"providers": {"a": {"baseline_weight": 1.0, "price": {
+            "per_request": 0.01, "windows": [{"start": "01:30", "end": "04:00", "factor": 0.5}]}}}})
+    load_settings(timezone="Europe/London", policy={"providers": {"a": {"baseline_weight": 1.0, "price": {
+        "per_request": 0.01, "windows": [{"start": "02:00", "end": "04:00", "factor": 0.5}]}}}})
