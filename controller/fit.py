@@ -8,6 +8,11 @@ reads all of it through one frozen :class:`Learned` per tick.
 
 The loop owns the locking: :meth:`FitStage.jobs` and :meth:`FitStage.apply` run under its
 lock, the fits between them without it.
+
+Why a little over 400 lines: the stage keeps the forecasts and what is learned beside them
+(knees, SLO capacity, score distributions) on one incremental hourly-history cache, and its
+read side (forecasts at horizons, forecast against actual, the typical week) reads the same
+state; split, each part would reach into the others' cache.
 """
 
 from __future__ import annotations
