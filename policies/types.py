@@ -72,6 +72,10 @@ class ReasonCode(StrEnum):
     ReactiveNeed = "ReactiveNeed"
     ForecastGated = "ForecastGated"
     ForecastMissed = "ForecastMissed"
+    # The planner's split (``policies.planner``; not yet the default weights policy).
+    CheapestWithinSlo = "CheapestWithinSlo"
+    CapacityForecastLimited = "CapacityForecastLimited"
+    PriceUnknown = "PriceUnknown"
     # Forecast gates (knob ``forecast/<signal>/<provider>``), from the forecaster.
     ForecastTrusted = "ForecastTrusted"
     InsufficientHistory = "InsufficientHistory"

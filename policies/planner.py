@@ -1,0 +1,109 @@
+"""The planner's split of one interval's demand over the providers: least cost within each
+provider's SLO capacity. Pure: no I/O, no clock.
+
+Per interval (issue 15's plan is this, repeated over the hours ahead, plus the pool):
+
+1. every provider gets its ``min_weight`` share;
+2. the priced providers are filled cheapest first, each up to the lower of its ``max_weight``
+   share and ``margin`` × its SLO capacity (``CheapestWithinSlo``; one held below what its
+   price would give it by its capacity says so: ``CapacityForecastLimited``);
+3. then the providers without a price, planned by latency only: filled within their capacity
+   in the order given (``PriceUnknown``);
+4. demand beyond every provider's capacity together is spread so that their utilisation
+   (load / capacity) is as even as the ``max_weight`` bounds allow: the worst p95 is then as
+   low as it can be (``CapacityExhausted``).
+
+A capacity of None is unknown: that provider is bounded by its ``max_weight`` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from policies.types import ReasonCode
+
+__all__ = ["Offer", "Split", "split_demand"]
+
+_EPS = 1e-9
+
+
+@dataclass(frozen=True, kw_only=True)
+class Offer:
+    """One provider in one interval, as the planner sees it."""
+
+    name: str
+    min_weight: float
+    max_weight: float
+    #: SLO capacity in requests per minute (learned, and within the configured RPM/TPM caps);
+    #: None when unknown.
+    capacity_rpm: float | None
+    #: What one request costs in this interval (price windows applied); None: no price.
+    price_per_request: float | None
+
+
+@dataclass(frozen=True)
+class Split:
+    weights: Mapping[str, float]  # sums to 1
+    load_rpm: Mapping[str, float]
+    reasons: Mapping[str, tuple[ReasonCode, str]]
+
+
+def split_demand(demand_rpm: float, offers: Sequence[Offer], margin: float) -> Split:
+    """The least-cost split of ``demand_rpm`` (see the module docstring). ``margin`` is the
+    share of a provider's SLO capacity the plan uses at most (``capacity_headroom``)."""
+    if not offers:
+        return Split({}, {}, {})
+    demand = max(demand_rpm, _EPS)  # no load: the shares still go cheapest first
+    top = {o.name: o.max_weight * demand for o in offers}
+    safe = {o.name: min(top[o.name], margin * o.capacity_rpm if o.capacity_rpm is not None else top[o.name])
+            for o in offers}
+    load = {o.name: o.min_weight * demand for o in offers}
+    rest = demand - sum(load.values())
+    priced = sorted((o for o in offers if o.price_per_request is not None),
+                    key=lambda o: (o.price_per_request, o.name))
+    unpriced = [o for o in offers if o.price_per_request is None]
+    reasons: dict[str, tuple[ReasonCode, str]] = {}
+    for o in [*priced, *unpriced]:
+        add = max(0.0, min(rest, safe[o.name] - load[o.name]))
+        load[o.name] += add
+        rest -= add
+        reasons[o.name] = _why(o, load[o.name], safe[o.name], top[o.name], rest, margin)
+    if rest > _EPS * demand:
+        rest = _spread_evenly(rest, offers, load, top)
+        total_cap = sum(o.capacity_rpm for o in offers if o.capacity_rpm is not None)
+        for o in offers:
+            reasons[o.name] = (ReasonCode.CapacityExhausted,
+                               f"{demand:.0f} rpm is over the {margin:.0%} of {total_cap:.0f} rpm SLO capacity all "
+                               f"providers have together; spread to even out their load ({load[o.name]:.0f} rpm here)")
+    total = sum(load.values())
+    return Split({n: v / total for n, v in load.items()}, load, reasons)
+
+
+def _why(o: Offer, load: float, safe: float, top: float, rest: float, margin: float) -> tuple[ReasonCode, str]:
+    if o.price_per_request is None:
+        return (ReasonCode.PriceUnknown,
+                f"no price configured: planned by latency only, {load:.0f} rpm within its SLO capacity")
+    if rest > _EPS and safe < top - _EPS and o.capacity_rpm is not None:
+        return (ReasonCode.CapacityForecastLimited,
+                f"{load:.0f} rpm at ${o.price_per_request:.4g}/request, held at {margin:.0%} of its "
+                f"{o.capacity_rpm:.0f} rpm SLO capacity")
+    return (ReasonCode.CheapestWithinSlo,
+            f"{load:.0f} rpm at ${o.price_per_request:.4g}/request, the cheapest share within its SLO capacity")
+
+
+def _spread_evenly(rest: float, offers: Sequence[Offer], load: dict[str, float], top: Mapping[str, float]) -> float:
+    """Add ``rest`` so that load / capacity rises evenly over the providers with a known
+    capacity, each within its ``max_weight`` share (water-filling); what they cannot take
+    goes to the providers of unknown capacity. Returns what is left (0 unless every share is
+    at its maximum)."""
+    for group in ([o for o in offers if o.capacity_rpm], [o for o in offers if not o.capacity_rpm]):
+        while rest > _EPS and (room := [o for o in group if top[o.name] - load[o.name] > _EPS]):
+            weight = {o.name: o.capacity_rpm or 1.0 for o in room}
+            total = sum(weight.values())
+            # Raise everyone in proportion to capacity, stopping at the first that fills up.
+            step = min(rest, *((top[n] - load[n]) * total / w for n, w in weight.items()))
+            for n, w in weight.items():
+                load[n] += step * w / total
+            rest -= step
+    return rest

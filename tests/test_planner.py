@@ -1,0 +1,83 @@
+"""The planner's split of one interval: cheapest first within SLO capacity, min/max held,
+unpriced providers by latency only, and an infeasible load spread to even utilisation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from policies import ReasonCode
+from policies.planner import Offer, split_demand
+
+
+def offer(name: str, price: float | None, cap: float | None, lo: float = 0.0, hi: float = 1.0) -> Offer:
+    return Offer(name=name, min_weight=lo, max_weight=hi, capacity_rpm=cap, price_per_request=price)
+
+
+def test_the_cheapest_provider_is_filled_first_within_its_capacity() -> None:
+    s = split_demand(1000, [offer("dear", 0.02, 2000), offer("cheap", 0.005, 500), offer("mid", 0.01, 400)], 0.9)
+    assert s.load_rpm["cheap"] == pytest.approx(450)  # 90% of 500
+    assert s.load_rpm["mid"] == pytest.approx(360)
+    assert s.load_rpm["dear"] == pytest.approx(190)
+    assert s.reasons["cheap"][0] == ReasonCode.CapacityForecastLimited
+    assert s.reasons["dear"][0] == ReasonCode.CheapestWithinSlo
+    assert math.isclose(sum(s.weights.values()), 1.0)
+
+
+def test_min_and_max_weights_hold() -> None:
+    s = split_demand(1000, [offer("cheap", 0.001, None, hi=0.6), offer("dear", 0.05, None, lo=0.1)], 0.9)
+    assert s.weights == pytest.approx({"cheap": 0.6, "dear": 0.4})
+
+
+def test_a_provider_without_a_price_is_planned_by_latency_after_the_priced_ones() -> None:
+    s = split_demand(1000, [offer("unpriced", None, 5000), offer("priced", 0.01, 600)], 0.9)
+    assert s.load_rpm["priced"] == pytest.approx(540) and s.load_rpm["unpriced"] == pytest.approx(460)
+    assert s.reasons["unpriced"][0] == ReasonCode.PriceUnknown and "no price" in s.reasons["unpriced"][1]
+
+
+def test_a_load_over_every_capacity_is_spread_to_even_utilisation() -> None:
+    s = split_demand(3000, [offer("a", 0.01, 1000), offer("b", 0.02, 2000, hi=0.5)], 0.9)
+    assert {c for c, _ in s.reasons.values()} == {ReasonCode.CapacityExhausted}
+    # b is held at half the traffic (1500 rpm, 75% of its capacity): a takes the rest.
+    assert s.load_rpm["b"] == pytest.approx(1500) and s.load_rpm["a"] == pytest.approx(1500)
+    even = split_demand(3300, [offer("a", 0.01, 1000), offer("b", 0.02, 2000)], 0.9)
+    assert even.load_rpm["a"] / 1000 == pytest.approx(even.load_rpm["b"] / 2000)  # 110% each
+
+
+offers = st.lists(
+    st.builds(lambda p, c, lo, hi: (p, c, lo, lo + hi * (1 - lo)),
+              st.one_of(st.none(), st.floats(0.0001, 0.1)), st.one_of(st.none(), st.floats(10, 5000)),
+              st.floats(0, 0.2), st.floats(0.2, 1.0)),
+    min_size=1, max_size=5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(offers, st.floats(0, 20000), st.floats(0.5, 1.0))
+def test_weights_sum_to_one_within_bounds_and_cheaper_first(raw: list[tuple[float | None, float | None, float, float]],
+                                                            demand: float, margin: float) -> None:
+    lows = [lo for _, _, lo, _ in raw]
+    if sum(lows) > 1:  # as the settings refuse: min weights summing to more than 1
+        scale = 1 / sum(lows)
+        raw = [(p, c, lo * scale, max(hi, lo * scale)) for p, c, lo, hi in raw]
+    if sum(hi for *_, hi in raw) < 1:  # as the settings refuse: no split can reach 1
+        raw = [(p, c, lo, 1.0) for p, c, lo, _ in raw]
+    os = [offer(f"p{i}", p, c, lo, hi) for i, (p, c, lo, hi) in enumerate(raw)]
+    s = split_demand(demand, os, margin)
+    assert math.isclose(sum(s.weights.values()), 1.0, abs_tol=1e-9)
+    for o in os:
+        assert o.min_weight - 1e-9 <= s.weights[o.name] <= o.max_weight + 1e-9
+    exhausted = any(code == ReasonCode.CapacityExhausted for code, _ in s.reasons.values())
+    if not exhausted and demand > 1:
+        for o in os:
+            if o.capacity_rpm is not None:
+                assert s.load_rpm[o.name] <= max(margin * o.capacity_rpm, o.min_weight * demand) + 1e-6
+        # No cheaper priced provider has room left while a dearer one carries more than its floor.
+        priced = sorted((o for o in os if o.price_per_request is not None), key=lambda o: o.price_per_request or 0)
+        for cheap, dear in zip(priced, priced[1:], strict=False):
+            room = min(cheap.max_weight * demand, margin * cheap.capacity_rpm if cheap.capacity_rpm else math.inf)
+            if (cheap.price_per_request or 0) < (dear.price_per_request or 0) \
+                    and s.load_rpm[dear.name] > dear.min_weight * demand + 1e-6:
+                assert s.load_rpm[cheap.name] >= room - 1e-6
