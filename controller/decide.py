@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from controller.collect import Observations, is_route
 from controller.fit import ALL, Learned
+from controller.prices import Price
 from controller.settings import GuardrailSettings, PolicySettings, Settings
 from policies import (
     Decision,
@@ -25,6 +26,7 @@ from policies import (
     Override,
     PolicyConfig,
     PrewarmConfig,
+    PriceConfig,
     ProviderConfig,
     ProviderView,
     RouteConfig,
@@ -34,7 +36,7 @@ from policies import (
     guard,
 )
 
-__all__ = ["MIN_SEGMENT_REQUESTS", "DecideStage", "Decided", "guardrail_config", "policy_config"]
+__all__ = ["MIN_SEGMENT_REQUESTS", "DecideStage", "Decided", "guardrail_config", "policy_config", "price_config"]
 
 #: Segments with fewer routed requests over the window get no escalation rate.
 MIN_SEGMENT_REQUESTS = 50
@@ -49,12 +51,12 @@ def policy_config(pol: PolicySettings, providers: Sequence[str], knees: Mapping[
             n: ProviderConfig(baseline_weight=p.baseline_weight, min_weight=p.min_weight, max_weight=p.max_weight,
                               capacity_rpm=p.capacity_rpm if p.capacity_rpm is not None or not p.measure_knee
                               else knees.get(n),
-                              capacity_tpm=p.capacity_tpm)
+                              capacity_tpm=p.capacity_tpm, price=price_config(p.price))
             for n, p in pol.providers.items()
         }
     else:  # nothing configured: equal shares over the providers seen so far, unbounded
         configured = {n: ProviderConfig(baseline_weight=1.0 / len(providers), min_weight=0.0, max_weight=1.0,
-                                        capacity_rpm=None, capacity_tpm=None) for n in providers}
+                                        capacity_rpm=None, capacity_tpm=None, price=None) for n in providers}
     prewarm = tuple(
         PrewarmConfig(name=a.name, kind=a.kind, target=a.target, rpm_per_unit=a.rpm_per_unit, min_units=a.min_units,
                       max_units=a.max_units, lead=timedelta(minutes=a.lead_minutes),
@@ -71,6 +73,14 @@ def policy_config(pol: PolicySettings, providers: Sequence[str], knees: Mapping[
     return PolicyConfig(providers=configured, latency_slo_seconds=pol.latency_slo_seconds,
                         capacity_headroom=pol.capacity_headroom, error_budget=pol.error_budget, prewarm=prewarm,
                         routes=routes)
+
+
+def price_config(price: Price | None) -> PriceConfig | None:
+    if price is None:
+        return None
+    return PriceConfig(input_per_million_tokens=price.input_per_million_tokens,
+                       output_per_million_tokens=price.output_per_million_tokens, per_request=price.per_request,
+                       windows=tuple((a, b, w.factor) for w in price.windows for a, b in w.minutes_of_week()))
 
 
 def guardrail_config(g: GuardrailSettings) -> GuardrailConfig:

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum, unique
+from zoneinfo import ZoneInfo
 
 __all__ = [
     "FALLBACK_CODES",
@@ -18,6 +19,7 @@ __all__ = [
     "LoadPoint",
     "Override",
     "PolicyConfig",
+    "PriceConfig",
     "PrewarmAction",
     "PrewarmConfig",
     "ProviderConfig",
@@ -151,6 +153,31 @@ class ProviderConfig:
     max_weight: float
     capacity_rpm: float | None
     capacity_tpm: float | None
+    #: What a request costs here; None: no price (planned by latency only).
+    price: PriceConfig | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PriceConfig:
+    """A provider's prices (USD) and the local-time windows that scale them."""
+
+    input_per_million_tokens: float | None
+    output_per_million_tokens: float | None
+    per_request: float | None
+    #: (start, end, factor): [start, end) in minutes from Monday 00:00 local, not overlapping.
+    windows: tuple[tuple[int, int, float], ...]
+
+    def factor_at(self, at: datetime, tz: str) -> float:
+        """The windows' factor at ``at`` (1 outside every window), in local wall-clock time."""
+        local = at.astimezone(ZoneInfo(tz))
+        minute = local.weekday() * 1440 + local.hour * 60 + local.minute
+        return next((f for start, end, f in self.windows if start <= minute < end), 1.0)
+
+    def per_request_at(self, input_tokens: float, output_tokens: float, at: datetime, tz: str) -> float:
+        """What one request of that size costs at ``at``."""
+        cost = (self.per_request or 0.0) + (self.input_per_million_tokens or 0.0) * input_tokens / 1e6 \
+            + (self.output_per_million_tokens or 0.0) * output_tokens / 1e6
+        return cost * self.factor_at(at, tz)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -203,7 +203,7 @@ EXPORTS = {
     "controller.entrypoints": [],
     "collectors": [],
     "policies": ["FALLBACK_CODES", "Decision", "GuardrailConfig", "LoadPoint", "Override", "PolicyConfig",
-                 "PrewarmAction", "PrewarmConfig", "ProviderConfig", "ProviderView", "Reason", "ReasonCode",
+                 "PrewarmAction", "PrewarmConfig", "PriceConfig", "ProviderConfig", "ProviderView", "Reason", "ReasonCode",
                  "RouteConfig", "RouteView", "View", "decide", "decide_thresholds", "decide_weights", "guard",
                  "score_threshold"],
 }

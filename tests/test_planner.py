@@ -81,3 +81,37 @@ def test_weights_sum_to_one_within_bounds_and_cheaper_first(raw: list[tuple[floa
             if (cheap.price_per_request or 0) < (dear.price_per_request or 0) \
                     and s.load_rpm[dear.name] > dear.min_weight * demand + 1e-6:
                 assert s.load_rpm[cheap.name] >= room - 1e-6
+
+
+def test_a_price_window_applies_in_local_time_on_both_sides_of_dst() -> None:
+    """Weeknights 22:00-06:00 New York at 60%: the same local hours before and after the
+    November change, though their UTC offsets differ."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from tests.configs import policy
+
+    ny = ZoneInfo("America/New_York")
+    cfg = policy({"a": {"baseline_weight": 1.0, "price": {
+        "input_per_million_tokens": 2.0, "output_per_million_tokens": 8.0, "per_request": 0.001,
+        "windows": [{"days": ["mon", "tue", "wed", "thu", "fri"], "start": "22:00", "end": "06:00", "factor": 0.6}]}}})
+    price = cfg.providers["a"].price
+    assert price is not None
+    full = 0.001 + 2.0 * 1000 / 1e6 + 8.0 * 250 / 1e6  # 1,000 input and 250 output tokens
+    for day in (datetime(2026, 10, 26, tzinfo=ny), datetime(2026, 11, 2, tzinfo=ny)):  # EDT, then EST
+        mon_23 = day.replace(hour=23)
+        assert price.per_request_at(1000, 250, mon_23, "America/New_York") == pytest.approx(0.6 * full)
+        assert price.per_request_at(1000, 250, day.replace(hour=12), "America/New_York") == pytest.approx(full)
+        tue_5 = day.replace(day=day.day + 1, hour=5, minute=59)  # past midnight, still inside
+        assert price.factor_at(tue_5, "America/New_York") == pytest.approx(0.6)
+    sat_5 = datetime(2026, 11, 7, 5, tzinfo=ny)  # Friday night's window ends 06:00 Saturday
+    assert price.factor_at(sat_5, "America/New_York") == pytest.approx(0.6)
+    assert price.factor_at(datetime(2026, 11, 8, 5, tzinfo=ny), "America/New_York") == 1.0  # Sunday 05:00
+
+
+def test_providers_without_a_price_have_none_in_the_policy_config() -> None:
+    from tests.configs import policy
+
+    cfg = policy({"a": {"baseline_weight": 0.5, "price": {"per_request": 0.01}}, "b": 0.5})
+    assert cfg.providers["b"].price is None
+    assert cfg.providers["a"].price is not None and cfg.providers["a"].price.windows == ()
