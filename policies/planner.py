@@ -1,7 +1,8 @@
-"""The planner's split of one interval's demand over the providers: least cost within each
-provider's SLO capacity. Pure: no I/O, no clock.
+"""The planner: the least-cost split of demand over the providers within each provider's SLO
+capacity, interval by interval over the hours ahead, with a self-hosted pool planned with it.
+Pure: no I/O, no clock (``now`` is an argument).
 
-Per interval (issue 15's plan is this, repeated over the hours ahead, plus the pool):
+Per interval (:func:`split_demand`; :func:`plan` repeats it over the hours ahead and plans the pool):
 
 1. every provider gets its ``min_weight`` share;
 2. the priced providers are filled cheapest first, each up to the lower of its ``max_weight``
@@ -18,12 +19,14 @@ A capacity of None is unknown: that provider is bounded by its ``max_weight`` on
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 from policies.types import ReasonCode
 
-__all__ = ["Offer", "Split", "split_demand"]
+__all__ = ["Interval", "Offer", "Plan", "Pool", "PoolStep", "Split", "plan", "split_demand"]
 
 _EPS = 1e-9
 
@@ -107,3 +110,101 @@ def _spread_evenly(rest: float, offers: Sequence[Offer], load: dict[str, float],
                 load[n] += step * w / total
             rest -= step
     return rest
+
+
+@dataclass(frozen=True, kw_only=True)
+class Interval:
+    """One step of the plan: when it starts, the demand to serve (the forecast's upper band net
+    of cache hits, requests per minute) and every provider's offer then."""
+
+    at: datetime
+    demand_rpm: float
+    offers: tuple[Offer, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pool:
+    """A self-hosted pool behind one provider: its capacity is ready units × ``rpm_per_unit``,
+    a unit takes ``lead`` to warm up, and costs ``unit_price_per_hour`` warm or busy."""
+
+    provider: str
+    rpm_per_unit: float
+    unit_price_per_hour: float | None
+    min_units: int
+    max_units: int
+    lead: timedelta
+    release_after: timedelta
+    #: Units warm now; more cannot be ready before ``now + lead``.
+    ready_units: int
+    #: Units the load observed now needs (never planned below it).
+    needed_now: int
+
+
+@dataclass(frozen=True)
+class PoolStep:
+    """Set the pool to ``units`` at ``at`` (its peak minus the warm-up lead), held until ``release_at``."""
+
+    at: datetime
+    units: int
+    peak_at: datetime
+    release_at: datetime
+
+
+@dataclass(frozen=True)
+class Plan:
+    splits: tuple[Split, ...]  # one per interval
+    units: tuple[int, ...]  # the pool's units in force in each interval (empty without a pool)
+    steps: tuple[PoolStep, ...]
+
+
+def plan(intervals: Sequence[Interval], margin: float, now: datetime, pool: Pool | None = None) -> Plan:
+    """The least-cost split of every interval, with the pool planned with it: in an interval
+    it can be warm for (``now + lead`` on) the pool offers up to ``max_units``, priced per
+    request at full planned use; before that only its ready units. Its units are raised at
+    each interval's start minus the lead and held until ``release_after`` past the stretch
+    that needed them; never below what the observed load needs now."""
+    splits: list[Split] = []
+    need: list[int] = []
+    for iv in intervals:
+        offers = iv.offers
+        if pool is not None:
+            units = pool.max_units if iv.at >= now + pool.lead else max(pool.ready_units, pool.min_units)
+            per_request = None if pool.unit_price_per_hour is None else \
+                pool.unit_price_per_hour / (60.0 * pool.rpm_per_unit * margin)
+            offers = tuple(
+                replace(o, capacity_rpm=units * pool.rpm_per_unit, price_per_request=per_request)
+                if o.name == pool.provider else o for o in offers)
+        s = split_demand(iv.demand_rpm, offers, margin)
+        splits.append(s)
+        if pool is not None:
+            load = s.load_rpm.get(pool.provider, 0.0)
+            need.append(min(pool.max_units, max(pool.min_units, math.ceil(load / (pool.rpm_per_unit * margin) - 1e-9))))
+    if pool is None or not intervals:
+        return Plan(tuple(splits), (), ())
+    held = _held(intervals, need, pool)
+    held[0] = max(held[0], pool.needed_now)
+    return Plan(tuple(splits), tuple(held), _steps(intervals, held, pool))
+
+
+def _held(intervals: Sequence[Interval], need: Sequence[int], pool: Pool) -> list[int]:
+    """Each interval's units: the most any interval needed over the last ``release_after``."""
+    out = []
+    for i, iv in enumerate(intervals):
+        recent = [need[j] for j in range(i + 1) if intervals[j].at >= iv.at - pool.release_after]
+        out.append(max(recent))
+    return out
+
+
+def _steps(intervals: Sequence[Interval], units: Sequence[int], pool: Pool) -> tuple[PoolStep, ...]:
+    """One step per change of units: a raise issued ``lead`` before the interval that needs it
+    (at the peak minus the lead), a release when the hold ends."""
+    steps = []
+    for i in range(len(intervals)):
+        before = units[i - 1] if i else pool.ready_units
+        if units[i] == before:
+            continue
+        end = next((intervals[j].at for j in range(i + 1, len(intervals)) if units[j] != units[i]),
+                   intervals[-1].at)
+        at = max(intervals[0].at, intervals[i].at - pool.lead) if units[i] > before else intervals[i].at
+        steps.append(PoolStep(at, units[i], intervals[i].at, end))
+    return tuple(steps)

@@ -4,13 +4,16 @@ unpriced providers by latency only, and an infeasible load spread to even utilis
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policies import ReasonCode
-from policies.planner import Offer, split_demand
+from policies.planner import Interval, Offer, Pool, plan, split_demand
 
 
 def offer(name: str, price: float | None, cap: float | None, lo: float = 0.0, hi: float = 1.0) -> Offer:
@@ -115,3 +118,54 @@ def test_providers_without_a_price_have_none_in_the_policy_config() -> None:
     cfg = policy({"a": {"baseline_weight": 0.5, "price": {"per_request": 0.01}}, "b": 0.5})
     assert cfg.providers["b"].price is None
     assert cfg.providers["a"].price is not None and cfg.providers["a"].price.windows == ()
+
+
+def _monday(hour: float) -> datetime:
+    return datetime(2026, 11, 16, tzinfo=ZoneInfo("America/New_York")) + timedelta(hours=hour)
+
+
+def _day(api_price: float, pool: Pool, surge: float = 1500.0) -> list[Interval]:
+    """Every 15 minutes from 07:00: 400 rpm, and ``surge`` rpm from 09:00 to 11:00."""
+    out = []
+    for k in range(6 * 4):
+        at = _monday(7 + k / 4)
+        demand = surge if _monday(9) <= at < _monday(11) else 400.0
+        out.append(Interval(at=at, demand_rpm=demand, offers=(
+            offer("api", api_price, 5000), offer(pool.provider, None, None))))
+    return out
+
+
+POOL = Pool(provider="self", rpm_per_unit=100, unit_price_per_hour=2.0, min_units=2, max_units=20,
+            lead=timedelta(minutes=20), release_after=timedelta(minutes=30), ready_units=4, needed_now=2)
+
+
+def test_a_warm_pool_that_is_cheaper_per_request_takes_the_load_planned_at_peak_minus_lead() -> None:
+    # 2 USD per unit-hour at 100 rpm x 90%: $0.00037 a request, against $0.002 on the API.
+    p = plan(_day(0.002, POOL), 0.9, _monday(7), POOL)
+    surge = [i for i, iv in enumerate(_day(0.002, POOL)) if iv.at == _monday(9)][0]
+    assert p.units[surge] == 17  # 1500 rpm / (100 x 0.9)
+    assert p.splits[surge].weights["self"] == pytest.approx(1.0)
+    assert p.splits[0].reasons["self"][0] in (ReasonCode.CheapestWithinSlo, ReasonCode.CapacityForecastLimited)
+    raise_ = [s for s in p.steps if s.units == 17]
+    assert raise_ and raise_[0].at == _monday(9) - POOL.lead and raise_[0].peak_at == _monday(9)
+    # Held until the surge ends plus release_after, then back down.
+    assert p.units[[i for i, iv in enumerate(_day(0.002, POOL)) if iv.at == _monday(11) + timedelta(minutes=15)][0]] == 17
+    assert p.units[-1] == 5  # 400 rpm after the hold
+    release = [s for s in p.steps if s.units == 5 and s.at > _monday(11)]
+    assert release and release[0].at == _monday(11.5)
+
+
+def test_within_the_warm_up_lead_only_the_ready_units_are_offered() -> None:
+    late = replace(POOL, lead=timedelta(hours=3))  # nothing new warm before 10:00
+    p = plan(_day(0.002, late), 0.9, _monday(7), late)
+    at_9 = [i for i, iv in enumerate(_day(0.002, late)) if iv.at == _monday(9)][0]
+    assert p.splits[at_9].load_rpm["self"] == pytest.approx(4 * 100 * 0.9)  # the 4 ready units
+    assert p.splits[at_9].load_rpm["api"] == pytest.approx(1500 - 360)
+    assert p.units[at_9] == 4
+
+
+def test_a_pool_dearer_than_the_api_keeps_its_floor_and_never_goes_below_the_observed_need() -> None:
+    dear = replace(POOL, unit_price_per_hour=50.0, needed_now=6)  # $0.0093 a request
+    p = plan(_day(0.002, dear), 0.9, _monday(7), dear)
+    assert all(s.weights["api"] == pytest.approx(1.0) for s in p.splits)  # min_weight 0: nothing to the pool
+    assert p.units[0] == 6 and max(p.units[1:]) == 2  # the observed need now, then its min_units
