@@ -71,7 +71,8 @@ def split_demand(demand_rpm: float, offers: Sequence[Offer], margin: float) -> S
         add = max(0.0, min(rest, safe[o.name] - load[o.name]))
         load[o.name] += add
         rest -= add
-        reasons[o.name] = _why(o, load[o.name], safe[o.name], top[o.name], rest, margin)
+        reasons[o.name] = _why(o, load[o.name], safe[o.name], top[o.name], rest, margin,
+                               at_floor=add <= _EPS * demand)
     if rest > _EPS * demand:
         rest = _spread_evenly(rest, offers, load, top)
         total_cap = sum(o.capacity_rpm for o in offers if o.capacity_rpm is not None)
@@ -83,10 +84,14 @@ def split_demand(demand_rpm: float, offers: Sequence[Offer], margin: float) -> S
     return Split({n: v / total for n, v in load.items()}, load, reasons)
 
 
-def _why(o: Offer, load: float, safe: float, top: float, rest: float, margin: float) -> tuple[ReasonCode, str]:
+def _why(o: Offer, load: float, safe: float, top: float, rest: float, margin: float, *,
+         at_floor: bool) -> tuple[ReasonCode, str]:
     if o.price_per_request is None:
         return (ReasonCode.PriceUnknown,
                 f"no price configured: planned by latency only, {load:.0f} rpm within its SLO capacity")
+    if at_floor and rest <= _EPS:
+        return (ReasonCode.CheapestWithinSlo,
+                f"{load:.0f} rpm, its minimum share: cheaper providers take the rest within their SLO capacity")
     if rest > _EPS and safe < top - _EPS and o.capacity_rpm is not None:
         return (ReasonCode.CapacityForecastLimited,
                 f"{load:.0f} rpm at ${o.price_per_request:.4g}/request, held at {margin:.0%} of its "

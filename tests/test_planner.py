@@ -28,6 +28,8 @@ def test_the_cheapest_provider_is_filled_first_within_its_capacity() -> None:
     assert s.reasons["cheap"][0] == ReasonCode.CapacityForecastLimited
     assert s.reasons["dear"][0] == ReasonCode.CheapestWithinSlo
     assert math.isclose(sum(s.weights.values()), 1.0)
+    more = split_demand(1000, [offer("cheap", 0.005, 5000), offer("dearest", 0.05, 5000, lo=0.05)], 0.9)
+    assert more.load_rpm["dearest"] == pytest.approx(50) and "its minimum share" in more.reasons["dearest"][1]
 
 
 def test_min_and_max_weights_hold() -> None:
