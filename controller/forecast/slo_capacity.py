@@ -37,7 +37,7 @@ import pandas as pd
 
 from collectors.hour_of_week import slots as slots_of
 
-__all__ = ["CapacityProfile", "Evidence", "SlotCapacity", "describe", "learn_capacity", "threshold_capacity"]
+__all__ = ["CapacityProfile", "Evidence", "SlotCapacity", "learn_capacity", "threshold_capacity"]
 
 SLOTS = 168
 #: Hours needed near a slot before it gets an estimate of its own.
@@ -206,11 +206,3 @@ def _with_overall(est: SlotCapacity | None, overall: SlotCapacity) -> SlotCapaci
     if est.evidence is Evidence.upper_bound and overall.rpm < est.rpm:
         return SlotCapacity(overall.rpm, est.evidence, est.hours, est.radius)
     return est
-
-
-def describe(c: SlotCapacity) -> str:
-    """``1200 rpm (measured, 8 hours)`` and the like, for reasons and logs."""
-    if c.rpm is None or not math.isfinite(c.rpm):
-        return "unknown (no history)"
-    pooled = " over all hours" if c.radius < 0 else f", pooled over ±{c.radius} h" if c.radius else ""
-    return f"{c.rpm:.0f} rpm ({c.evidence}, {c.hours} hours{pooled})"
