@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from controller.collect import Observations, is_route
 from controller.fit import ALL, Learned
+from controller.outlook import OutlookBuilder
 from controller.prices import Price
 from controller.settings import GuardrailSettings, PolicySettings, Settings
 from policies import (
@@ -72,7 +73,8 @@ def policy_config(pol: PolicySettings, providers: Sequence[str], knees: Mapping[
     )
     return PolicyConfig(providers=configured, latency_slo_seconds=pol.latency_slo_seconds,
                         capacity_headroom=pol.capacity_headroom, error_budget=pol.error_budget, prewarm=prewarm,
-                        routes=routes)
+                        routes=routes, weights_policy=pol.weights_policy, untrusted_headroom=pol.untrusted_headroom,
+                        explore_above_seen=pol.explore_above_seen)
 
 
 def price_config(price: Price | None) -> PriceConfig | None:
@@ -104,6 +106,7 @@ class DecideStage:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.guardrails = guardrail_config(settings.guardrails)
+        self.outlook = OutlookBuilder(settings)
         #: The policy's recent targets, for the guardrails' stabilization window.
         self._targets: deque[tuple[datetime, dict[str, float]]] = deque()
 
@@ -118,6 +121,7 @@ class DecideStage:
         decision = guard(target, previous, config, self.guardrails, data_age_seconds, when,
                          window=list(self._targets), overrides=overrides)
         self._targets.append((when, dict(target.weights)))
+        self.outlook.record(decision, config)
         return Decided(decision, view, tuple(overrides), observed)
 
     def view(self, when: datetime, obs: Observations, learned: Learned, config: PolicyConfig,
@@ -167,6 +171,8 @@ class DecideStage:
             observed_total_rpm=observed_rpm,
             data_age_seconds=data_age_seconds,
             tz=self.settings.timezone,
+            outlook=self.outlook.build(when, obs, learned, config, providers)
+            if config.weights_policy == "planner" else None,
         )
         return view, {k: v for k, v in observed.items() if not math.isnan(v)}
 

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["WEEKDAYS", "Price", "PriceWindow", "dst_gap_problem"]
+__all__ = ["WEEKDAYS", "Price", "PriceWindowSettings", "dst_gap_problem"]
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -33,7 +33,7 @@ class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class PriceWindow(_Group):
+class PriceWindowSettings(_Group):
     """A recurring local-time window in which the provider's prices are multiplied by ``factor``."""
 
     days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS), min_length=1,
@@ -45,7 +45,7 @@ class PriceWindow(_Group):
                           description="Multiplies every price of the provider inside the window (0.5: half price).")
 
     @model_validator(mode="after")
-    def _days_once(self) -> PriceWindow:
+    def _days_once(self) -> PriceWindowSettings:
         if len(set(self.days)) != len(self.days):
             raise ValueError("a weekday is listed twice in days")
         return self
@@ -73,7 +73,7 @@ class Price(_Group):
         default=None, ge=0, allow_inf_nan=False, description="USD per 1 million output (completion) tokens.")
     per_request: float | None = Field(
         default=None, ge=0, allow_inf_nan=False, description="USD per request, on top of any token prices.")
-    windows: list[PriceWindow] = Field(
+    windows: list[PriceWindowSettings] = Field(
         default_factory=list, description="Local-time windows that scale these prices (off-peak discounts). They "
                                           "may not overlap.")
 
@@ -93,7 +93,7 @@ class Price(_Group):
         return self
 
 
-def dst_gap_problem(window: PriceWindow, tz: str, *, years: int = 4, today: date | None = None) -> str | None:
+def dst_gap_problem(window: PriceWindowSettings, tz: str, *, years: int = 4, today: date | None = None) -> str | None:
     """Why ``window`` cannot be honoured in ``tz``: its start or end is a wall-clock time that
     does not exist on a day the clocks jump forward (looked at over ``years`` years from
     ``today``), or None."""

@@ -25,7 +25,7 @@ from controller.metrics import Metrics
 from controller.settings import Settings
 from policies import Decision
 
-__all__ = ["PublishStage", "decision_body", "decision_etag"]
+__all__ = ["PublishStage", "decision_body", "decision_etag", "plan_body"]
 
 
 def decision_body(decision: Decision, *, with_time: bool = True) -> dict[str, object]:
@@ -47,6 +47,22 @@ def decision_body(decision: Decision, *, with_time: bool = True) -> dict[str, ob
     if with_time:
         body["at"] = decision.at.isoformat()
     return body
+
+
+def plan_body(decision: Decision) -> list[dict[str, object]]:
+    """The planner's plan as JSON (``/v1/decision?explain=1`` and the audit log; not in the
+    body pollers read, whose ETag must not move with every forecast step)."""
+    def num(v: float | None) -> float | None:
+        return None if v is None else round(v, 4)
+
+    return [
+        {"at": p.at.isoformat(), "demand_rpm": num(p.demand_rpm),
+         "providers": {n: {"load_rpm": num(p.load_rpm.get(n, 0.0)), "capacity_rpm": num(p.capacity_rpm.get(n))}
+                       for n in sorted(p.load_rpm)},
+         "pool_units": p.pool_units, "cost_per_hour": num(p.cost_per_hour),
+         "baseline_cost_per_hour": num(p.baseline_cost_per_hour)}
+        for p in decision.plan
+    ]
 
 
 def decision_etag(decision: Decision, body: dict[str, object] | None = None) -> str:
@@ -82,6 +98,7 @@ class PublishStage:
             self.audit.append({
                 **body,
                 "etag": etag,
+                "plan": plan_body(decision),
                 "inputs": {
                     "data_age_seconds": view.data_age_seconds,
                     "observed_total_rpm": view.observed_total_rpm,

@@ -270,6 +270,29 @@ class PolicySettings(_Group):
         description="Fraction of a provider's capacity (capacity_rpm, capacity_tpm or its measured knee) the "
                     "weights plan to use at most; the rest absorbs what the forecast misses. A fraction.",
     )
+    weights_policy: Literal["planner", "heuristic"] = Field(
+        default="planner",
+        description="`planner`: the least-cost split of the forecast demand within each provider's learned SLO "
+                    "capacity, with prices and the self-hosted pool planned together. `heuristic`: move share "
+                    "off providers whose p95 is predicted or seen over the SLO, by baseline weights.",
+    )
+    untrusted_headroom: float = Field(
+        default=0.7, gt=0, le=1,
+        description="The planner's margin where the demand forecast is not trusted and it plans on the load "
+                    "observed now: the fraction of a provider's capacity it plans to use at most (the lower of "
+                    "this and capacity_headroom). A fraction.",
+    )
+    explore_above_seen: float = Field(
+        default=0.2, ge=0, le=1,
+        description="Where a provider never breached the SLO, how far above the busiest load it served the "
+                    "planner may send it (its capacity is then learned by trying, a bounded step at a time). "
+                    "A fraction.",
+    )
+    plan_hours: float = Field(
+        default=6.0, gt=0, le=48,
+        description="How far ahead the planner plans (at least the longest prewarm lead plus an hour). "
+                    "Measured in hours.",
+    )
     lead_minutes: float = Field(
         default=30.0,
         ge=0,

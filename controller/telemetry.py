@@ -21,7 +21,7 @@ from collectors.mapping import Mapper
 from controller.fit import SeriesForecast
 from controller.forecast.slo_capacity import CapacityProfile
 from controller.settings import Settings
-from policies import FALLBACK_CODES, Decision, Override, PolicyConfig
+from policies import FALLBACK_CODES, Decision, Override, PlannedInterval, PolicyConfig
 
 __all__ = ["HORIZONS", "WEEKDAYS", "StateCollector", "StateSource"]
 
@@ -104,13 +104,20 @@ class StateCollector(Collector):
         yield weights
         capacity = GaugeMetricFamily(
             "diurnal_provider_capacity_rpm", "Requests per minute a provider is planned to take at most, by source "
-            "(configured, or measured: its knee).", labels=["provider", "source"])
+            "(configured; measured: its knee; plan: the SLO capacity the planner plans on now).",
+            labels=["provider", "source"])
         for name, pp in ctl.settings.policy.providers.items():
             if pp.capacity_rpm is not None:
                 capacity.add_metric([name, "configured"], pp.capacity_rpm)
             elif (knee := ctl.knees().get(name)) is not None:
                 capacity.add_metric([name, "measured"], knee)
+        now = decision.plan[0] if decision is not None and decision.plan else None
+        if now is not None:
+            for name, cap in now.capacity_rpm.items():
+                if cap is not None:
+                    capacity.add_metric([name, "plan"], cap)
         yield capacity
+        yield from _plan_now(now)
         thresholds = GaugeMetricFamily(
             "diurnal_threshold", "Routing thresholds (escalation fractions, score thresholds), by kind "
             "(published, recommended).", labels=["knob", "kind"])
@@ -266,6 +273,27 @@ def _hour_of_week(ctl: StateSource) -> Iterator[GaugeMetricFamily]:
         if now_slot is not None and math.isfinite(medians[now_slot]):
             typical.add_metric([signal, provider], float(medians[now_slot]))
     yield from (family, typical)
+
+
+def _plan_now(now: PlannedInterval | None) -> Iterator[GaugeMetricFamily]:
+    """The planner's step now: the demand planned for, each provider's planned load, and the
+    expected cost per hour of the plan and of the baseline weights."""
+    demand = GaugeMetricFamily("diurnal_planned_demand_rpm",
+                               "Requests per minute the planner plans for now (the forecast's upper band, or the load "
+                               "observed with a wider margin).")
+    load = GaugeMetricFamily("diurnal_planned_load_rpm", "Requests per minute the plan sends each provider now.",
+                             labels=["provider"])
+    cost = GaugeMetricFamily("diurnal_planned_cost_per_hour",
+                             "Expected spend per hour (USD) of the plan now and of the baseline weights at the same "
+                             "demand; absent where a provider carrying load has no price.", labels=["weights"])
+    if now is not None:
+        demand.add_metric([], now.demand_rpm)
+        for name, rpm in sorted(now.load_rpm.items()):
+            load.add_metric([name], rpm)
+        for kind, usd in (("plan", now.cost_per_hour), ("baseline", now.baseline_cost_per_hour)):
+            if usd is not None:
+                cost.add_metric([kind], usd)
+    yield from (demand, load, cost)
 
 
 def _slo_capacity(ctl: StateSource) -> Iterator[GaugeMetricFamily]:

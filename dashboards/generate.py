@@ -91,6 +91,11 @@ def hour_of_week() -> db.Dashboard:
         "p95 latency of $provider", how, "s",
         'diurnal_hour_of_week{signal="latency_p95", provider="$provider"}'))
     d = d.with_panel(hour_of_week_matrix(
+        "SLO capacity of $provider", "The load (requests per minute) at which $provider's p95 reaches the SLO "
+        "(or its 429/5xx share the error budget), learned per local hour of the week from its own history; "
+        "what the planner plans on. Rows: weekdays; columns: hours.", "reqpm",
+        'diurnal_provider_slo_capacity_hour_of_week{provider="$provider"}'))
+    d = d.with_panel(hour_of_week_matrix(
         "Cache-hit ratio", how, "percentunit", 'diurnal_hour_of_week{signal="cache_hit_ratio", provider="*"}'))
     d = d.with_panel(hour_of_week_matrix(
         "Retries per request", how, "percentunit", 'diurnal_hour_of_week{signal="retry_ratio", provider="*"}'))
@@ -145,6 +150,16 @@ def controller() -> db.Dashboard:
                             "action and target (the next step's time and amount are "
                             "diurnal_prewarm_next_step_timestamp_seconds and _units).", "short",
                             q("diurnal_prewarm_planned_units", "{{action}} -> {{target}}")))
+    d = d.with_row(db.Row("Plan"))
+    d = d.with_panel(series("Planned load against SLO capacity", "Requests per minute the plan sends each "
+                            "provider now, against the SLO capacity it plans on (dashed) and the demand it plans "
+                            "for.", "reqpm",
+                            q("diurnal_planned_load_rpm", "{{provider}} planned", "A"),
+                            q('diurnal_provider_capacity_rpm{source="plan"}', "{{provider}} capacity", "B"),
+                            q("diurnal_planned_demand_rpm", "demand", "C")))
+    d = d.with_panel(series("Expected cost per hour", "What the plan is expected to cost per hour now, against "
+                            "the baseline weights at the same demand (USD).", "currencyUSD",
+                            q("diurnal_planned_cost_per_hour", "{{weights}}")))
     d = d.with_row(db.Row("Why"))
     d = d.with_panel(series("Decisions by reason", "Reasons given on knobs, per second (recording rule).", "short",
                             q("diurnal:decision_reasons:rate5m", "{{knob}} {{reason}}"), w=24))

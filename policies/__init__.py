@@ -8,11 +8,15 @@ from policies.guardrails import guard
 from policies.thresholds import decide_thresholds, score_threshold
 from policies.types import (
     FALLBACK_CODES,
+    Ahead,
     Decision,
     GuardrailConfig,
     LoadPoint,
+    Outlook,
     Override,
+    PlannedInterval,
     PolicyConfig,
+    Pool,
     PrewarmAction,
     PrewarmConfig,
     PriceConfig,
@@ -22,17 +26,22 @@ from policies.types import (
     ReasonCode,
     RouteConfig,
     RouteView,
+    SloCapacity,
     View,
 )
 from policies.weights import decide_weights
 
 __all__ = [
     "FALLBACK_CODES",
+    "Ahead",
     "Decision",
     "GuardrailConfig",
     "LoadPoint",
+    "Outlook",
     "Override",
+    "PlannedInterval",
     "PolicyConfig",
+    "Pool",
     "PrewarmAction",
     "PrewarmConfig",
     "PriceConfig",
@@ -42,6 +51,7 @@ __all__ = [
     "ReasonCode",
     "RouteConfig",
     "RouteView",
+    "SloCapacity",
     "View",
     "decide",
     "decide_thresholds",

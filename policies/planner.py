@@ -5,16 +5,36 @@ Pure: no I/O, no clock (``now`` is an argument).
 Per interval (:func:`split_demand`; :func:`plan` repeats it over the hours ahead and plans the pool):
 
 1. every provider gets its ``min_weight`` share;
-2. the priced providers are filled cheapest first, each up to the lower of its ``max_weight``
-   share and ``margin`` × its SLO capacity (``CheapestWithinSlo``; one held below what its
+2. the priced providers are filled cheapest first (those within ``PRICE_TIE`` of each other
+   share by baseline weight), each up to the lower of its ``max_weight`` share and
+   ``margin`` × its SLO capacity (``CheapestWithinSlo``; one held below what its
    price would give it by its capacity says so: ``CapacityForecastLimited``);
-3. then the providers without a price, planned by latency only: filled within their capacity
-   in the order given (``PriceUnknown``);
+3. then the providers without a price, planned by latency only: what is left is shared by
+   their baseline weights, each within its capacity (``PriceUnknown``);
 4. demand beyond every provider's capacity together is spread so that their utilisation
    (load / capacity) is as even as the ``max_weight`` bounds allow: the worst p95 is then as
    low as it can be (``CapacityExhausted``).
 
 A capacity of None is unknown: that provider is bounded by its ``max_weight`` only.
+
+:func:`decide_plan` is the weights policy built on it: it turns the view's
+:class:`~policies.types.Outlook` (demand, learned capacity and prices per step ahead) into
+offers, by these rules:
+
+- the capacity planned on is the learned SLO capacity, within the hard limit (RPM or TPM limit,
+  knee) and below a recent breach (a provider seen over the SLO at a load takes less than that
+  load now: ``ObservedLatencyBreach``/``ErrorBudgetBreach``);
+- where a provider never breached (the capacity is a lower bound) the plan may send it up to
+  ``explore_above_seen`` more than it ever served, and at least its baseline share
+  (``ExploringCapacity``): capacity is learned by trying, a bounded step at a time, and a
+  breach ends it at once; demand beyond what every provider is known to take goes to these
+  first, up to their hard limits;
+- a provider of unknown capacity and no limit takes at most its baseline share;
+- the margin is ``capacity_headroom``, or ``untrusted_headroom`` where the demand is the load
+  observed now rather than a trusted forecast.
+
+The weights are the split of the first step (now); a self-hosted pool's planned load becomes
+its prewarm action's load forecast (``PoolPlanned``).
 """
 
 from __future__ import annotations
@@ -22,13 +42,26 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from policies.types import ReasonCode
+from policies.types import (
+    Ahead,
+    LoadPoint,
+    PlannedInterval,
+    PolicyConfig,
+    Pool,
+    ProviderConfig,
+    Reason,
+    ReasonCode,
+    SloCapacity,
+    View,
+)
 
-__all__ = ["Interval", "Offer", "Plan", "Pool", "PoolStep", "Split", "plan", "split_demand"]
+__all__ = ["PRICE_TIE", "Interval", "Offer", "Plan", "Pool", "PoolStep", "Split", "decide_plan", "plan", "split_demand"]
 
 _EPS = 1e-9
+#: Prices within this share of each other are one tier (shared by baseline weight).
+PRICE_TIE = 0.02
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +76,19 @@ class Offer:
     capacity_rpm: float | None
     #: What one request costs in this interval (price windows applied); None: no price.
     price_per_request: float | None
+    #: Its share when nothing binds: the providers without a price share what is left by it.
+    baseline_weight: float = 1.0
+    #: The price window's factor in this interval (1 outside every window).
+    price_factor: float = 1.0
+    #: Why the capacity is what it is, for the reason when it binds: a code other than
+    #: ``CapacityForecastLimited`` (an observed breach, exploration, a configured limit) and words.
+    capacity_code: ReasonCode | None = None
+    capacity_note: str = ""
+    #: The capacity is only a lower bound (never breached up to it): demand beyond what every
+    #: provider is known to take goes here first, up to ``limit_rpm``.
+    lower_bound: bool = False
+    #: Hard cap in requests per minute (RPM or TPM limit); None: none.
+    limit_rpm: float | None = None
 
 
 @dataclass(frozen=True)
@@ -57,7 +103,7 @@ def split_demand(demand_rpm: float, offers: Sequence[Offer], margin: float) -> S
     share of a provider's SLO capacity the plan uses at most (``capacity_headroom``)."""
     if not offers:
         return Split({}, {}, {})
-    demand = max(demand_rpm, _EPS)  # no load: the shares still go cheapest first
+    demand = max(demand_rpm, 1.0)  # (almost) no load: the shares of 1 rpm, still cheapest first
     top = {o.name: o.max_weight * demand for o in offers}
     safe = {o.name: min(top[o.name], margin * o.capacity_rpm if o.capacity_rpm is not None else top[o.name])
             for o in offers}
@@ -67,12 +113,29 @@ def split_demand(demand_rpm: float, offers: Sequence[Offer], margin: float) -> S
                     key=lambda o: (o.price_per_request, o.name))
     unpriced = [o for o in offers if o.price_per_request is None]
     reasons: dict[str, tuple[ReasonCode, str]] = {}
-    for o in [*priced, *unpriced]:
-        add = max(0.0, min(rest, safe[o.name] - load[o.name]))
-        load[o.name] += add
-        rest -= add
-        reasons[o.name] = _why(o, load[o.name], safe[o.name], top[o.name], rest, margin,
-                               at_floor=add <= _EPS * demand)
+    for tier in _price_tiers(priced):
+        before = {o.name: load[o.name] for o in tier}
+        rest = _fill_by_baseline(rest, tier, load, safe)
+        for o in tier:
+            reasons[o.name] = _why(o, load[o.name], safe[o.name], top[o.name], rest, margin,
+                                   at_floor=load[o.name] - before[o.name] <= _EPS * demand)
+    if unpriced:
+        rest = _fill_by_baseline(rest, unpriced, load, safe)
+        for o in unpriced:
+            reasons[o.name] = _why(o, load[o.name], safe[o.name], top[o.name], rest, margin, at_floor=False)
+    explorers = [o for o in offers if o.lower_bound]
+    if rest > _EPS * demand and explorers:
+        # Beyond what is known to be safe, first where no breach was ever seen: it may well
+        # take more (up to its hard limit), where a provider that breached will not.
+        before = dict(load)
+        room = {o.name: min(top[o.name], margin * o.limit_rpm if o.limit_rpm is not None else top[o.name])
+                for o in explorers}
+        rest = _spread_evenly(rest, explorers, load, {**top, **room})
+        for o in explorers:
+            if load[o.name] > before[o.name] + _EPS:
+                reasons[o.name] = (ReasonCode.ExploringCapacity,
+                                   f"{load[o.name]:.0f} rpm: the demand is over the SLO capacity known for all "
+                                   f"providers, and this one never breached up to {o.capacity_rpm:.0f} rpm")
     if rest > _EPS * demand:
         rest = _spread_evenly(rest, offers, load, top)
         total_cap = sum(o.capacity_rpm for o in offers if o.capacity_rpm is not None)
@@ -86,18 +149,71 @@ def split_demand(demand_rpm: float, offers: Sequence[Offer], margin: float) -> S
 
 def _why(o: Offer, load: float, safe: float, top: float, rest: float, margin: float, *,
          at_floor: bool) -> tuple[ReasonCode, str]:
+    note = f" ({o.capacity_note})" if o.capacity_note else ""
     if o.price_per_request is None:
+        if o.capacity_rpm is not None and load >= safe - _EPS and safe < top - _EPS:
+            return (o.capacity_code or ReasonCode.CapacityForecastLimited,
+                    f"{load:.0f} rpm, held at {margin:.0%} of its {o.capacity_rpm:.0f} rpm SLO capacity{note}; "
+                    "no price configured: planned by latency only")
         return (ReasonCode.PriceUnknown,
-                f"no price configured: planned by latency only, {load:.0f} rpm within its SLO capacity")
+                f"no price configured: planned by latency only, {load:.0f} rpm within its SLO capacity{note}")
     if at_floor and rest <= _EPS:
         return (ReasonCode.CheapestWithinSlo,
                 f"{load:.0f} rpm, its minimum share: cheaper providers take the rest within their SLO capacity")
+    if load > safe + _EPS * max(load, 1.0) and o.capacity_rpm is not None:
+        return (o.capacity_code or ReasonCode.CapacityForecastLimited,
+                f"{load:.0f} rpm, its minimum share, though that is over {margin:.0%} of its "
+                f"{o.capacity_rpm:.0f} rpm SLO capacity{note}")
     if rest > _EPS and safe < top - _EPS and o.capacity_rpm is not None:
-        return (ReasonCode.CapacityForecastLimited,
+        return (o.capacity_code or ReasonCode.CapacityForecastLimited,
                 f"{load:.0f} rpm at ${o.price_per_request:.4g}/request, held at {margin:.0%} of its "
-                f"{o.capacity_rpm:.0f} rpm SLO capacity")
+                f"{o.capacity_rpm:.0f} rpm SLO capacity{note}")
+    if not math.isclose(o.price_factor, 1.0):
+        return (ReasonCode.PriceWindow,
+                f"{load:.0f} rpm at ${o.price_per_request:.4g}/request (x{o.price_factor:g} in a price window), "
+                "the cheapest share within its SLO capacity")
     return (ReasonCode.CheapestWithinSlo,
             f"{load:.0f} rpm at ${o.price_per_request:.4g}/request, the cheapest share within its SLO capacity")
+
+
+def _price_tiers(priced: Sequence[Offer]) -> list[list[Offer]]:
+    """Priced offers, cheapest first, grouped where prices are within ``PRICE_TIE`` of the
+    tier's cheapest: those share by baseline instead of flipping on noise in the tokens per
+    request their prices are computed from."""
+    tiers: list[list[Offer]] = []
+    for o in priced:
+        if tiers and (o.price_per_request or 0.0) <= (tiers[-1][0].price_per_request or 0.0) * (1 + PRICE_TIE):
+            tiers[-1].append(o)
+        else:
+            tiers.append([o])
+    return tiers
+
+
+def _fill_by_baseline(rest: float, offers: Sequence[Offer], load: dict[str, float], safe: Mapping[str, float]) -> float:
+    """Share ``rest`` over ``offers`` so that their loads approach their baseline weights
+    (water-filling load / baseline from the lowest), each within ``safe``: nothing binding, the
+    baseline split comes out. Returns what is left."""
+    base = {o.name: max(o.baseline_weight, _EPS) for o in offers}
+    for _ in range(2 * len(offers) + 2):  # each round fills a provider or joins one more to the lowest
+        if rest <= _EPS:
+            break
+        room = [o.name for o in offers if safe[o.name] - load[o.name] > _EPS]
+        if not room:
+            break
+        level = {n: load[n] / base[n] for n in room}
+        low = min(level.values())
+        at_low = [n for n in room if level[n] <= low * (1 + 1e-12) + _EPS]
+        ceiling = min([level[n] for n in room if n not in at_low] + [safe[n] / base[n] for n in at_low])
+        need = sum((ceiling - low) * base[n] for n in at_low)
+        if need >= rest:
+            total = sum(base[n] for n in at_low)
+            for n in at_low:
+                load[n] += rest * base[n] / total
+            return 0.0
+        for n in at_low:
+            load[n] = min(safe[n], ceiling * base[n])
+        rest -= need
+    return rest
 
 
 def _spread_evenly(rest: float, offers: Sequence[Offer], load: dict[str, float], top: Mapping[str, float]) -> float:
@@ -125,24 +241,6 @@ class Interval:
     at: datetime
     demand_rpm: float
     offers: tuple[Offer, ...]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Pool:
-    """A self-hosted pool behind one provider: its capacity is ready units × ``rpm_per_unit``,
-    a unit takes ``lead`` to warm up, and costs ``unit_price_per_hour`` warm or busy."""
-
-    provider: str
-    rpm_per_unit: float
-    unit_price_per_hour: float | None
-    min_units: int
-    max_units: int
-    lead: timedelta
-    release_after: timedelta
-    #: Units warm now; more cannot be ready before ``now + lead``.
-    ready_units: int
-    #: Units the load observed now needs (never planned below it).
-    needed_now: int
 
 
 @dataclass(frozen=True)
@@ -176,8 +274,10 @@ def plan(intervals: Sequence[Interval], margin: float, now: datetime, pool: Pool
             units = pool.max_units if iv.at >= now + pool.lead else max(pool.ready_units, pool.min_units)
             per_request = None if pool.unit_price_per_hour is None else \
                 pool.unit_price_per_hour / (60.0 * pool.rpm_per_unit * margin)
+            ready = "" if iv.at >= now + pool.lead else ", the units ready before more can warm up"
             offers = tuple(
-                replace(o, capacity_rpm=units * pool.rpm_per_unit, price_per_request=per_request)
+                replace(o, capacity_rpm=units * pool.rpm_per_unit, price_per_request=per_request, price_factor=1.0,
+                        capacity_code=None, capacity_note=f"{units} units x {pool.rpm_per_unit:g} rpm{ready}")
                 if o.name == pool.provider else o for o in offers)
         s = split_demand(iv.demand_rpm, offers, margin)
         splits.append(s)
@@ -213,3 +313,96 @@ def _steps(intervals: Sequence[Interval], units: Sequence[int], pool: Pool) -> t
         at = max(intervals[0].at, intervals[i].at - pool.lead) if units[i] > before else intervals[i].at
         steps.append(PoolStep(at, units[i], intervals[i].at, end))
     return tuple(steps)
+
+
+# ---- the weights policy --------------------------------------------------------------------
+
+def _capacity(sc: SloCapacity, explore: float, baseline_rpm: float) -> tuple[float | None, ReasonCode | None, str, bool]:
+    """The capacity to plan on from what is known, with the code and words for when it binds,
+    and whether it is only a lower bound. ``baseline_rpm``: what its baseline share would
+    send it; a provider never seen to breach is planned at least that."""
+    rpm, code, note, bound = sc.rpm, None, sc.note, False
+    if rpm is not None and sc.evidence == "lower_bound":
+        if rpm * (1.0 + explore) >= baseline_rpm:
+            rpm, code, bound = rpm * (1.0 + explore), ReasonCode.ExploringCapacity, True
+            note = f"{sc.note}; never over the SLO up to {sc.rpm:.0f} rpm, so trying up to {explore:.0%} more"
+        else:
+            rpm, bound = baseline_rpm, True
+            note = f"{sc.note}; never over the SLO (up to {sc.rpm:.0f} rpm), so at least its baseline share"
+    if sc.breach_rpm is not None and sc.breach is not None:  # over the SLO now: no exploring
+        bound = False
+        if rpm is None or sc.breach_rpm < rpm:
+            rpm, (code, note) = sc.breach_rpm, sc.breach
+    if sc.limit_rpm is not None and (rpm is None or sc.limit_rpm < rpm):
+        rpm, code, bound = sc.limit_rpm, ReasonCode.CapacityLimited, False
+        note = "its configured limit (RPM, TPM or knee)"
+    return rpm, code, note, bound
+
+
+def _offer(name: str, p: ProviderConfig, step: Ahead, config: PolicyConfig, margin: float) -> Offer:
+    sc = step.capacity.get(name)
+    baseline_rpm = p.baseline_weight * step.demand_rpm / margin
+    rpm, code, note, bound = _capacity(sc, config.explore_above_seen, baseline_rpm) if sc is not None \
+        else (None, None, "", False)
+    if rpm is None:  # nothing learned and no limit: no more than the operator gave it
+        rpm, code = baseline_rpm, ReasonCode.CapacityForecastLimited
+        note = "capacity not learned yet: at most its baseline share"
+    return Offer(name=name, min_weight=p.min_weight, max_weight=p.max_weight, capacity_rpm=rpm,
+                 baseline_weight=p.baseline_weight, price_per_request=step.price_per_request.get(name),
+                 price_factor=step.price_factor.get(name, 1.0), capacity_code=code, capacity_note=note,
+                 lower_bound=bound, limit_rpm=sc.limit_rpm if sc is not None else None)
+
+
+def _cost_per_hour(load: Mapping[str, float], offers: Sequence[Offer], pool: Pool | None,
+                   units: int | None) -> float | None:
+    """What serving ``load`` costs per hour: each provider's requests at its price, and the
+    pool's units at the unit price. None where something carrying load has no price."""
+    cost = 0.0
+    for o in offers:
+        if pool is not None and o.name == pool.provider:
+            if units and pool.unit_price_per_hour is None:
+                return None
+            cost += (units or 0) * (pool.unit_price_per_hour or 0.0)
+        elif load.get(o.name, 0.0) > _EPS:
+            if o.price_per_request is None:
+                return None
+            cost += load[o.name] * 60.0 * o.price_per_request
+    return cost
+
+
+def _pool_units(load: float, pool: Pool, margin: float) -> int:
+    return min(pool.max_units, max(pool.min_units, math.ceil(load / (pool.rpm_per_unit * margin) - 1e-9)))
+
+
+def decide_plan(view: View, config: PolicyConfig
+                ) -> tuple[dict[str, float], list[Reason], tuple[PlannedInterval, ...], tuple[LoadPoint, ...]]:
+    """Weights (the plan's split now), one reason per provider, the plan as explained, and the
+    pool's planned load as a load forecast for its prewarm action (empty without a pool)."""
+    outlook = view.outlook
+    assert outlook is not None and outlook.steps
+    margin = config.capacity_headroom if outlook.trusted else min(config.capacity_headroom, config.untrusted_headroom)
+    intervals = [Interval(at=s.at, demand_rpm=max(0.0, s.demand_rpm),
+                          offers=tuple(_offer(n, p, s, config, margin) for n, p in config.providers.items()))
+                 for s in outlook.steps]
+    pool = outlook.pool if outlook.pool is not None and outlook.pool.provider in config.providers else None
+    result = plan(intervals, margin, view.now, pool)
+    now = result.splits[0]
+    weights = {n: now.weights.get(n, 0.0) for n in config.providers}
+    reasons = [Reason(f"weights/{n}", *now.reasons[n]) for n in config.providers]
+    explained = []
+    for i, (iv, split) in enumerate(zip(intervals, result.splits, strict=True)):
+        units = result.units[i] if pool is not None else None
+        base_load = {n: iv.demand_rpm * p.baseline_weight for n, p in config.providers.items()}
+        base_units = _pool_units(base_load[pool.provider], pool, margin) if pool is not None else None
+        capacity = {o.name: o.capacity_rpm for o in iv.offers}
+        if pool is not None:
+            capacity[pool.provider] = (units or 0) * pool.rpm_per_unit
+        explained.append(PlannedInterval(
+            at=iv.at, demand_rpm=iv.demand_rpm, load_rpm=dict(split.load_rpm), capacity_rpm=capacity,
+            pool_units=units, cost_per_hour=_cost_per_hour(split.load_rpm, iv.offers, pool, units),
+            baseline_cost_per_hour=_cost_per_hour(base_load, iv.offers, pool, base_units)))
+    points: tuple[LoadPoint, ...] = ()
+    if pool is not None:  # the units the plan holds in each step, as the load they serve
+        points = tuple(LoadPoint(iv.at, split.load_rpm.get(pool.provider, 0.0) / margin, u * pool.rpm_per_unit)
+                       for iv, split, u in zip(intervals, result.splits, result.units, strict=True))
+    return weights, reasons, tuple(explained), points

@@ -15,8 +15,12 @@ from zoneinfo import ZoneInfo
 __all__ = [
     "FALLBACK_CODES",
     "Decision",
+    "Ahead",
     "GuardrailConfig",
     "LoadPoint",
+    "Outlook",
+    "PlannedInterval",
+    "Pool",
     "Override",
     "PolicyConfig",
     "PriceConfig",
@@ -27,6 +31,7 @@ __all__ = [
     "Reason",
     "ReasonCode",
     "RouteConfig",
+    "SloCapacity",
     "RouteView",
     "View",
 ]
@@ -74,10 +79,14 @@ class ReasonCode(StrEnum):
     ReactiveNeed = "ReactiveNeed"
     ForecastGated = "ForecastGated"
     ForecastMissed = "ForecastMissed"
-    # The planner's split (``policies.planner``; not yet the default weights policy).
+    # Provider weights from the planner (``policies.planner``, the default weights policy).
     CheapestWithinSlo = "CheapestWithinSlo"
     CapacityForecastLimited = "CapacityForecastLimited"
     PriceUnknown = "PriceUnknown"
+    PriceWindow = "PriceWindow"
+    ExploringCapacity = "ExploringCapacity"
+    # Prewarm of a self-hosted pool planned with the weights.
+    PoolPlanned = "PoolPlanned"
     # Forecast gates (knob ``forecast/<signal>/<provider>``), from the forecaster.
     ForecastTrusted = "ForecastTrusted"
     InsufficientHistory = "InsufficientHistory"
@@ -144,6 +153,87 @@ class View:
     load_forecast: Mapping[str, tuple[LoadPoint, ...]] = field(default_factory=dict)
     #: Per route: load, score distribution, segment escalation rates.
     routes: Mapping[str, RouteView] = field(default_factory=dict)
+    #: What the planner plans over (the demand, capacity and prices ahead); None: nothing to
+    #: plan on (the weights then keep the heuristic policy).
+    outlook: Outlook | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SloCapacity:
+    """What is known of one provider's SLO capacity at one time (learned by the controller:
+    ``controller.forecast.slo_capacity``), and its hard limits."""
+
+    #: The load (requests per minute) at which its p95 reaches the SLO; None: unknown.
+    rpm: float | None
+    #: How it is known: ``measured``, ``lower_bound`` (never breached up to it),
+    #: ``upper_bound`` (breached from it), ``overall`` or ``unknown``.
+    evidence: str
+    #: Where it comes from, in words (for reasons): e.g. "learned for Mon 09:00 from 12 h".
+    note: str
+    #: Hard cap: the RPM limit, the TPM limit at the tokens per request seen, or the knee.
+    limit_rpm: float | None
+    #: Seen over the SLO or the error budget recently: the load it can take now at most, and why.
+    breach_rpm: float | None = None
+    breach: tuple[ReasonCode, str] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ahead:
+    """One step of the hours ahead: when it starts, the demand to serve (requests per minute
+    that reach the providers: the forecast's upper band, or what is observed) and, per
+    provider, its capacity and what a request costs then (price windows applied)."""
+
+    at: datetime
+    demand_rpm: float
+    capacity: Mapping[str, SloCapacity]
+    price_per_request: Mapping[str, float | None]
+    #: The price window's factor per provider at ``at`` (1 outside every window).
+    price_factor: Mapping[str, float]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pool:
+    """A self-hosted pool behind one provider: its capacity is ready units × ``rpm_per_unit``,
+    a unit takes ``lead`` to warm up, and costs ``unit_price_per_hour`` warm or busy."""
+
+    action: str  # the prewarm action that sizes it
+    provider: str
+    rpm_per_unit: float
+    unit_price_per_hour: float | None
+    min_units: int
+    max_units: int
+    lead: timedelta
+    release_after: timedelta
+    #: Units warm now; more cannot be ready before ``now + lead``.
+    ready_units: int
+    #: Units the load observed now needs (never planned below it).
+    needed_now: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outlook:
+    """What the planner plans over: the steps ahead (the first holds now), whether the demand
+    is a trusted forecast (else the observed load, planned with a wider margin), and the
+    self-hosted pool, if a prewarm action sizes one."""
+
+    steps: tuple[Ahead, ...]
+    trusted: bool
+    pool: Pool | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlannedInterval:
+    """One step of the plan, as explained: the demand, each provider's planned load against
+    its capacity, and what the plan is expected to cost per hour against the baseline weights
+    (None where a provider with load has no price)."""
+
+    at: datetime
+    demand_rpm: float
+    load_rpm: Mapping[str, float]
+    capacity_rpm: Mapping[str, float | None]
+    pool_units: int | None
+    cost_per_hour: float | None
+    baseline_cost_per_hour: float | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -217,6 +307,14 @@ class PolicyConfig:
     error_budget: float
     prewarm: tuple[PrewarmConfig, ...]
     routes: tuple[RouteConfig, ...]
+    #: ``planner`` (least cost within learned capacity) or ``heuristic`` (move share off
+    #: providers predicted to breach).
+    weights_policy: str
+    #: The share of capacity planned at most where the demand forecast is not trusted.
+    untrusted_headroom: float
+    #: Where a provider never breached, how far above the busiest load it served the plan may
+    #: send it (a fraction): capacity is learned by trying, within this bound.
+    explore_above_seen: float
 
     def baseline_thresholds(self) -> dict[str, float]:
         return {f"thresholds/{r.name}/escalation_fraction": r.baseline_fraction for r in self.routes}
@@ -289,6 +387,8 @@ class Decision:
     #: What diurnal would set; equals ``weights`` unless the mode or a guard held them back.
     recommended_weights: Mapping[str, float] = field(default_factory=dict)
     recommended_thresholds: Mapping[str, float] = field(default_factory=dict)
+    #: The planner's plan over the hours ahead (empty under the heuristic weights policy).
+    plan: tuple[PlannedInterval, ...] = ()
 
     def reasons_for(self, knob: str) -> tuple[Reason, ...]:
         return tuple(r for r in self.reasons if r.knob == knob)

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies import ReasonCode
-from policies.planner import Interval, Offer, Pool, plan, split_demand
+from policies import Ahead, Outlook, PolicyConfig, ReasonCode, SloCapacity, View, decide
+from policies.planner import PRICE_TIE, Interval, Offer, Pool, plan, split_demand
+from tests.configs import policy
 
 
 def offer(name: str, price: float | None, cap: float | None, lo: float = 0.0, hi: float = 1.0) -> Offer:
@@ -79,11 +80,12 @@ def test_weights_sum_to_one_within_bounds_and_cheaper_first(raw: list[tuple[floa
         for o in os:
             if o.capacity_rpm is not None:
                 assert s.load_rpm[o.name] <= max(margin * o.capacity_rpm, o.min_weight * demand) + 1e-6
-        # No cheaper priced provider has room left while a dearer one carries more than its floor.
+        # No cheaper priced provider has room left while a dearer one carries more than its floor
+        # (prices within PRICE_TIE of each other are one tier, shared by baseline).
         priced = sorted((o for o in os if o.price_per_request is not None), key=lambda o: o.price_per_request or 0)
         for cheap, dear in zip(priced, priced[1:], strict=False):
             room = min(cheap.max_weight * demand, margin * cheap.capacity_rpm if cheap.capacity_rpm else math.inf)
-            if (cheap.price_per_request or 0) < (dear.price_per_request or 0) \
+            if (cheap.price_per_request or 0) * (1 + PRICE_TIE) < (dear.price_per_request or 0) \
                     and s.load_rpm[dear.name] > dear.min_weight * demand + 1e-6:
                 assert s.load_rpm[cheap.name] >= room - 1e-6
 
@@ -137,7 +139,7 @@ def _day(api_price: float, pool: Pool, surge: float = 1500.0) -> list[Interval]:
     return out
 
 
-POOL = Pool(provider="self", rpm_per_unit=100, unit_price_per_hour=2.0, min_units=2, max_units=20,
+POOL = Pool(action="pool", provider="self", rpm_per_unit=100, unit_price_per_hour=2.0, min_units=2, max_units=20,
             lead=timedelta(minutes=20), release_after=timedelta(minutes=30), ready_units=4, needed_now=2)
 
 
@@ -171,3 +173,116 @@ def test_a_pool_dearer_than_the_api_keeps_its_floor_and_never_goes_below_the_obs
     p = plan(_day(0.002, dear), 0.9, _monday(7), dear)
     assert all(s.weights["api"] == pytest.approx(1.0) for s in p.splits)  # min_weight 0: nothing to the pool
     assert p.units[0] == 6 and max(p.units[1:]) == 2  # the observed need now, then its min_units
+
+
+# ---- the planner as the weights policy (policies.decide with an Outlook) ----------------------
+
+NOW = _monday(7.25)
+
+
+def cap(rpm: float | None, evidence: str = "measured", limit: float | None = None,
+        breach: float | None = None) -> SloCapacity:
+    why = (ReasonCode.ObservedLatencyBreach, "p95 9s over the SLO") if breach is not None else None
+    return SloCapacity(rpm=rpm, evidence=evidence, note="learned", limit_rpm=limit, breach_rpm=breach, breach=why)
+
+
+def step(at: datetime, demand: float, caps: dict[str, SloCapacity], prices: dict[str, float | None],
+         factors: dict[str, float] | None = None) -> Ahead:
+    return Ahead(at=at, demand_rpm=demand, capacity=caps, price_per_request=prices,
+                 price_factor=factors or dict.fromkeys(caps, 1.0))
+
+
+def view(steps: list[Ahead], *, trusted: bool = True, pool: Pool | None = None) -> View:
+    return View(now=NOW, providers={}, outlook=Outlook(steps=tuple(steps), trusted=trusted, pool=pool),
+                tz="America/New_York")
+
+
+def config(**extra: object) -> PolicyConfig:
+    return policy({"cheap": {"baseline_weight": 0.5, "min_weight": 0.05},
+                   "dear": {"baseline_weight": 0.5, "min_weight": 0.05}}, **extra)
+
+
+def test_the_weights_are_the_plans_split_now_and_the_plan_is_explained() -> None:
+    s = step(_monday(7), 1000, {"cheap": cap(600), "dear": cap(2000)}, {"cheap": 0.001, "dear": 0.004})
+    d = decide(view([s]), None, config(), NOW)
+    assert d.weights == pytest.approx({"cheap": 0.54, "dear": 0.46})  # 90% of 600 rpm on the cheap one
+    assert {r.code for r in d.reasons_for("weights/cheap")} == {ReasonCode.CapacityForecastLimited}
+    (p,) = d.plan
+    assert p.load_rpm == pytest.approx({"cheap": 540, "dear": 460}) and p.capacity_rpm == {"cheap": 600, "dear": 2000}
+    assert p.cost_per_hour == pytest.approx((540 * 0.001 + 460 * 0.004) * 60)
+    assert p.baseline_cost_per_hour == pytest.approx((500 * 0.001 + 500 * 0.004) * 60)
+    assert p.cost_per_hour is not None and p.baseline_cost_per_hour is not None
+    assert p.cost_per_hour < p.baseline_cost_per_hour
+
+
+def test_a_provider_seen_breaching_is_planned_below_that_load_with_the_observed_code() -> None:
+    s = step(_monday(7), 1000, {"cheap": cap(5000, breach=300), "dear": cap(5000)}, {"cheap": 0.001, "dear": 0.004})
+    d = decide(view([s]), None, config(), NOW)
+    assert d.plan[0].load_rpm["cheap"] == pytest.approx(270)
+    (why,) = d.reasons_for("weights/cheap")
+    assert why.code == ReasonCode.ObservedLatencyBreach and "p95 9s" in why.message
+
+
+def test_a_provider_never_seen_to_breach_is_explored_a_bounded_step_and_at_least_its_baseline() -> None:
+    explore = config(explore_above_seen=0.2)
+    seen = step(_monday(7), 1000, {"cheap": cap(700, "lower_bound"), "dear": cap(5000)}, {"cheap": 0.001, "dear": 0.004})
+    d = decide(view([seen]), None, explore, NOW)
+    assert d.plan[0].load_rpm["cheap"] == pytest.approx(0.9 * 700 * 1.2)
+    assert {r.code for r in d.reasons_for("weights/cheap")} == {ReasonCode.ExploringCapacity}
+    thin = step(_monday(7), 1000, {"cheap": cap(50, "lower_bound"), "dear": cap(5000)}, {"cheap": 0.001, "dear": 0.004})
+    assert decide(view([thin]), None, explore, NOW).plan[0].load_rpm["cheap"] == pytest.approx(500)  # its baseline
+    # Nothing learned, no limit: at most its baseline share; a limit alone bounds it.
+    unknown = step(_monday(7), 1000, {"cheap": cap(None, "unknown"), "dear": cap(5000)}, {"cheap": 0.001, "dear": 0.004})
+    assert decide(view([unknown]), None, explore, NOW).weights["cheap"] == pytest.approx(0.5)
+    limited = step(_monday(7), 1000, {"cheap": cap(None, "unknown", limit=800), "dear": cap(5000)},
+                   {"cheap": 0.001, "dear": 0.004})
+    assert decide(view([limited]), None, explore, NOW).plan[0].load_rpm["cheap"] == pytest.approx(720)
+
+
+def test_demand_over_every_known_capacity_goes_first_where_no_breach_was_seen() -> None:
+    s = step(_monday(7), 2000, {"cheap": cap(500), "dear": cap(800, "lower_bound", limit=3000)},
+             {"cheap": 0.001, "dear": 0.004})
+    d = decide(view([s]), None, config(), NOW)
+    assert d.plan[0].load_rpm["cheap"] == pytest.approx(450)  # it breached past 500: kept under
+    assert d.plan[0].load_rpm["dear"] == pytest.approx(1550)
+    assert {r.code for r in d.reasons_for("weights/dear")} == {ReasonCode.ExploringCapacity}
+
+
+def test_an_untrusted_demand_is_planned_with_the_wider_margin() -> None:
+    s = step(_monday(7), 1000, {"cheap": cap(600), "dear": cap(5000)}, {"cheap": 0.001, "dear": 0.004})
+    trusted = decide(view([s]), None, config(untrusted_headroom=0.6), NOW)
+    untrusted = decide(view([s], trusted=False), None, config(untrusted_headroom=0.6), NOW)
+    assert trusted.plan[0].load_rpm["cheap"] == pytest.approx(540)
+    assert untrusted.plan[0].load_rpm["cheap"] == pytest.approx(360)
+
+
+def test_a_price_window_that_makes_a_provider_the_cheapest_says_so() -> None:
+    s = step(_monday(7), 1000, {"cheap": cap(5000), "dear": cap(5000)}, {"cheap": 0.001, "dear": 0.0008},
+             factors={"cheap": 1.0, "dear": 0.2})
+    d = decide(view([s]), None, config(), NOW)
+    assert d.weights["dear"] == pytest.approx(0.95)
+    assert {r.code for r in d.reasons_for("weights/dear")} == {ReasonCode.PriceWindow}
+
+
+def test_equal_prices_share_by_baseline_instead_of_flipping() -> None:
+    s = step(_monday(7), 1000, {"cheap": cap(5000), "dear": cap(5000)}, {"cheap": 0.00100, "dear": 0.00101})
+    assert decide(view([s]), None, config(), NOW).weights == pytest.approx({"cheap": 0.5, "dear": 0.5})
+
+
+def test_the_pool_is_planned_with_the_weights_and_its_prewarm_follows_the_plan() -> None:
+    cfg = policy({"api": {"baseline_weight": 0.6}, "self": {"baseline_weight": 0.4}},
+                 prewarm=[{"name": "gpu", "kind": "replicas", "target": "llm/self", "provider": "self",
+                           "rpm_per_unit": 100, "min_units": 2, "max_units": 20, "lead_minutes": 20,
+                           "release_after_minutes": 30}])
+    pool = Pool(action="gpu", provider="self", rpm_per_unit=100, unit_price_per_hour=2.0, min_units=2, max_units=20,
+                lead=timedelta(minutes=20), release_after=timedelta(minutes=30), ready_units=4, needed_now=2)
+    steps = [step(_monday(7 + h), 1500 if h == 2 else 400, {"api": cap(5000), "self": cap(None, "unknown")},
+                  {"api": 0.002, "self": None}) for h in range(4)]
+    d = decide(view(steps, pool=pool), None, cfg, NOW)
+    assert d.plan[0].load_rpm["self"] == pytest.approx(360)  # the 4 ready units now
+    assert d.plan[2].load_rpm["self"] == pytest.approx(1500) and d.plan[2].pool_units == 17
+    assert d.plan[2].cost_per_hour == pytest.approx(17 * 2.0)  # all of it on the pool
+    (why,) = d.reasons_for("prewarm/gpu")
+    assert why.code == ReasonCode.PoolPlanned and "plan sends it" in why.message
+    ahead = [a for a in d.prewarm if a.action == "gpu" and a.at > NOW]
+    assert ahead and ahead[0].amount == 17 and ahead[0].at == _monday(9) - timedelta(minutes=20)

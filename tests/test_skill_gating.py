@@ -76,9 +76,12 @@ def test_noise_is_gated_and_the_controller_only_reacts_for_it(tmp_path: Path) ->
 
 
 def test_without_the_gate_the_same_noise_would_move_traffic(tmp_path: Path) -> None:
-    """The control case: open the gates and the noise forecast is acted on ahead."""
+    """The control case: open the gates and the noise forecast is acted on ahead (by the
+    heuristic weights policy, the one that acts on p95 forecasts)."""
     settings = demo_settings(tmp_path / "data", WorldSpec(),
                              forecast={"workers": 0, "skill_gate": -10.0, "seasonality_gate": -10.0})
+    settings = settings.model_copy(update={"policy": settings.policy.model_copy(
+        update={"weights_policy": "heuristic"})})
     ctl = controller(settings)
     d = ctl.step(at=NOW)
     assert [r.code for r in d.reasons_for("forecast/latency_p95/anthropic")] == ["ForecastTrusted"]

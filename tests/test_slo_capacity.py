@@ -91,7 +91,7 @@ def test_bounds_when_only_one_side_was_seen() -> None:
     low = threshold_capacity(np.array([100.0, 300, 200]), np.array([0.5, 0.9, 0.7]))
     assert low.evidence is Evidence.lower_bound and low.rpm == 300
     high = threshold_capacity(np.array([100.0, 300]), np.array([1.2, 2.0]))
-    assert high.evidence is Evidence.upper_bound and high.rpm == 100
+    assert high.evidence is Evidence.upper_bound and high.rpm == pytest.approx(100 / 1.2)  # p95 20% over there
     nan = threshold_capacity(np.array([np.nan, 100.0]), np.array([0.4, np.inf]))
     assert nan.evidence is Evidence.unknown and nan.hours == 0
 
@@ -103,33 +103,40 @@ def test_after_traffic_moved_away_the_next_weeks_still_know_the_busy_window() ->
     once the breaches are gone from the recent data (which would send the traffic back), and
     the busy window is never breached again."""
     rng = np.random.default_rng(3)
-    load, _ = history(weeks=1)
-    index = load.index
-    local = index.tz_convert(TZ)
-    slot = np.asarray(local.day_of_week * 24 + local.hour)
-    knee = np.array([knee_of(int(s)) for s in slot])
-    busy = np.asarray((local.day_of_week < 5) & (local.hour >= 9) & (local.hour < 11))
+    first, _ = history(weeks=1)
+    hours = pd.date_range(first.index[0], periods=16 * 168, freq="h")  # UTC; crosses the November change
+
+    def week(w: int) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray, np.ndarray]:
+        """Week ``w``'s hours, their local slots, the knee and the busy window (local time)."""
+        index = hours[w * 168:(w + 1) * 168]
+        local = index.tz_convert(TZ)
+        slot = np.asarray(local.day_of_week * 24 + local.hour)
+        busy = np.asarray((local.day_of_week < 5) & (local.hour >= 9) & (local.hour < 11))
+        return index, slot, np.array([knee_of(int(s)) for s in slot]), busy
+
     loads, p95s = [], []
-    for _ in range(3):  # before: the static share, ~800 rpm, breaching in the busy window
-        demand = 800.0 * (1 + 0.1 * rng.standard_normal(len(index)))
+    for w in range(3):  # before: the static share, ~800 rpm, breaching in the busy window
+        _, _, knee, busy = week(w)
+        demand = 800.0 * (1 + 0.1 * rng.standard_normal(168))
         loads.append(demand)
         p95s.append(p95_at(demand, knee, rng))
-    assert (p95s[0][busy] > SLO).all()
+        assert (p95s[-1][busy] > SLO).all()
     learned: list[float] = []
     prof = None
-    for week in range(4, 16):  # past the 8 weeks of history: the breaching weeks age out
-        idx = pd.date_range(index[0], periods=len(loads) * 168, freq="h")
-        prof = learn_capacity(pd.Series(np.concatenate(loads[-8:]), idx[-8 * 168:]),
-                              pd.Series(np.concatenate(p95s[-8:]), idx[-8 * 168:]), None,
-                              tz=TZ, slo_seconds=SLO, error_budget=0.05, prior=prof)
+    for w in range(3, 15):  # past the 8 weeks of history: the breaching weeks age out
+        seen = hours[max(0, w - 8) * 168:w * 168]
+        prof = learn_capacity(pd.Series(np.concatenate(loads[-8:]), seen), pd.Series(np.concatenate(p95s[-8:]), seen),
+                              None, tz=TZ, slo_seconds=SLO, error_budget=0.05, prior=prof)
+        _, slot, knee, busy = week(w)
         cap = prof.rpm()[slot]
         learned.append(float(cap[busy].mean()))
-        demand = 800.0 * (1 + 0.1 * rng.standard_normal(len(index)))
+        demand = 800.0 * (1 + 0.1 * rng.standard_normal(168))
         sent = np.minimum(demand, 0.6 * cap)  # the plan: stay well under the learned capacity
         loads.append(sent)
         p95s.append(p95_at(sent, knee, rng))
-        assert (p95s[-1][busy] <= SLO).all(), f"week {week} breached the busy window"
-    assert all(400 < c <= 800 for c in learned), learned  # never back above the breaching load
+        assert (p95s[-1][busy] <= SLO).all(), f"week {w} breached the busy window"
+    # Below the breaching load from the first week on, and never back above it.
+    assert all(250 < c <= 800 for c in learned), learned
     # It refines once (the first week away brackets the knee), then holds: no drift back up,
     # no oscillation week over week.
     assert all(b <= a * 1.02 for a, b in zip(learned, learned[1:], strict=False)), str([round(c) for c in learned])

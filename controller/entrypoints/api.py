@@ -22,7 +22,7 @@ from collectors.hour_of_week import profile, profile_cells
 from collectors.signals import DERIVED, hourly
 from controller.fit import ALL
 from controller.loop import Controller, package_version
-from controller.publish import decision_body
+from controller.publish import decision_body, plan_body
 from policies import Override
 
 log = logging.getLogger("diurnal.api")
@@ -112,6 +112,7 @@ def create_app(controller: Controller) -> FastAPI:
             return Response(status_code=304, headers=headers)
         body = decision_body(decision)
         if explain:
+            body["plan"] = plan_body(decision)
             body["observations"] = [
                 {"signal": signal, "provider": provider, "value": value}
                 for (signal, provider), value in sorted(c.observations().items())

@@ -54,6 +54,8 @@ def demo_settings(data_dir: Path, spec: WorldSpec, **overrides: object) -> Setti
             "min_weight": 0.05,
             "max_weight": 0.7,
             "capacity_rpm": p.rpm_limit,
+            "price": {"input_per_million_tokens": p.usd_per_1k_input * 1000,
+                      "output_per_million_tokens": p.usd_per_1k_output * 1000},
         }
         for p in spec.providers
     }

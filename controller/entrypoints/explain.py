@@ -63,12 +63,35 @@ def render(body: Mapping[str, Any], tz: str) -> str:
         for r in body.get("reasons", []):
             if r["knob"].startswith("prewarm/"):
                 lines.append(f"      {r['code']}: {r['message']}")
+    lines.extend(_plan_lines(body.get("plan") or [], tz))
     forecasts = [r for r in body.get("reasons", []) if r["knob"].startswith("forecast/")]
     if forecasts:
         lines.append("\nForecasts:")
         for r in forecasts:
             lines.append(f"  {r['knob'][len('forecast/'):]:<28} {r['code']}: {r['message']}")
     return "\n".join(lines)
+
+
+def _plan_lines(plan: Sequence[Mapping[str, Any]], tz: str) -> list[str]:
+    """The planner's steps: demand, each provider's planned load against its capacity, and the
+    expected cost per hour against the baseline weights'."""
+    if not plan:
+        return []
+
+    def money(v: float | None) -> str:
+        return "-" if v is None else f"${v:,.2f}"
+
+    lines = ["\nPlan (load / SLO capacity per provider, rpm; cost per hour, plan vs baseline weights):"]
+    for step in plan:
+        parts = []
+        for name, p in step.get("providers", {}).items():
+            cap = p.get("capacity_rpm")
+            parts.append(f"{name} {p.get('load_rpm', 0):.0f}/{'?' if cap is None else f'{cap:.0f}'}")
+        pool = f", pool {step['pool_units']} units" if step.get("pool_units") is not None else ""
+        lines.append(f"  {_local(step.get('at'), tz, '%a %H:%M')}  demand {step.get('demand_rpm', 0):.0f}: "
+                     f"{', '.join(parts)}{pool}; {money(step.get('cost_per_hour'))} vs "
+                     f"{money(step.get('baseline_cost_per_hour'))}")
+    return lines
 
 
 def _prewarm_now(body: Mapping[str, Any]) -> dict[str, float]:

@@ -17,7 +17,8 @@ error share / error budget: over 1 the hour breached. Per local hour-of-week slo
 - **lower_bound**: every hour was good: the capacity is at least the busiest load seen (or the
   provider's overall capacity, if that is higher);
 - **upper_bound**: every hour breached, or breaches and good hours mix at the same loads: the
-  capacity is below the quietest load that breached (or the overall one, if lower);
+  capacity is below the quietest load that breached, by as much as p95 was over the SLO there
+  (or the overall one, if lower);
 - **overall**: too few hours near the slot: the provider's capacity over all hours;
 - **unknown**: no data at all.
 
@@ -46,6 +47,8 @@ MIN_HOURS = 4
 MAX_RADIUS = 2
 #: A knee is measured only where a load threshold explains all but this share of the hours.
 MAX_MISCLASSIFIED = 0.1
+#: An upper bound from breaches is at least this share of the quietest load that breached.
+MAX_SCALE_DOWN = 0.25
 
 
 class Evidence(StrEnum):
@@ -92,7 +95,7 @@ def threshold_capacity(load: np.ndarray, badness: np.ndarray) -> SlotCapacity:
     if not bad.any():
         return SlotCapacity(float(x.max()), Evidence.lower_bound, n)
     if bad.all():
-        return SlotCapacity(float(x.min()), Evidence.upper_bound, n)
+        return _below_breach(x, b, n)
     order = np.argsort(x, kind="stable")
     xs, bs, bads = x[order], b[order], bad[order]
     # Threshold after position i (loads <= xs[i] good, above bad): errors = good above + bad below.
@@ -104,7 +107,7 @@ def threshold_capacity(load: np.ndarray, badness: np.ndarray) -> SlotCapacity:
         # Breaches at loads the provider also served well: no load threshold explains them (a
         # provider slow at set hours whatever it is sent, mixed in with its other hours). What
         # is sure is that it breached from the lowest load it breached at.
-        return SlotCapacity(float(x[bad].min()), Evidence.upper_bound, n)
+        return _below_breach(x[bad], b[bad], n)
     # The busiest good hour at or below the threshold and the quietest bad hour above it.
     lo = np.flatnonzero(~bads[: i + 1])
     hi = np.flatnonzero(bads[i + 1:]) + i + 1
@@ -120,6 +123,16 @@ def threshold_capacity(load: np.ndarray, badness: np.ndarray) -> SlotCapacity:
     # far-apart hours would put the crossing too early.
     cut = x0 + (0.0 - math.log(b0)) * (x1 - x0) / (math.log(b1) - math.log(b0))
     return SlotCapacity(float(min(max(cut, x0), x1)), Evidence.measured, n)
+
+
+def _below_breach(load: np.ndarray, badness: np.ndarray, n: int) -> SlotCapacity:
+    """An upper bound from breaching hours: below the quietest load that breached, by as much
+    as it breached there (p95 twice the SLO: half that load). Latency grows at least as fast as
+    load near saturation, so this errs on the safe side, and a provider slow whatever it is
+    sent gets less each time it breaches again; never under ``MAX_SCALE_DOWN`` of that load."""
+    i = int(np.argmin(load))
+    scale = max(MAX_SCALE_DOWN, min(1.0, 1.0 / float(badness[i])))
+    return SlotCapacity(float(load[i]) * scale, Evidence.upper_bound, n)
 
 
 def _neighbours(slot: int, radius: int) -> list[int]:
@@ -168,7 +181,12 @@ def _moved_only_on_proof(s: int, est: SlotCapacity, before: SlotCapacity, by_slo
     lowest = -math.inf if len(bad) and float(bad.min()) < before.rpm else before.rpm
     highest = math.inf if len(good) and float(good.max()) > before.rpm else before.rpm
     rpm = min(max(est.rpm, lowest), highest)
-    return est if rpm == est.rpm else SlotCapacity(rpm, before.evidence, est.hours, est.radius)
+    if rpm == est.rpm:
+        return est
+    evidence = before.evidence
+    if evidence is Evidence.lower_bound and len(bad):  # it has breached here since: no longer a lower bound
+        evidence = Evidence.measured if len(good) else Evidence.upper_bound
+    return SlotCapacity(rpm, evidence, est.hours, est.radius)
 
 
 def _slot_estimate(s: int, by_slot: list[np.ndarray], load: np.ndarray, badness: np.ndarray,
@@ -181,6 +199,8 @@ def _slot_estimate(s: int, by_slot: list[np.ndarray], load: np.ndarray, badness:
     good, bad = load[own][badness[own] <= 1.0], load[own][badness[own] > 1.0]
     floor = float(good.max()) if len(good) else -math.inf
     ceiling = float(bad.min()) if len(bad) else math.inf
+    if len(bad) and not len(good):  # it breached at every load it had here: not even at the quietest
+        ceiling = _below_breach(bad, badness[own][badness[own] > 1.0], len(bad)).rpm or ceiling
     est: SlotCapacity | None = None
     for radius in range(max_radius + 1):
         rows = np.concatenate([by_slot[n] for n in _neighbours(s, radius)])
