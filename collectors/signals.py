@@ -45,6 +45,9 @@ DERIVED: dict[str, Derived] = {
     d.name: d
     for d in (
         Derived("request_rate", "requests per second", "Requests per second.", counters=("requests",)),
+        Derived("demand_rate", "requests per second",
+                "Requests per second net of retries (a retried request counts once): the demand the providers "
+                "must serve, which the routing does not change.", counters=("requests", "retries")),
         Derived("latency_p50", "seconds", "Median request latency.", histogram="latency", quantile=0.5),
         Derived("latency_p95", "seconds", "95th percentile request latency.", histogram="latency", quantile=0.95),
         Derived("latency_p99", "seconds", "99th percentile request latency.", histogram="latency", quantile=0.99),
@@ -73,6 +76,8 @@ def _combine(d: Derived, sums: dict[str, float], minutes: int, buckets: dict[flo
     if d.name == "cache_hit_ratio":
         total = sums.get("cache_hits", 0.0) + sums.get("cache_misses", 0.0)
         return sums.get("cache_hits", 0.0) / total if total > 0 else math.nan
+    if d.name == "demand_rate":
+        return max(0.0, sums.get("requests", 0.0) - sums.get("retries", 0.0)) / seconds
     if d.name in ("error_429_ratio", "error_5xx_ratio", "retry_ratio"):
         req = sums.get("requests", 0.0)
         return sums.get(d.counters[0], 0.0) / req if req > 0 else math.nan

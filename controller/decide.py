@@ -152,6 +152,7 @@ class DecideStage:
             )
         total_rps = obs.value("request_rate", None)
         observed[("request_rate", ALL)] = total_rps
+        observed[("demand_rate", ALL)] = obs.value("demand_rate", None)  # what the planner plans on
         total_sf = learned.trusted(("request_rate", ALL))
         peak_rps = total_sf.window_max(when, ahead_end)[0] if total_sf is not None else None
         predicted_rpm = None if peak_rps is None else peak_rps * 60

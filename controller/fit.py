@@ -49,10 +49,11 @@ __all__ = [
 
 log = logging.getLogger("diurnal.fit")
 
-#: Signals forecast per provider, and for all providers together ("*").
-FORECAST_SIGNALS = ("latency_p95", "request_rate")
+#: Signals forecast per provider, and for all providers together ("*"); ``latency_p95`` only
+#: per provider, ``demand_rate`` (the planner's demand) only for all together.
+FORECAST_SIGNALS = ("latency_p95", "request_rate", "demand_rate")
 #: Load signals: under-predicting them costs more (``forecast.under_penalty``) in model choice.
-LOAD_SIGNALS = frozenset({"request_rate", "input_token_rate", "output_token_rate", "spend_rate"})
+LOAD_SIGNALS = frozenset({"request_rate", "demand_rate", "input_token_rate", "output_token_rate", "spend_rate"})
 ALL = "*"
 #: Fits kept per series for forecast-against-actual (hourly refits: 6 h back and one).
 PAST_FITS = 8
@@ -230,8 +231,8 @@ class FitStage:
         jobs = []
         for provider in [*providers, ALL]:
             for signal in FORECAST_SIGNALS:
-                if signal == "latency_p95" and provider == ALL:
-                    continue
+                if (signal == "latency_p95" and provider == ALL) or (signal == "demand_rate" and provider != ALL):
+                    continue  # latency per provider only; the demand for all together only
                 hist = self._hourly_history(signal, provider, start, hour)
                 observed = hist.dropna()
                 if len(observed) < 2:

@@ -3,10 +3,12 @@ step of the hours ahead (a :class:`~policies.Outlook` on the view).
 
 The planner is driven by what the weights do not change:
 
-- **demand**: the trusted forecast of the requests that reach the providers (the router's
-  per-deployment counter, which leaves out the cache hits the router answers itself, so the
-  forecast is net of the cache-hit ratio as it was), its upper band per step; the first step
-  takes the load observed now where that is higher (a crowd the forecast did not see).
+- **demand**: the trusted forecast of ``demand_rate``, the requests that reach the providers
+  net of retries (the router's per-deployment counters, which leave out the cache hits the
+  router answers itself, so the forecast is net of the cache-hit ratio as it was; and a
+  retried request counts once, since retries are a symptom of the routing, not demand), its
+  upper band per step; the first step takes the load observed now where that is higher (a
+  crowd the forecast did not see).
   Without a trusted forecast: the load observed now, planned with ``untrusted_headroom``;
 - **capacity**: the SLO capacity learned per local hour of the week (``slo_capacity``), the
   configured limits (RPM, TPM at the tokens per request seen, the measured knee), and a cap
@@ -64,9 +66,9 @@ class OutlookBuilder:
         tz = self.settings.timezone
         lead = max((a.lead for a in config.prewarm), default=timedelta(0))
         horizon = max(timedelta(hours=pol.plan_hours), lead + timedelta(hours=1))
-        total = obs.value_or_none("request_rate", None)
+        total = obs.value_or_none("demand_rate", None)
         observed = None if total is None else total * 60.0
-        sf = learned.trusted(("request_rate", ALL))
+        sf = learned.trusted(("demand_rate", ALL))
         points = [p for p in sf.load_from(when) if p.at < when + horizon] if sf is not None else []
         if points:
             demand = [(p.at, p.upper_rpm) for p in points]
@@ -83,11 +85,13 @@ class OutlookBuilder:
                   price_factor={n: p.price.factor_at(at, tz) if p.price is not None else 1.0
                                 for n, p in config.providers.items()})
             for at, rpm in demand]
-        # The weights now must already hold for what comes within the look-ahead (the lead and
-        # the window after it): moving share takes a few ticks under the guardrails' step limit.
+        # The weights now must already hold for a provider's capacity dropping within the
+        # look-ahead (the lead and the window after it): moving share takes a few ticks under
+        # the guardrails' step limit. (Not for the demand: the hour's upper band bounds it now,
+        # and a pool warming up for a later hour should not push share to a dearer provider.)
         soon = [s for s in steps if s.at < when + timedelta(minutes=pol.lead_minutes + pol.window_minutes)]
-        steps[0] = replace(steps[0], demand_rpm=max(s.demand_rpm for s in soon),
-                           capacity={n: min((s.capacity[n] for s in soon), key=_planned_rpm) for n in config.providers})
+        steps[0] = replace(steps[0], capacity={n: min((s.capacity[n] for s in soon), key=_planned_rpm)
+                                               for n in config.providers})
         return Outlook(steps=tuple(steps), trusted=bool(points), pool=self._pool(when, config, providers))
 
     def record(self, decision: Decision, config: PolicyConfig) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from policies.planner import decide_plan
+from policies.planned_weights import decide_plan
 from policies.prewarm import decide_prewarm
 from policies.thresholds import decide_thresholds
 from policies.types import Decision, PlannedInterval, PolicyConfig, Reason, ReasonCode, View

@@ -49,6 +49,14 @@ def test_decision_etag_and_304(warmed: Controller) -> None:
     assert stale.status_code == 200
     explained = client.get("/v1/decision?explain=1").json()
     assert {o["signal"] for o in explained["observations"]} >= {"latency_p95", "request_rate"}
+    # The plan: per hour ahead, the demand, each provider's load against its capacity, the cost
+    # (the demo's providers are priced) against the baseline weights'; not in the polled body.
+    plan = explained["plan"]
+    assert plan and "plan" not in body and plan[0]["at"] <= explained["at"]
+    first = plan[0]
+    assert set(first["providers"]) == set(body["weights"]) and first["demand_rpm"] > 0
+    assert sum(p["load_rpm"] for p in first["providers"].values()) == pytest.approx(first["demand_rpm"], rel=1e-3)
+    assert first["cost_per_hour"] > 0 and first["baseline_cost_per_hour"] > 0
 
 
 def test_forecast_and_profile_endpoints(warmed: Controller) -> None:

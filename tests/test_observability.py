@@ -93,6 +93,11 @@ def test_metrics_cover_what_dashboards_need(live: Live) -> None:
         return bool(live.query(promql))
 
     assert has('diurnal_expected{signal="request_rate", provider="*", bound="upper"}')
+    assert has('diurnal_observed{signal="demand_rate", provider="*"}')
+    # The planner's step now: demand, load and capacity per provider, cost against the baseline.
+    assert has("diurnal_planned_demand_rpm") and len(live.query("diurnal_planned_load_rpm")) == 3
+    assert len(live.query('diurnal_provider_capacity_rpm{source="plan"}')) == 3
+    assert {s["metric"]["weights"] for s in live.query("diurnal_planned_cost_per_hour")} == {"plan", "baseline"}
     for horizon in ("15m", "1h", "6h"):
         assert has(f'diurnal_forecast{{signal="request_rate", provider="*", horizon="{horizon}", bound="lower"}}')
         assert has(f'diurnal_forecast_for_now{{signal="request_rate", provider="*", horizon="{horizon}"}}')

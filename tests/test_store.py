@@ -142,3 +142,17 @@ def test_one_batch_stores_exactly_what_row_by_row_writes_store(tmp_path: Path) -
     assert _dump(one)["hour_counter"]  # not vacuous
     one.close()
     batched.close()
+
+
+def test_demand_is_requests_net_of_retries(tmp_path: Path) -> None:
+    """A retried request reaches two deployments and counts once in the demand; a minute with
+    retries but no requests stored yet gives 0, never a negative rate."""
+    store = Store(tmp_path, tz="America/New_York")
+    store.write(counter_rows(T0, 60, 10.0) + counter_rows(T0, 60, 2.0, SeriesKey("retries", "anthropic", "c", "chat")))
+    store.write(counter_rows(T0 + 3600, 60, 3.0, SeriesKey("retries", "anthropic", "c", "chat")))
+    demand = hourly(store, "demand_rate", "America/New_York", T0, T0 + 3600)
+    assert demand.tolist() == pytest.approx([8 / 60])
+    assert hourly(store, "request_rate", "America/New_York", T0, T0 + 3600).tolist() == pytest.approx([10 / 60])
+    later = hourly(store, "demand_rate", "America/New_York", T0 + 3600, T0 + 7200).dropna().tolist()
+    assert all(v >= 0 for v in later)
+    store.close()
