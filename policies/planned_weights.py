@@ -22,10 +22,9 @@ its prewarm action's load forecast (``PoolPlanned``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
-from policies.planner import Interval, Offer, plan
+from policies.planner import Interval, Offer, plan, pool_units
 from policies.types import (
     Ahead,
     LoadPoint,
@@ -97,10 +96,6 @@ def _cost_per_hour(load: Mapping[str, float], offers: Sequence[Offer], pool: Poo
     return cost
 
 
-def _pool_units(load: float, pool: Pool, margin: float) -> int:
-    return min(pool.max_units, max(pool.min_units, math.ceil(load / (pool.rpm_per_unit * margin) - 1e-9)))
-
-
 def decide_plan(view: View, config: PolicyConfig
                 ) -> tuple[dict[str, float], list[Reason], tuple[PlannedInterval, ...], tuple[LoadPoint, ...]]:
     """Weights (the plan's split now), one reason per provider, the plan as explained, and the
@@ -120,7 +115,7 @@ def decide_plan(view: View, config: PolicyConfig
     for i, (iv, split) in enumerate(zip(intervals, result.splits, strict=True)):
         units = result.units[i] if pool is not None else None
         base_load = {n: iv.demand_rpm * p.baseline_weight for n, p in config.providers.items()}
-        base_units = _pool_units(base_load[pool.provider], pool, margin) if pool is not None else None
+        base_units = pool_units(base_load[pool.provider], pool, margin) if pool is not None else None
         capacity = {o.name: o.capacity_rpm for o in iv.offers}
         if pool is not None:
             capacity[pool.provider] = (units or 0) * pool.rpm_per_unit

@@ -29,7 +29,7 @@ from datetime import datetime
 
 from policies.types import Pool, ReasonCode
 
-__all__ = ["PRICE_TIE", "Interval", "Offer", "Plan", "Pool", "PoolStep", "Split", "plan", "split_demand"]
+__all__ = ["PRICE_TIE", "Interval", "Offer", "Plan", "Pool", "PoolStep", "Split", "plan", "pool_units", "split_demand"]
 
 _EPS = 1e-9
 #: Prices within this share of each other are one tier (shared by baseline weight).
@@ -254,13 +254,17 @@ def plan(intervals: Sequence[Interval], margin: float, now: datetime, pool: Pool
         s = split_demand(iv.demand_rpm, offers, margin)
         splits.append(s)
         if pool is not None:
-            load = s.load_rpm.get(pool.provider, 0.0)
-            need.append(min(pool.max_units, max(pool.min_units, math.ceil(load / (pool.rpm_per_unit * margin) - 1e-9))))
+            need.append(pool_units(s.load_rpm.get(pool.provider, 0.0), pool, margin))
     if pool is None or not intervals:
         return Plan(tuple(splits), (), ())
     held = _held(intervals, need, pool)
     held[0] = max(held[0], pool.needed_now)
     return Plan(tuple(splits), tuple(held), _steps(intervals, held, pool))
+
+
+def pool_units(load_rpm: float, pool: Pool, margin: float) -> int:
+    """The units that serve ``load_rpm`` at ``margin`` of each one's throughput, within bounds."""
+    return min(pool.max_units, max(pool.min_units, math.ceil(load_rpm / (pool.rpm_per_unit * margin) - 1e-9)))
 
 
 def _held(intervals: Sequence[Interval], need: Sequence[int], pool: Pool) -> list[int]:
