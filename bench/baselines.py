@@ -11,9 +11,14 @@ and returns the knobs to set. The baselines:
 - ``hpa``: static weights and a HorizontalPodAutoscaler on the pool (requests per replica,
   a metrics lag, scale-down stabilization, replicas ready only after their warm-up);
 - ``reactive``: both of the above together, the strongest reactive setup;
-- ``cron``: ``hpa`` plus a schedule an operator wrote for the Monday window (a higher
-  replica floor and share moved off openai, 07:30-11:30 local every Monday);
-- ``oracle``: sees the future (arrivals, busy windows, incidents): the upper bound.
+- ``cron``: ``hpa`` plus a schedule an operator wrote after looking at the dashboards: a
+  higher replica floor over the Monday surge, and share moved off a provider over its busy
+  windows (each half an hour wider on both sides), in local time;
+- ``oracle``: the least-cost plan with perfect foresight: it knows the arrivals, the busy
+  windows and incidents, each provider's true latency model (so its true SLO capacity) and
+  the prices, and splits every minute with the planner's own least-cost split, the pool
+  scaled one warm-up ahead of the load it plans for it. The gap to it is what forecasting
+  and learning leave on the table.
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ from typing import Protocol
 
 import numpy as np
 
+from policies.planner import Offer, split_demand
 from sim import SimulatedRouter
-from sim.scenarios import BENCH_WEIGHTS, POOL, STATIC_REPLICAS, Scenario, pool_spec
+from sim.scenarios import BENCH_WEIGHTS, POOL, Scenario, pool_spec
+from sim.world import PoolSpec, ProviderSpec, WorldSpec
 
 
 @dataclass
@@ -87,11 +94,14 @@ class HPA:
 class Static:
     name = "static"
 
+    def __init__(self) -> None:
+        self.replicas = 0
+
     def start(self, world: SimulatedRouter, scenario: Scenario) -> None:
-        pass
+        self.replicas = scenario.static_replicas
 
     def tick(self, now: datetime, world: SimulatedRouter) -> Knobs:
-        return Knobs(dict(BENCH_WEIGHTS), replicas=STATIC_REPLICAS)
+        return Knobs(dict(BENCH_WEIGHTS), replicas=self.replicas)
 
     def close(self) -> None:
         pass
@@ -160,12 +170,13 @@ class ReactiveRouting:
 
     def __init__(self) -> None:
         self.router = LatencyRouting()
+        self.replicas = 0
 
     def start(self, world: SimulatedRouter, scenario: Scenario) -> None:
-        pass
+        self.replicas = scenario.static_replicas
 
     def tick(self, now: datetime, world: SimulatedRouter) -> Knobs:
-        return Knobs(self.router.weights(now, world), replicas=STATIC_REPLICAS)
+        return Knobs(self.router.weights(now, world), replicas=self.replicas)
 
     def close(self) -> None:
         pass
@@ -205,92 +216,134 @@ class Reactive(Autoscaled):
 
 
 class Cron(Autoscaled):
-    """``hpa`` plus an operator's Monday schedule (a CronJob with ``timeZone`` set)."""
+    """``hpa`` plus an operator's schedule (CronJobs with ``timeZone`` set), written from what
+    the dashboards show: over the Monday surge (half an hour wider each side) a replica floor
+    for the surge at the router's weights; over each provider's busy windows (as wide), its
+    share down to 10%, the others taking it by their weights."""
 
     name = "cron"
-    floor = 12
-    weights = {"openai": 0.2, "anthropic": 0.4, POOL: 0.4}
+    slack = 0.5  # hours added on both sides of a window
 
     def __init__(self) -> None:
         super().__init__()
-        self.window = (7.5, 11.5)
         self.scenario: Scenario | None = None
+        self.floor = 0
 
     def start(self, world: SimulatedRouter, scenario: Scenario) -> None:
         super().start(world, scenario)
         self.scenario = scenario
-        self.window = (scenario.spec.surge_start - 0.5, scenario.spec.surge_end + 0.5)
+        spec = scenario.spec
+        misses = 1.0 - spec.cache_hit_base * (1.0 - spec.cache_dip) if spec.cache_bypass else 1.0
+        surge = spec.peak_rpm * spec.surge_factor * misses * BENCH_WEIGHTS[POOL]
+        self.floor = math.ceil(surge / pool_spec(spec).rpm_per_replica)
+
+    def _inside(self, weekday: int, hour: float, day: int, start: float, end: float) -> bool:
+        return weekday == day and start - self.slack <= hour < end + self.slack
 
     def tick(self, now: datetime, world: SimulatedRouter) -> Knobs:
         assert self.hpa is not None and self.scenario is not None
+        spec = self.scenario.spec
         local = now.astimezone(self.scenario.tz)
         hour = local.hour + local.minute / 60
-        inside = local.weekday() == 0 and self.window[0] <= hour < self.window[1]
-        return Knobs(dict(self.weights if inside else BENCH_WEIGHTS),
-                     replicas=self.hpa.desired(world, floor=self.floor if inside else 0))
+        surge = spec.seasonal and self._inside(local.weekday(), hour, 0, spec.surge_start, spec.surge_end)
+        weights = dict(BENCH_WEIGHTS)
+        busy = {p.name for p in spec.providers
+                for b in p.busy if self._inside(local.weekday(), hour, b.weekday, b.start, b.end)}
+        if busy and len(busy) < len(weights):
+            moved = sum(weights[n] - 0.1 for n in busy)
+            rest = sum(w for n, w in weights.items() if n not in busy)
+            weights = {n: 0.1 if n in busy else w + moved * w / rest for n, w in weights.items()}
+        return Knobs(weights, replicas=self.hpa.desired(world, floor=self.floor if surge else 0))
+
+
+#: The oracle's margin under each provider's true SLO capacity: it knows the arrivals, not
+#: each minute's latency draws.
+ORACLE_MARGIN = 0.9
+#: The most replicas the oracle orders (diurnal's prewarm action is bounded the same).
+ORACLE_MAX_REPLICAS = 60
+#: z of the 95th percentile: a lognormal's p95 is its median x exp(Z95 x sigma).
+Z95 = 1.645
+
+
+def true_capacity_rpm(spec: WorldSpec, p: ProviderSpec, limit: float, latency_factor: float) -> float:
+    """The load at which ``p``'s strong model's p95 reaches the SLO under the world's latency
+    model (median x busy x (1 + 0.5 u^4), u the load over ``limit``), never above the limit
+    (past it, 429s); 0 where it is over the SLO at any load."""
+    idle = p.median_seconds * latency_factor * math.exp(Z95 * p.sigma)
+    room = spec.slo_seconds / idle - 1.0
+    if room <= 0 or limit <= 0:
+        return 0.0
+    return float(limit * min(1.0, (room / 0.5) ** 0.25))
+
+
+def price_per_request(spec: WorldSpec, p: ProviderSpec, escalation: float) -> float:
+    """What one request costs on an API: its token prices at the world's mean token sizes,
+    with the weak model's discount on the share not escalated."""
+    tok = spec.tokens
+    strong = (tok.input_mean * p.usd_per_1k_input + tok.output_mean * p.usd_per_1k_output) / 1000
+    if p.weak_model is None:
+        return strong
+    return strong * (escalation + (1 - escalation) * p.weak_price_factor)
 
 
 class Oracle:
-    """Perfect foresight of arrivals, busy windows and incidents; the same mechanics.
-
-    Weights: a provider that will be slowed (x1.3 or more) over the next minutes keeps only
-    5%; the rest share by the baseline, each paid provider within 90% of its RPM limit at the
-    load that will come. Pool: replicas ordered exactly one warm-up ahead of the load they
-    serve, with 15% headroom, and released as soon as the load passes."""
+    """The least-cost plan with perfect foresight (see the module docstring)."""
 
     name = "oracle"
 
     def __init__(self, look_minutes: int = 10) -> None:
         self.look = look_minutes
-        self.warmup = 0
-        self.per_replica = 1.0
+        self.spec: WorldSpec | None = None
+        self.pool: PoolSpec | None = None
 
     def start(self, world: SimulatedRouter, scenario: Scenario) -> None:
-        spec = pool_spec(world.spec)
-        self.warmup, self.per_replica = spec.warmup_minutes, spec.rpm_per_replica
+        self.spec = world.spec
+        self.pool = pool_spec(world.spec)
 
     def _misses(self, world: SimulatedRouter, arrivals: np.ndarray) -> np.ndarray:
         return arrivals * (1.0 - world.hit_ratio(arrivals)) if world.spec.cache_bypass else arrivals
 
+    def _split(self, world: SimulatedRouter, at: datetime, minutes: int, pool_units: float
+               ) -> tuple[dict[str, float], float]:
+        """The least-cost split of the busiest minute of ``[at, at + minutes)`` with the pool
+        at ``pool_units``, and the load it sends the pool."""
+        spec = self.spec
+        assert spec is not None
+        end = at + timedelta(minutes=minutes)
+        load = self._misses(world, world.demand_ahead(at, end))
+        slow = world.busy_factors(at, end).max(axis=0)
+        shrink = world.capacity_factors(at, end).min(axis=0)
+        offers = []
+        for j, p in enumerate(spec.providers):
+            if p.pool is not None:
+                limit = pool_units * p.pool.rpm_per_replica * shrink[j]
+                price = p.pool.usd_per_replica_hour / (60.0 * p.pool.rpm_per_replica * ORACLE_MARGIN)
+            else:
+                limit = p.rpm_limit * shrink[j]
+                price = price_per_request(spec, p, world.escalation)
+            offers.append(Offer(name=p.name, min_weight=0.0, max_weight=1.0, baseline_weight=BENCH_WEIGHTS[p.name],
+                                capacity_rpm=true_capacity_rpm(spec, p, limit, float(slow[j])),
+                                price_per_request=price))
+        split = split_demand(float(load.max()) if len(load) else 0.0, offers, ORACLE_MARGIN)
+        return dict(split.weights), split.load_rpm.get(POOL, 0.0)
+
+    def _units(self, load: float) -> int:
+        assert self.pool is not None
+        return math.ceil(load / (self.pool.rpm_per_replica * ORACLE_MARGIN) - 1e-9)
+
     def tick(self, now: datetime, world: SimulatedRouter) -> Knobs:
-        names = [p.name for p in world.spec.providers]
-        slow = world.busy_factors(now, now + timedelta(minutes=self.look)).max(axis=0)
-        soon = self._misses(world, world.demand_ahead(now, now + timedelta(minutes=self.look)))
-        base = {n: (0.05 if slow[j] >= 1.3 else BENCH_WEIGHTS[n]) for j, n in enumerate(names)}
-        load = float(soon.max()) if len(soon) else 0.0
-        weights = _fit_limits(base, load, {p.name: p.rpm_limit * 0.9 for p in world.spec.providers if p.pool is None})
-        ahead = self._misses(world, world.demand_ahead(now + timedelta(minutes=self.warmup),
-                                                      now + timedelta(minutes=self.warmup + 2)))
-        need = float(ahead.max()) * weights[POOL] if len(ahead) else 0.0
-        ready_need = float(soon[: self.warmup + 1].max()) * weights[POOL] if len(soon) else 0.0
-        current = world.pools()[POOL][1]
-        want = max(2, math.ceil(need * 1.15 / self.per_replica))
-        # Keep what the next warm-up period needs (a replica dropped now cannot come back in time).
-        want = max(want, min(current, math.ceil(ready_need * 1.15 / self.per_replica)))
-        return Knobs(weights, replicas=want)
+        assert self.pool is not None
+        ready, current = world.pools()[POOL]
+        weights, _ = self._split(world, now, self.look, ready)
+        # One warm-up ahead: the replicas the least-cost split then sends load to, with every
+        # replica it could have; never dropping what the coming warm-up needs.
+        _, later = self._split(world, now + timedelta(minutes=self.pool.warmup_minutes), 2, ORACLE_MAX_REPLICAS)
+        _, soon = self._split(world, now, self.pool.warmup_minutes + 1, current)
+        want = max(2, self._units(later), min(current, self._units(soon)))
+        return Knobs(weights, replicas=min(ORACLE_MAX_REPLICAS, want))
 
     def close(self) -> None:
         pass
-
-
-def _fit_limits(base: dict[str, float], load: float, limits: dict[str, float]) -> dict[str, float]:
-    """Shares by ``base``, moving any excess over a provider's limit to those with room."""
-    total = sum(base.values())
-    share = {n: v / total for n, v in base.items()}
-    for _ in range(len(share)):
-        over = {n: share[n] * load - limits[n] for n in limits if share[n] * load > limits[n]}
-        if not over or load <= 0:
-            break
-        spare = [n for n in share if n not in over]
-        if not spare:
-            break
-        extra = sum(over.values()) / load
-        for n, v in over.items():
-            share[n] -= v / load
-        room = sum(share[n] for n in spare)
-        for n in spare:
-            share[n] += extra * (share[n] / room if room > 0 else 1 / len(spare))
-    return share
 
 
 BASELINES = {cls.name: cls for cls in (Static, ReactiveRouting, Autoscaled, Reactive, Cron, Oracle)}

@@ -87,7 +87,8 @@ def price_config(price: Price | None) -> PriceConfig | None:
 
 def guardrail_config(g: GuardrailSettings) -> GuardrailConfig:
     return GuardrailConfig(mode=g.mode, kill_switch=g.kill_switch, dead_band=g.dead_band,
-                           max_weight_step=g.max_weight_step, stabilization_seconds=g.stabilization_seconds,
+                           max_weight_step=g.max_weight_step, breach_step=max(g.breach_step, g.max_weight_step),
+                           stabilization_seconds=g.stabilization_seconds,
                            stale_after_seconds=g.stale_after_seconds)
 
 

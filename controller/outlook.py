@@ -77,7 +77,7 @@ class OutlookBuilder:
             demand = [(when, observed)]
         else:
             return None
-        self._note_breaches(when, providers, config)
+        self._note_breaches(when, providers, config, learned)
         tokens = self._tokens_per_request(obs, config)
         steps = [
             Ahead(at=at, demand_rpm=rpm, capacity={n: self._capacity(n, at, learned, config, providers) for n in config.providers},
@@ -108,10 +108,15 @@ class OutlookBuilder:
 
     # ---- capacity ----------------------------------------------------------------------
 
-    def _note_breaches(self, when: datetime, providers: dict[str, ProviderView], config: PolicyConfig) -> None:
-        """A provider over the SLO or the error budget now: plan it below the load it has."""
+    def _note_breaches(self, when: datetime, providers: dict[str, ProviderView], config: PolicyConfig,
+                       learned: Learned) -> None:
+        """A provider over the SLO or the error budget now: plan it below the load it has; at
+        nothing (its minimum share) when that load is one it served within the SLO at this
+        hour before: then the breach is not the load's doing (an incident), and less load will
+        not cure it."""
         slo, budget = config.latency_slo_seconds, config.error_budget
         hold = timedelta(seconds=self.settings.guardrails.stabilization_seconds)
+        hour = slot(when, self.settings.timezone)
         for name, pv in providers.items():
             load = pv.observed_rpm
             if not load or load <= 0:
@@ -128,6 +133,12 @@ class OutlookBuilder:
                 continue
             ratio, code, what = min(over)
             cap = load * max(MAX_BREACH_CUT, ratio)
+            profile = learned.capacity.get(name)
+            known = profile.at(hour) if profile is not None else None
+            if known is not None and known.rpm is not None and str(known.evidence) in ("measured", "lower_bound") \
+                    and load <= known.rpm:
+                cap = 0.0
+                what += f", a load it served within the SLO at this hour before (up to {known.rpm:.0f} rpm): not load"
             before = self._breaches.get(name)
             if before is not None and before[1] > when:
                 cap = min(cap, before[0])

@@ -339,6 +339,12 @@ class GuardrailSettings(_Group):
         le=1,
         description="Largest change of one provider's weight per control tick. A fraction of traffic.",
     )
+    breach_step: float = Field(
+        default=0.5, gt=0, le=1,
+        description="Largest change of one provider's weight per control tick while share moves off a provider "
+                    "seen over the SLO or the error budget now (its users are failing now: the HPA scales up "
+                    "faster than down for the same reason). At least max_weight_step. A fraction of traffic.",
+    )
     stabilization_seconds: float = Field(
         default=600.0,
         ge=0,

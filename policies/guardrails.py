@@ -11,7 +11,8 @@ Weights go through the stages in the HPA's order; a stage marked final ends the 
    until every recommendation of the last ``stabilization_seconds`` agrees, as the HPA waits
    before scaling down: of the recommendations in the window, the one furthest from the
    baseline is followed (final when that means staying put);
-3. **rate limit**: at most ``max_weight_step`` per provider per tick;
+3. **rate limit**: at most ``max_weight_step`` per provider per tick, or ``breach_step`` while
+   share moves off a provider seen over the SLO or the error budget now (its users fail now);
 4. **min/max clamp** per provider.
 
 Then manual **overrides** pin single weights until they expire (only the kill switch beats
@@ -32,12 +33,15 @@ from datetime import datetime, timedelta
 
 from policies.types import Decision, GuardrailConfig, Override, PolicyConfig, Reason, ReasonCode
 
-__all__ = ["PROTECTIVE", "Stage", "guard", "stabilized"]
+__all__ = ["BREACHING", "PROTECTIVE", "Stage", "guard", "stabilized"]
 
 _EPS = 1e-12
 #: Policy reason codes under which taking share off a provider protects it.
 PROTECTIVE = frozenset({ReasonCode.PredictedLatencyBreach, ReasonCode.ObservedLatencyBreach,
-                        ReasonCode.ErrorBudgetBreach, ReasonCode.CapacityLimited})
+                        ReasonCode.ErrorBudgetBreach, ReasonCode.CapacityLimited,
+                        ReasonCode.CapacityForecastLimited})
+#: Of those, the breaches seen now: share moves off at up to ``breach_step`` per tick.
+BREACHING = frozenset({ReasonCode.ObservedLatencyBreach, ReasonCode.ErrorBudgetBreach})
 
 Weights = Mapping[str, float]
 Window = Sequence[tuple[datetime, Weights]]
@@ -95,7 +99,7 @@ def guard(target: Decision, previous: Decision | None, config: PolicyConfig, g: 
         lambda w: _dead_band(w, prev, g),
         lambda w: _stabilization(w, prev, baseline, codes, g, [(t, r) for t, r in window
                                                                if t >= now - timedelta(seconds=g.stabilization_seconds)]),
-        lambda w: _rate_limit(w, prev, g),
+        lambda w: _rate_limit(w, prev, g, codes),
         lambda w: _clamp(w, config),
     )
     reasons = list(target.reasons)
@@ -166,16 +170,19 @@ def _stabilization(goal: Weights, prev: Weights, baseline: Weights, codes: Mappi
                     f"{g.stabilization_seconds:.0f}s agrees")
 
 
-def _rate_limit(goal: Weights, prev: Weights, g: GuardrailConfig) -> Stage:
-    """Stage 3: at most ``max_weight_step`` per provider per tick. Scaling every change by one
-    factor keeps the sum at 1 and each weight between its previous and target value, so
-    min/max bounds that held for both still hold."""
+def _rate_limit(goal: Weights, prev: Weights, g: GuardrailConfig, codes: Mapping[str, ReasonCode]) -> Stage:
+    """Stage 3: at most ``max_weight_step`` per provider per tick (``breach_step`` while share
+    moves off a provider breaching now). Scaling every change by one factor keeps the sum at 1
+    and each weight between its previous and target value, so min/max bounds that held for
+    both still hold."""
+    breaching = [k for k in goal if goal[k] < prev.get(k, 0.0) - _EPS and codes.get(k) in BREACHING]
+    step = max(g.max_weight_step, g.breach_step) if breaching else g.max_weight_step
     biggest = _biggest_change(goal, prev)
-    factor = min(1.0, g.max_weight_step / biggest) if biggest > _EPS else 1.0
+    factor = min(1.0, step / biggest) if biggest > _EPS else 1.0
     weights = {k: prev.get(k, 0.0) + factor * (v - prev.get(k, 0.0)) for k, v in goal.items()}
     if factor < 1.0:
-        return _because(weights, ReasonCode.StepLimited,
-                        f"moving at most {g.max_weight_step:.2f} per tick toward the target")
+        why = f" (share moving off {', '.join(sorted(breaching))}, breaching now)" if breaching else ""
+        return _because(weights, ReasonCode.StepLimited, f"moving at most {step:.2f} per tick toward the target{why}")
     return Stage(weights)
 
 

@@ -331,6 +331,8 @@ class GuardrailConfig:
     kill_switch: bool
     dead_band: float
     max_weight_step: float
+    #: The step limit while share moves off a provider breaching now (at least ``max_weight_step``).
+    breach_step: float
     stabilization_seconds: float
     stale_after_seconds: float
 

@@ -72,6 +72,8 @@ class Scenario:
     warmup_weeks: int = 3
     #: Days scored from the Monday on (7: the week; the quick mode scores the Monday only).
     scored_days: int = 7
+    #: The pool's replicas in a static setup (sized by hand for an ordinary weekday peak).
+    static_replicas: int = STATIC_REPLICAS
 
     @property
     def tz(self) -> ZoneInfo:

@@ -7,8 +7,10 @@ The world runs minute by minute:
 - the router splits requests over providers by the weights it was given;
 - a provider past its rate limit answers 429 for the excess;
 - each provider's latency is lognormal, its median grows with utilisation, and a
-  provider-side busy window (shared cloud capacity) multiplies it: by default ``openai``
-  degrades on Monday 08:00-11:00, exactly when demand surges;
+  provider-side busy window either multiplies it whatever the load (``kind="latency"``: by
+  default ``openai`` degrades on Monday 08:00-11:00, exactly when demand surges) or shrinks
+  what the provider accepts (``kind="capacity"``: a shared cloud's busy hour, where latency
+  and 429s follow the load it is sent);
 - the cache-hit ratio dips when load is high; tokens and spend follow requests.
 
 Opt-in mechanisms (off in the default world the demo uses; the closed-loop benchmark turns
@@ -67,13 +69,17 @@ _WEEKDAY = np.array([1.0, 1.0, 0.98, 0.97, 0.9, 0.45, 0.40])  # Mon..Sun
 
 @dataclass(frozen=True)
 class BusyWindow:
-    """Provider-side slowdown: latency median x ``factor`` on ``weekday`` (0 = Monday)
-    between local hours ``start`` and ``end``."""
+    """A provider's busy window on ``weekday`` (0 = Monday) between local hours ``start``
+    and ``end``. ``kind="latency"``: its latency median x ``factor`` whatever it is sent (a
+    slow model version, a far region). ``kind="capacity"``: what it accepts per minute x
+    ``factor`` (a shared cloud's busy hour): then its latency follows the load it is sent,
+    with 429s past the shrunk limit, so sending it less cures it."""
 
     weekday: int
     start: float
     end: float
     factor: float
+    kind: str = "latency"
 
 
 @dataclass(frozen=True)
@@ -237,7 +243,7 @@ class SimulatedRouter:
         self._cum = self._fresh_counters()
         self._pools = {p.name: _Pool(p.pool, p.pool.replicas, p.pool.replicas)
                        for p in self.spec.providers if p.pool is not None}
-        self._days: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._days: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         self._truth: list[dict[str, np.ndarray]] = []
 
     def _fresh_counters(self) -> dict[tuple[str, str], _Cumulative]:
@@ -325,22 +331,24 @@ class SimulatedRouter:
             rate = rate * np.where((ts >= t0) & (ts < t0 + f.minutes * 60), f.factor, 1.0)
         return np.asarray(rate, dtype=float)
 
-    def _day(self, day: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _day(self, day: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """One UTC day: requests per minute, a uniform stream for the cache draws, and the
-        latency multipliers per (minute, provider) from busy windows and incidents."""
+        latency and capacity multipliers per (minute, provider) from busy windows and incidents."""
         got = self._days.get(day)
         if got is None:
             rng = np.random.default_rng([self.seed, day])
             ts = day * 86400 + np.arange(1440) * 60
             lam = self.demand_rpm(ts) * float(np.exp(rng.normal(0.0, self.spec.day_noise)))
-            got = (rng.poisson(lam).astype(np.int64), rng.random(1440), self._busy(ts))
+            got = (rng.poisson(lam).astype(np.int64), rng.random(1440), self._busy(ts),
+                   self._busy(ts, "capacity"))
             self._days[day] = got
             if len(self._days) > 4:
                 self._days.pop(min(self._days))
         return got
 
-    def _busy(self, ts: np.ndarray) -> np.ndarray:
-        """Latency multiplier per (minute, provider) from busy windows and incidents."""
+    def _busy(self, ts: np.ndarray, kind: str = "latency") -> np.ndarray:
+        """Latency (or capacity) multiplier per (minute, provider) from busy windows of that
+        kind, and (latency) incidents."""
         local = pd.to_datetime(ts, unit="s", utc=True).tz_convert(self.spec.tz)
         hour = np.asarray(local.hour + local.minute / 60.0, dtype=float)
         dow = np.asarray(local.day_of_week, dtype=int)
@@ -350,10 +358,12 @@ class SimulatedRouter:
             if self.spec.holidays else np.zeros(len(ts), dtype=bool)
         for j, p in enumerate(self.spec.providers):
             for b in p.busy:
+                if b.kind != kind:
+                    continue
                 inside = (dow == b.weekday) & (hour >= b.start) & (hour < b.end) & ~holiday
                 out[inside, j] *= b.factor
             for inc in self.spec.incidents:
-                if inc.provider == p.name:
+                if inc.provider == p.name and kind == "latency":
                     out[(ts >= inc.start.timestamp()) & (ts < inc.end.timestamp()), j] *= inc.factor
         return out
 
@@ -368,6 +378,11 @@ class SimulatedRouter:
         of busy windows and incidents (what an oracle knows)."""
         t0, t1 = int(start.timestamp()) // 60 * 60, int(end.timestamp()) // 60 * 60
         return self._busy(np.arange(t0, t1, 60))
+
+    def capacity_factors(self, start: datetime, end: datetime) -> np.ndarray:
+        """Capacity multipliers per (minute, provider) over [start, end) (what an oracle knows)."""
+        t0, t1 = int(start.timestamp()) // 60 * 60, int(end.timestamp()) // 60 * 60
+        return self._busy(np.arange(t0, t1, 60), "capacity")
 
     def demand_ahead(self, start: datetime, end: datetime) -> np.ndarray:
         """The requests that *will* arrive in each minute of [start, end) (what an oracle knows)."""
@@ -410,7 +425,7 @@ class SimulatedRouter:
     def _simulate(self, start: int, end: int) -> None:
         spec = self.spec
         day = start // 86400
-        demand, uniform, busy = self._day(day)
+        demand, uniform, busy, shrink = self._day(day)
         lo, hi = (start - day * 86400) // 60, (end - day * 86400) // 60
         n = demand[lo:hi]
         u = uniform[lo:hi]
@@ -421,6 +436,7 @@ class SimulatedRouter:
         to_models = n - hits if spec.cache_bypass else n
         split = rng.multinomial(to_models, self._weights)  # (m, k) first attempts
         limits, replicas = self._limits(ts)
+        limits = limits * shrink[lo:hi]
         cap = np.floor(limits).astype(np.int64)
         served1 = np.minimum(split, cap)
         excess = split - served1

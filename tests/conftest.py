@@ -259,6 +259,7 @@ LONGEST_FIRST = (
     "test_the_readme_picture_is_drawn_from_a_backfilled_prometheus", "test_dockerfile_install_steps_work_in_a_fresh_venv",
     "test_prometheus_scrapes_the_router_and_backfill_matches_direct_scrape", "test_refit_benchmark_small",
     "test_embedding_api_learns_the_week_and_acts_before_the_peak",
+    "test_a_provider_whose_capacity_drops_at_nine_is_kept_away_week_after_week",
 )
 
 

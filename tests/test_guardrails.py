@@ -133,3 +133,19 @@ def test_stabilization_keeps_bounds_and_sum(history: list[list[float]], goal: li
 def _in_bounds(weights: dict[str, float]) -> bool:
     return all(CONFIG.providers[k].min_weight - 1e-9 <= w <= CONFIG.providers[k].max_weight + 1e-9
                for k, w in weights.items())
+
+
+def test_share_moves_off_a_provider_breaching_now_at_the_breach_step() -> None:
+    """openai 0.5 -> 0.05: a forecast moves it at max_weight_step a tick; a breach seen now at
+    breach_step (its users fail now), and the message says why."""
+    g = guardrails(mode="act", max_weight_step=0.1, breach_step=0.3, dead_band=0.0, stabilization_seconds=600)
+    away = {"openai": 0.05, "anthropic": 0.6, "azure": 0.35}
+    planned = guard(target(away, ReasonCode.PredictedLatencyBreach), published(BASE), CONFIG, g, 10.0, NOW)
+    assert planned.weights["openai"] == pytest.approx(0.4)
+    seen = guard(target(away, ReasonCode.ObservedLatencyBreach), published(BASE), CONFIG, g, 10.0, NOW)
+    assert seen.weights["openai"] == pytest.approx(0.2)
+    (why,) = [r for r in seen.reasons if r.code == ReasonCode.StepLimited]
+    assert "0.30 per tick" in why.message and "openai, breaching now" in why.message
+    # Share moving onto a provider keeps the slower step, whatever the others' codes.
+    back = guard(target(BASE, ReasonCode.ObservedLatencyBreach), published(away), CONFIG, g, 10.0, NOW)
+    assert max(abs(back.weights[k] - away[k]) for k in BASE) <= 0.1 + 1e-9

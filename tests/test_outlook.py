@@ -124,3 +124,24 @@ def test_no_observed_demand_and_no_forecast_means_nothing_to_plan(tmp_path: Path
     cfg = policy_config(s.policy, ["a", "b"], {})
     empty = Observations(NOW, [], [])
     assert OutlookBuilder(s).build(NOW, empty, NOTHING, cfg, {}) is None
+
+
+def test_a_breach_at_a_load_it_served_well_at_this_hour_is_an_incident_not_load(tmp_path: Path) -> None:
+    """Learned: a took 900 rpm within the SLO at this hour. Slow now at 600 rpm, less load will
+    not cure it: it is planned at nothing (its minimum share) until the window is over. Slow
+    at 1,200 rpm, over what it is known to take, the load is cut by how far over it is."""
+    from controller.forecast.slo_capacity import CapacityProfile, Evidence, SlotCapacity
+
+    s = settings(tmp_path)
+    cfg = policy_config(s.policy, ["a", "b"], {})
+    known = SlotCapacity(900.0, Evidence.measured, 12)
+    learned = Learned({}, {}, {}, {"a": CapacityProfile(tuple([known] * 168), known)})
+    b = ProviderView("b", observed_rpm=300)
+    incident = OutlookBuilder(s).build(NOW, observations(), learned, cfg,
+                                       {"a": ProviderView("a", observed_rpm=600, observed_p95_seconds=8.0), "b": b})
+    assert incident is not None
+    cap = incident.steps[0].capacity["a"]
+    assert cap.breach_rpm == 0.0 and cap.breach is not None and "not load" in cap.breach[1]
+    overload = OutlookBuilder(s).build(NOW, observations(), learned, cfg,
+                                       {"a": ProviderView("a", observed_rpm=1200, observed_p95_seconds=6.0), "b": b})
+    assert overload is not None and overload.steps[0].capacity["a"].breach_rpm == pytest.approx(1200 * 4.0 / 6.0)

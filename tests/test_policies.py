@@ -114,7 +114,7 @@ def test_weights_sum_to_one_and_bounds_and_steps_hold(pvs: list[ProviderView], r
     assert math.isclose(sum(target.weights.values()), 1.0, abs_tol=1e-9)
     prev_w = dict(zip(names, prev, strict=True))
     previous = Decision(at=NOW, weights=prev_w, recommended_weights=prev_w)
-    g = guardrails(mode="act", max_weight_step=step, dead_band=band)
+    g = guardrails(mode="act", max_weight_step=step, breach_step=step, dead_band=band)
     out = guard(target, previous, CONFIG, g, 10, NOW)
     assert math.isclose(sum(out.weights.values()), 1.0, abs_tol=1e-9)
     for n, w in out.weights.items():
