@@ -24,6 +24,7 @@ private details.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -42,6 +43,8 @@ from collectors.mapping import HISTOGRAM_SIGNALS, SeriesKey
 SCHEMA_VERSION = 2
 MINUTE_RETENTION = 7 * 86400
 HOUR_RETENTION = 8 * 7 * 86400
+#: The store's file mode: owner read-write, group read (the audit log's too).
+STORE_MODE = 0o640
 _KEYS_PER_QUERY = 400  # (series, ts) pairs per lookup: 800 bound parameters
 
 _SCHEMA_V1 = """
@@ -125,6 +128,11 @@ class Store:
         self._filling: set[tuple[int, int, bool]] = set()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Owner and group only, like the audit log (SQLite gives its -wal and -shm files the
+            # database's mode); a store made before that loses its read bit for others.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, STORE_MODE))
+            if (mode := self.path.stat().st_mode & 0o777) & 0o007:
+                self.path.chmod(mode & ~0o007)
             self._w = self._connect(durable)
             self._migrate()
             self._r = self._connect(durable)

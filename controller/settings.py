@@ -16,6 +16,7 @@ import contextvars
 import math
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -39,6 +40,22 @@ from controller.errors import ConfigError
 from controller.prices import Price, dst_gap_problem
 
 _yaml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("_yaml_path", default=None)
+
+
+def http_url(value: str | None) -> str | None:
+    """An http(s) URL with a host, or None. The error never repeats the value: it may carry a
+    password (``http://user:pass@host``)."""
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(value)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return value
 
 
 class _Group(BaseModel):
@@ -77,6 +94,7 @@ class RouterSettings(_Group):
         description="URL of the router's Prometheus /metrics endpoint that `diurnal run` scrapes. "
         "Unset means nothing is scraped (events or backfill only).",
     )
+    _metrics_url = field_validator("metrics_url")(http_url)
     preset: Literal["litellm", "otel-genai", "generic"] = Field(
         default="litellm",
         description="Metric-name mapping: `litellm` (LiteLLM proxy), `otel-genai` (OpenTelemetry GenAI "
@@ -121,6 +139,7 @@ class PrometheusSettings(_Group):
         description="Base URL of a Prometheus-compatible API (Prometheus, Thanos, Mimir, "
         "VictoriaMetrics) to backfill history from. Unset means no backfill.",
     )
+    _url = field_validator("url")(http_url)
     bearer_token: SecretStr | None = Field(default=None, description="Bearer token for that API.")
     basic_auth_username: str | None = Field(default=None, description="Basic-auth user for that API.")
     basic_auth_password: SecretStr | None = Field(default=None, description="Basic-auth password for that API.")
@@ -461,6 +480,7 @@ class FilePublisherSettings(_Group):
 
 class WebhookPublisherSettings(_Group):
     url: str | None = Field(default=None, description="POST each new decision here (JSON). Unset: off.")
+    _url = field_validator("url")(http_url)
     bearer_token: SecretStr | None = Field(default=None, description="Sent as Authorization: Bearer.")
     timeout_seconds: float = Field(default=5.0, gt=0, description="Per attempt. Measured in seconds.")
     max_attempts: int = Field(default=4, ge=1, le=10, description="Attempts per decision, first included.")
@@ -473,6 +493,7 @@ class KubernetesSettings(_Group):
     api_url: str | None = Field(
         default=None, description="Kubernetes API for replicas prewarm. Unset: in-cluster "
                                   "(KUBERNETES_SERVICE_HOST) with the pod's service account.")
+    _api_url = field_validator("api_url")(http_url)
     token_path: Path = Field(default=Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
                              description="Service-account token file (re-read on each call).")
     ca_path: Path = Field(default=Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"),
@@ -505,12 +526,7 @@ class TracingSettings(_Group):
         default=1.0, ge=0, le=1, description="Fraction of control cycles traced (parent-based). A fraction.")
     timeout_seconds: float = Field(default=10.0, gt=0, description="Per export request. Measured in seconds.")
 
-    @field_validator("otlp_endpoint")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"must be an http:// or https:// URL (OTLP over HTTP), got {value!r}")
-        return value
+    _otlp_endpoint = field_validator("otlp_endpoint")(http_url)
 
 
 class Settings(BaseSettings):
@@ -599,6 +615,15 @@ class _YamlSource(PydanticBaseSettingsSource):
         return data
 
 
+#: A field whose name holds one of these may hold a secret (a token, a password, credentials
+#: in a URL, an auth header): its value is never shown in an error.
+SECRET_NAMES = ("token", "password", "secret", "url", "endpoint", "headers")
+
+
+def _secret(loc: tuple[int | str, ...]) -> bool:
+    return any(part in str(name).lower() for name in loc for part in SECRET_NAMES)
+
+
 def _describe(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
@@ -609,6 +634,8 @@ def _describe(exc: ValidationError) -> str:
         shown = "" if err["type"] == "extra_forbidden" else f" (got {err.get('input')!r})"
         if isinstance(err.get("input"), dict):
             shown = ""
+        elif _secret(err["loc"]):
+            shown = " (the value is not shown: it may hold a secret)"
         lines.append(f"  {field}: {msg}{shown}")
     return "invalid settings:\n" + "\n".join(lines)
 

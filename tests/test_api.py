@@ -47,6 +47,10 @@ def test_decision_etag_and_304(warmed: Controller) -> None:
     assert again.status_code == 304 and again.headers["etag"] == etag
     stale = client.get("/v1/decision", headers={"If-None-Match": '"something-else"'})
     assert stale.status_code == 200
+    # Weak comparison (RFC 9110): a weak validator of the same tag, a list, and "*" all match.
+    for header in (f"W/{etag}", f'"other", {etag}', f'W/"other", W/{etag}', "*"):
+        assert client.get("/v1/decision", headers={"If-None-Match": header}).status_code == 304, header
+    assert client.get("/v1/decision", headers={"If-None-Match": 'W/"other"'}).status_code == 200
     explained = client.get("/v1/decision?explain=1").json()
     assert {o["signal"] for o in explained["observations"]} >= {"latency_p95", "request_rate"}
     # The plan: per hour ahead, the demand, each provider's load against its capacity, the cost

@@ -38,6 +38,11 @@ def test_override_lifecycle_and_audit(tmp_path: Path) -> None:
     assert client.post("/v1/overrides", json={**body, "knob": "weights/nope"}, headers=AUTH).status_code == 422
     assert client.post("/v1/overrides", json={**body, "value": 1.5}, headers=AUTH).status_code == 422
     assert client.post("/v1/overrides", json={**body, "ttl_seconds": 30 * 86400}, headers=AUTH).status_code == 422
+    # A newline (or any control character) would forge a log line: refused, with the field named.
+    forged = client.post("/v1/overrides", json={**body, "reason": "ok\n2026-11-30 INFO override x removed"},
+                         headers=AUTH)
+    assert forged.status_code == 422 and "reason" in forged.text
+    assert client.post("/v1/overrides", json={**body, "knob": "weights/open\rai"}, headers=AUTH).status_code == 422
     made = client.post("/v1/overrides", json=body, headers=AUTH)
     assert made.status_code == 201, made.text
     oid = made.json()["id"]

@@ -52,6 +52,11 @@ def test_yaml_file_and_env_overrides_it(tmp_path: Path, monkeypatch: pytest.Monk
         pytest.param("forecast:\n  exclude:\n    - {start: '2026-12-25T00:00', end: '2026-12-26T00:00Z'}\n",
                      "forecast.exclude.0.start", id="exclude-window-naive"),
         pytest.param("forecast:\n  coverage: 1.5\n", "forecast.coverage", id="coverage-over-one"),
+        pytest.param("router:\n  metrics_url: not a url\n", "router.metrics_url", id="router-url-not-a-url"),
+        pytest.param("prometheus:\n  url: ftp://prom:9090\n", "prometheus.url", id="prometheus-url-not-http"),
+        pytest.param("publish:\n  webhook:\n    url: 'http://'\n", "publish.webhook.url", id="webhook-url-no-host"),
+        pytest.param("publish:\n  kubernetes:\n    api_url: 'https://k8s:port'\n", "publish.kubernetes.api_url",
+                     id="kubernetes-url-bad-port"),
     ],
 )
 def test_bad_config_names_the_field(tmp_path: Path, yaml_text: str, field: str) -> None:
@@ -179,3 +184,30 @@ def test_prices_and_windows_that_fit_load() -> None:
             "per_request": 0.01, "windows": [{"start": "01:30", "end": "04:00", "factor": 0.5}]}}}})
     load_settings(timezone="Europe/London", policy={"providers": {"a": {"baseline_weight": 1.0, "price": {
         "per_request": 0.01, "windows": [{"start": "02:00", "end": "04:00", "factor": 0.5}]}}}})
+
+
+def test_a_bad_url_is_refused_without_repeating_it(tmp_path: Path) -> None:
+    """The value may hold a password: the error names the field, never the value."""
+    f = tmp_path / "bad.yaml"
+    f.write_text("router:\n  metrics_url: 'gopher://admin:hunter2@router:4000/metrics'\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(f)
+    assert "router.metrics_url" in str(info.value) and "hunter2" not in str(info.value)
+    ok = load_settings(data_dir=tmp_path, router={"metrics_url": "https://user:pw@router.internal:4000/metrics"})
+    assert ok.router.metrics_url == "https://user:pw@router.internal:4000/metrics"
+
+
+@pytest.mark.parametrize(("yaml_text", "field", "secret"), [
+    pytest.param("api:\n  token: 867530912345\n", "api.token", "867530912345", id="numeric-token"),
+    pytest.param("prometheus:\n  basic_auth_password: 271828182845\n", "prometheus.basic_auth_password",
+                 "271828182845", id="numeric-password"),
+    pytest.param("publish:\n  webhook:\n    bearer_token: [s3cr3t-in-a-list]\n", "publish.webhook.bearer_token",
+                 "s3cr3t-in-a-list", id="token-of-the-wrong-type"),
+])
+def test_a_secret_is_never_echoed_by_a_validation_error(tmp_path: Path, yaml_text: str, field: str,
+                                                        secret: str) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml_text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(f)
+    assert field in str(info.value) and secret not in str(info.value) and "not shown" in str(info.value)

@@ -156,3 +156,24 @@ def test_demand_is_requests_net_of_retries(tmp_path: Path) -> None:
     later = hourly(store, "demand_rate", "America/New_York", T0 + 3600, T0 + 7200).dropna().tolist()
     assert all(v >= 0 for v in later)
     store.close()
+
+
+def test_the_store_is_not_readable_by_others(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)  # the usual umask, which would leave a new file 0644
+    try:
+        store = Store(tmp_path, tz="UTC")
+        store.write(counter_rows(T0, 2))
+        store.close()
+    finally:
+        os.umask(old)
+    for name in ("diurnal.db", "diurnal.db-wal", "diurnal.db-shm"):
+        path = tmp_path / name
+        if path.exists():
+            assert stat.S_IMODE(path.stat().st_mode) & 0o007 == 0, name
+    # A store made by an older version, readable by all, is tightened when opened.
+    (tmp_path / "diurnal.db").chmod(0o644)
+    Store(tmp_path, tz="UTC").close()
+    assert stat.S_IMODE((tmp_path / "diurnal.db").stat().st_mode) == 0o640

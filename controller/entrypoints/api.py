@@ -60,15 +60,28 @@ class OverrideIn(BaseModel):
     """A pin on one knob until it expires."""
 
     model_config = ConfigDict(extra="forbid")
-    knob: str = Field(description="The knob, e.g. weights/openai.", pattern=r"^weights/[^/]+$")
+    knob: str = Field(description="The knob, e.g. weights/openai.", pattern=r"^weights/[^/\x00-\x1f\x7f]+$")
     value: float = Field(ge=0, le=1, description="The weight to pin (a fraction of traffic).")
     ttl_seconds: float = Field(gt=0, le=MAX_OVERRIDE_SECONDS, description="How long it lasts. Measured in seconds.")
-    reason: str = Field(default="", max_length=500, description="Why, for the decision's reasons and the audit.")
+    reason: str = Field(default="", max_length=500, pattern=r"^[^\x00-\x1f\x7f]*$",
+                        description="Why, for the decision's reasons and the audit. One line: no control "
+                                    "characters (a newline would forge a line of the log).")
 
 
 def _override_out(o: Override) -> dict[str, Any]:
     return {"id": o.id, "knob": o.knob, "value": o.value, "expires_at": o.expires_at.isoformat(), "reason": o.reason,
             "created_at": o.created_at.isoformat() if o.created_at else None}
+
+
+def not_modified(if_none_match: str, etag: str) -> bool:
+    """RFC 9110's weak comparison for ``If-None-Match``: ``*`` matches any current
+    representation, and ``W/"x"`` matches ``"x"``."""
+    def opaque(tag: str) -> str:
+        tag = tag.strip()
+        return tag[2:] if tag.startswith("W/") else tag
+
+    tags = [t.strip() for t in if_none_match.split(",") if t.strip()]
+    return "*" in tags or opaque(etag) in {opaque(t) for t in tags}
 
 
 def create_app(controller: Controller) -> FastAPI:
@@ -108,7 +121,7 @@ def create_app(controller: Controller) -> FastAPI:
         if decision is None or etag is None:
             raise HTTPException(503, "no decision has been made yet")
         headers = {"ETag": etag, "Cache-Control": "no-cache"}
-        if if_none_match is not None and etag in [t.strip() for t in if_none_match.split(",")]:
+        if if_none_match is not None and not_modified(if_none_match, etag):
             return Response(status_code=304, headers=headers)
         body = decision_body(decision)
         if explain:
