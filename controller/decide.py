@@ -59,7 +59,8 @@ def policy_config(pol: PolicySettings, providers: Sequence[str], knees: Mapping[
         configured = {n: ProviderConfig(baseline_weight=1.0 / len(providers), min_weight=0.0, max_weight=1.0,
                                         capacity_rpm=None, capacity_tpm=None, price=None) for n in providers}
     prewarm = tuple(
-        PrewarmConfig(name=a.name, kind=a.kind, target=a.target, rpm_per_unit=a.rpm_per_unit, min_units=a.min_units,
+        PrewarmConfig(name=a.name, kind=a.kind, target=a.target, rpm_per_unit=a.rpm_per_unit,
+                      unit_price_per_hour=a.unit_price_per_hour, min_units=a.min_units,
                       max_units=a.max_units, lead=timedelta(minutes=a.lead_minutes),
                       release_after=timedelta(minutes=a.release_after_minutes), provider=a.provider)
         for a in pol.prewarm

@@ -162,7 +162,7 @@ class OutlookBuilder:
             note = f"learned from {got.hours} h of history ({reach}, {evidence.replace('_', ' ')})"
         else:
             rpm, evidence, note = None, "unknown", "no history"
-        limit = _limit_rpm(config, name, providers.get(name))
+        limit = config.providers[name].limit_rpm(providers.get(name))
         breach = self._breaches.get(name)
         live = breach is not None and at < breach[1]  # a step starting before the cap expires
         return SloCapacity(rpm=rpm, evidence=evidence, note=note, limit_rpm=limit,
@@ -199,11 +199,10 @@ class OutlookBuilder:
                       None)
         if action is None:
             return None
-        unit_price = next((p.unit_price_per_hour for p in self.settings.policy.prewarm if p.name == action.name), None)
         observed = providers[action.provider].observed_rpm if action.provider in providers else None
         need = math.ceil((observed or 0.0) / (action.rpm_per_unit * config.capacity_headroom) - 1e-9)
         return Pool(action=action.name, provider=action.provider, rpm_per_unit=action.rpm_per_unit,
-                    unit_price_per_hour=unit_price, min_units=action.min_units, max_units=action.max_units,
+                    unit_price_per_hour=action.unit_price_per_hour, min_units=action.min_units, max_units=action.max_units,
                     lead=action.lead, release_after=action.release_after,
                     ready_units=self._ready(action, when), needed_now=min(action.max_units, need))
 
@@ -222,13 +221,3 @@ class OutlookBuilder:
 def _planned_rpm(c: SloCapacity) -> float:
     """How much a capacity lets the plan send (for picking the tightest of several)."""
     return min(x for x in (c.rpm, c.limit_rpm, c.breach_rpm, math.inf) if x is not None)
-
-
-def _limit_rpm(config: PolicyConfig, name: str, pv: ProviderView | None) -> float | None:
-    """The hard cap: the RPM limit (or measured knee), or the TPM limit at the tokens per
-    request seen now, whichever is lower."""
-    p = config.providers[name]
-    caps = [p.capacity_rpm] if p.capacity_rpm is not None else []
-    if p.capacity_tpm is not None and pv is not None and pv.tokens_per_request:
-        caps.append(p.capacity_tpm / pv.tokens_per_request)
-    return min(caps) if caps else None

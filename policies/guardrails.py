@@ -151,11 +151,16 @@ def _dead_band(goal: Weights, prev: Weights, g: GuardrailConfig) -> Stage:
                     f"largest change {biggest:.3f} is inside the dead band {g.dead_band:.3f}", final=True)
 
 
+def _moving_off(goal: Weights, prev: Weights, codes: Mapping[str, ReasonCode], why: frozenset[ReasonCode]) -> list[str]:
+    """The providers whose share goes down under one of the codes ``why``."""
+    return [k for k in goal if goal[k] < prev.get(k, 0.0) - _EPS and codes.get(k) in why]
+
+
 def _stabilization(goal: Weights, prev: Weights, baseline: Weights, codes: Mapping[str, ReasonCode],
                    g: GuardrailConfig, recent: Window) -> Stage:
     """Stage 2: protective moves at once; moves back toward the baseline only as far as
     every recommendation of the window agrees."""
-    protective = any(goal[k] < prev.get(k, 0.0) - _EPS and codes.get(k) in PROTECTIVE for k in goal)
+    protective = bool(_moving_off(goal, prev, codes, PROTECTIVE))
     held = goal if protective else stabilized(goal, recent, baseline)
     if held is goal:
         return Stage(goal)
@@ -175,7 +180,7 @@ def _rate_limit(goal: Weights, prev: Weights, g: GuardrailConfig, codes: Mapping
     moves off a provider breaching now). Scaling every change by one factor keeps the sum at 1
     and each weight between its previous and target value, so min/max bounds that held for
     both still hold."""
-    breaching = [k for k in goal if goal[k] < prev.get(k, 0.0) - _EPS and codes.get(k) in BREACHING]
+    breaching = _moving_off(goal, prev, codes, BREACHING)
     step = max(g.max_weight_step, g.breach_step) if breaching else g.max_weight_step
     biggest = _biggest_change(goal, prev)
     factor = min(1.0, step / biggest) if biggest > _EPS else 1.0

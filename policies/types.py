@@ -246,6 +246,14 @@ class ProviderConfig:
     #: What a request costs here; None: no price (planned by latency only).
     price: PriceConfig | None
 
+    def limit_rpm(self, seen: ProviderView | None) -> float | None:
+        """Its hard cap in requests per minute: the RPM limit (or measured knee), or the TPM
+        limit at the tokens per request ``seen`` now, whichever is lower; None: none."""
+        caps = [self.capacity_rpm] if self.capacity_rpm is not None else []
+        if self.capacity_tpm is not None and seen is not None and seen.tokens_per_request:
+            caps.append(self.capacity_tpm / seen.tokens_per_request)
+        return min(caps) if caps else None
+
 
 @dataclass(frozen=True, kw_only=True)
 class PriceConfig:
@@ -290,6 +298,8 @@ class PrewarmConfig:
     kind: str  # replicas, webhook or pool
     target: str
     rpm_per_unit: float
+    #: USD per unit-hour, warm or busy; None: no price.
+    unit_price_per_hour: float | None
     min_units: int
     max_units: int
     lead: timedelta

@@ -53,18 +53,8 @@ def _degradation(pv: ProviderView | None, slo: float, tz: str, error_budget: flo
     return None
 
 
-def _capacity_rpm(cfg: PolicyConfig, name: str, pv: ProviderView | None) -> float | None:
-    """Requests per minute the provider takes: its RPM limit, or its TPM limit at the tokens
-    per request seen now, whichever is lower."""
-    p = cfg.providers[name]
-    caps = [p.capacity_rpm] if p.capacity_rpm is not None else []
-    if p.capacity_tpm is not None and pv is not None and pv.tokens_per_request:
-        caps.append(p.capacity_tpm / pv.tokens_per_request)
-    return min(caps) if caps else None
-
-
 def _capacity_share(cfg: PolicyConfig, name: str, total_rpm: float | None, pv: ProviderView | None = None) -> float:
-    cap = _capacity_rpm(cfg, name, pv)
+    cap = cfg.providers[name].limit_rpm(pv)
     if cap is None or not total_rpm or total_rpm <= 0:
         return 1.0
     return min(1.0, cap * cfg.capacity_headroom / total_rpm)
@@ -101,7 +91,7 @@ def decide_weights(view: View, config: PolicyConfig) -> tuple[dict[str, float], 
             weight[n] = min(p.baseline_weight, cap)
             upper[n] = cap
             if weight[n] < p.baseline_weight - _EPS:
-                limit = _capacity_rpm(config, n, view.providers.get(n)) or 0.0
+                limit = config.providers[n].limit_rpm(view.providers.get(n)) or 0.0
                 codes[n] = (ReasonCode.CapacityLimited, f"held at {weight[n]:.2f} by capacity {limit:.0f} rpm "
                             f"at {load:.0f} rpm expected")
             else:
@@ -119,7 +109,7 @@ def decide_weights(view: View, config: PolicyConfig) -> tuple[dict[str, float], 
     elif free > _EPS:
         # Expected load exceeds the capacity of every provider together: no split avoids
         # overload, so the excess is spread by baseline (it will show as 429s, not be hidden).
-        capacity = sum(c for n in names if (c := _capacity_rpm(config, n, view.providers.get(n))) is not None)
+        capacity = sum(c for n in names if (c := config.providers[n].limit_rpm(view.providers.get(n))) is not None)
         for n in names:
             weight[n] += free * config.providers[n].baseline_weight
             codes[n] = (ReasonCode.CapacityExhausted, f"expected {load:.0f} rpm exceeds the {capacity:.0f} rpm all "

@@ -27,8 +27,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from sim.scenarios import BENCH_WEIGHTS, POOL, Scenario, base_world
-from sim.world import BusyWindow, Flash, Incident, PoolSpec, ProviderSpec, WorldSpec
+from sim.scenarios import BENCH_WEIGHTS, POOL, Scenario, base_world, incidents
+from sim.world import BusyWindow, Flash, PoolSpec, ProviderSpec, WorldSpec
 
 __all__ = ["FAMILIES", "draw", "static_replicas", "suite"]
 
@@ -121,10 +121,10 @@ def draw(family: str, seed: int) -> Scenario:
             what = f"a flash crowd on {at:%a %H:%M}"
             peaks = (*peaks, (day, at.hour - 0.5, at.hour + 2.0))
         else:
-            spec = replace(spec, incidents=_incidents(rng, start_scored - timedelta(weeks=3), 4))
+            spec = replace(spec, incidents=incidents(rng, start_scored - timedelta(weeks=3), 4, factor=(1.8, 2.8)))
             what = "incidents at random times"
     if family == "flat":
-        spec = replace(spec, seasonal=False, incidents=_incidents(rng, start_scored - timedelta(weeks=3), 4))
+        spec = replace(spec, seasonal=False, incidents=incidents(rng, start_scored - timedelta(weeks=3), 4, factor=(1.8, 2.8)))
         seasonal, peaks, what = False, (), "incidents at random times"
     p = pool.pool
     assert p is not None
@@ -141,15 +141,6 @@ def draw(family: str, seed: int) -> Scenario:
     spec = replace(spec, providers=tuple(replace(q, pool=replace(q.pool, replicas=fixed)) if q.pool is not None else q
                                          for q in spec.providers))
     return Scenario(f"{family}-{seed}", desc, seasonal, spec, monday, peaks=peaks, static_replicas=fixed)
-
-
-def _incidents(rng: np.random.Generator, start: datetime, weeks: int, per_week: int = 3) -> tuple[Incident, ...]:
-    out = []
-    for _ in range(per_week * weeks):
-        at = start + timedelta(minutes=int(rng.integers(0, weeks * 7 * 1440)))
-        who = ("openai", "anthropic")[int(rng.integers(0, 2))]
-        out.append(Incident(who, at, at + timedelta(minutes=int(rng.integers(45, 120))), float(rng.uniform(1.8, 2.8))))
-    return tuple(sorted(out, key=lambda i: i.start))
 
 
 def suite(seeds: int | tuple[int, ...] = 4, families: tuple[str, ...] = FAMILIES) -> list[Scenario]:

@@ -108,14 +108,17 @@ def _busy_openai(spec: WorldSpec, start: float, end: float, factor: float = 2.6)
     return replace(spec, providers=providers)
 
 
-def _incidents(seed: int, tz: ZoneInfo, start: datetime, weeks: int, per_week: int = 3) -> tuple[Incident, ...]:
-    """Provider slowdowns at random times (no pattern to learn)."""
-    rng = np.random.default_rng([seed, 77])
+def incidents(rng: np.random.Generator, start: datetime, weeks: int, per_week: int = 3,
+              factor: float | tuple[float, float] = 2.6) -> tuple[Incident, ...]:
+    """Provider slowdowns at random times (no pattern to learn): 45 to 120 minutes each, latency
+    x ``factor`` (or drawn from that range)."""
     out = []
     for _ in range(per_week * weeks):
         at = start + timedelta(minutes=int(rng.integers(0, weeks * 7 * 1440)))
         who = ("openai", "anthropic")[int(rng.integers(0, 2))]
-        out.append(Incident(who, at, at + timedelta(minutes=int(rng.integers(45, 120))), 2.6))
+        minutes = int(rng.integers(45, 120))
+        x = factor if isinstance(factor, float) else float(rng.uniform(*factor))
+        out.append(Incident(who, at, at + timedelta(minutes=minutes), x))
     return tuple(sorted(out, key=lambda i: i.start))
 
 
@@ -151,7 +154,7 @@ def scenarios(seed: int = 0, *, tokens: TokenSizes = AZURE_CONV_TOKENS,
     scored = datetime(monday.year, monday.month, monday.day, tzinfo=tz)
     made.append(Scenario("no-seasonality", "Flat demand and provider slowdowns at random times: the negative "
                          "control, where no forecast is trusted.", False,
-                         replace(flat, incidents=_incidents(seed, tz, scored - timedelta(weeks=3), 4)), monday,
+                         replace(flat, incidents=incidents(np.random.default_rng([seed, 77]), scored - timedelta(weeks=3), 4)), monday,
                          peaks=()))
     tokyo = _busy_openai(base_world("Asia/Tokyo", tokens=tokens, shape=shape), 9.0, 12.0)
     made.append(Scenario("shifted-timezone", "provider-degrades-at-peak in Asia/Tokyo: the surge and the busy "
