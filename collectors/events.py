@@ -14,6 +14,11 @@ that routing thresholds are calibrated on.
 ``ts`` is RFC 3339 with an offset or Unix seconds; ``latency`` and ``ttft`` are seconds.
 Each line is validated whole before anything from it is counted, so a truncated or invalid
 line is rejected (and reported with its line number) while the rest of the batch is kept.
+
+Every number has a range, so that one absurd event cannot poison a signal (a cost of 1e308
+would make an hour's spend infinite): ``latency`` and ``ttft`` 0 to 1 day, ``input_tokens``
+and ``output_tokens`` 0 to 10 million, ``retries`` 0 to 100, ``score`` 0 to 1, and ``cost``
+0 to the configured cap (``api.max_event_cost``, default 100).
 """
 
 from __future__ import annotations
@@ -37,6 +42,12 @@ EVENT_BUCKETS = (
 #: Histogram bounds for routing scores (0..1).
 SCORE_BUCKETS = (*(round(0.05 * i, 2) for i in range(1, 21)), math.inf)
 MAX_LINE_BYTES = 16_384
+#: Longest latency or time to first token an event may report. Measured in seconds (1 day).
+MAX_SECONDS = 86_400.0
+#: Most tokens one request may report, each way.
+MAX_TOKENS = 10_000_000
+#: Default cap on one event's ``cost`` (``api.max_event_cost``).
+MAX_COST = 100.0
 #: Events further in the future than this are refused (clock skew), seconds.
 MAX_FUTURE_SKEW = 300.0
 
@@ -48,15 +59,17 @@ class Event(BaseModel):
     provider: str = Field(min_length=1, max_length=128)
     model: str = Field(default="", max_length=256)
     route: str = Field(default="", max_length=256)
-    latency: float = Field(ge=0, allow_inf_nan=False, description="Total latency. Measured in seconds.")
-    ttft: float | None = Field(default=None, ge=0, allow_inf_nan=False,
-                               description="Time to first token. Measured in seconds.")
+    latency: float = Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False,
+                           description="Total latency, at most 1 day. Measured in seconds.")
+    ttft: float | None = Field(default=None, ge=0, le=MAX_SECONDS, allow_inf_nan=False,
+                               description="Time to first token, at most 1 day. Measured in seconds.")
     cache_hit: bool | None = None
     retries: int = Field(default=0, ge=0, le=100)
     status: int = Field(ge=100, le=599, description="HTTP status returned to the caller.")
-    input_tokens: int = Field(default=0, ge=0)
-    output_tokens: int = Field(default=0, ge=0)
-    cost: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    input_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
+    output_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
+    cost: float = Field(default=0.0, ge=0, allow_inf_nan=False,
+                        description="What the request cost, up to api.max_event_cost.")
     segment: str | None = Field(default=None, max_length=128)
     escalated: bool | None = Field(default=None, description="Sent to the strong model (a routed request).")
     score: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False, description="Router's routing score.")
@@ -105,7 +118,7 @@ def _cumulate(cell: MinuteCell, bounds: tuple[float, ...] = EVENT_BUCKETS) -> No
         cell.buckets[le] = running
 
 
-def parse_events(body: bytes, *, now: float, oldest: float) -> EventBatch:
+def parse_events(body: bytes, *, now: float, oldest: float, max_cost: float = MAX_COST) -> EventBatch:
     """Validate JSON lines and aggregate the valid ones into minute cells. Never raises for
     bad input: each bad line becomes an error entry ``{"line": n, "error": "..."}``."""
     batch = EventBatch()
@@ -123,6 +136,13 @@ def parse_events(body: bytes, *, now: float, oldest: float) -> EventBatch:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "line"
             batch.errors.append({"line": n, "error": f"{where}: {first['msg']}"})
+            continue
+        except (ValueError, OverflowError) as exc:  # e.g. a number too long to convert
+            batch.errors.append({"line": n, "error": f"line: {type(exc).__name__}: {str(exc)[:200]}"})
+            continue
+        if ev.cost > max_cost:
+            batch.errors.append({"line": n, "error": f"cost: {ev.cost:g} is over the cap of {max_cost:g} "
+                                                     "(api.max_event_cost)"})
             continue
         ts = ev.ts.timestamp()
         if ts > now + MAX_FUTURE_SKEW:

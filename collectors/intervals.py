@@ -19,6 +19,10 @@ MINUTE = 60
 #: A delta spanning more than this is put into its last minute instead of being spread
 #: (it is still counted; a week-long outage should not create 10k rows).
 MAX_SPREAD_SECONDS = 6 * 3600
+#: A counter that grew by more than this between two scrapes is not believed (a corrupted or
+#: hostile exposition): the delta is dropped and counted as absurd. No router signal (requests,
+#: tokens, spend, seconds) moves by 10^15 in one scrape, and with the bound no sum can overflow.
+MAX_DELTA = 1e15
 
 
 @dataclass
@@ -31,9 +35,10 @@ class IngestStats:
     non_finite: int = 0
     out_of_order: int = 0
     new_series: int = 0
+    absurd: int = 0
 
     def add(self, other: IngestStats) -> None:
-        for f in ("samples", "matched", "counter_resets", "non_finite", "out_of_order", "new_series"):
+        for f in ("samples", "matched", "counter_resets", "non_finite", "out_of_order", "new_series", "absurd"):
             setattr(self, f, getattr(self, f) + getattr(other, f))
 
 
@@ -87,10 +92,13 @@ class DeltaTracker:
             stats.out_of_order += 1
             return None
         self._last[raw_id] = (at, value)
+        delta = value if value < prev_value else value - prev_value
+        if delta > MAX_DELTA:
+            stats.absurd += 1
+            return None
         if value < prev_value:
             stats.counter_resets += 1
-            return value, prev_at
-        return value - prev_value, prev_at
+        return delta, prev_at
 
 
 def _add_part(cell: MinuteCell, m: Matched, amount: float) -> None:
@@ -172,6 +180,11 @@ class MinuteAggregator:
         limit = int(ts // MINUTE) * MINUTE
         done = sorted(m for m in self._open if m < limit)
         return [MinuteRow(m, k, c) for m in done for k, c in self._open.pop(m).items()]
+
+    def snapshot(self) -> dict[int, dict[SeriesKey, MinuteCell]]:
+        """A copy of the open minutes (for a checkpoint)."""
+        return {m: {k: MinuteCell(c.value, c.count, c.sum, dict(c.buckets)) for k, c in per_key.items()}
+                for m, per_key in self._open.items()}
 
     def close_all(self) -> list[MinuteRow]:
         done = sorted(self._open)

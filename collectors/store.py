@@ -13,6 +13,16 @@ what a caller was told is stored survives the process being killed. ``synchronou
 in WAL mode keeps committed data across a process crash; only a power loss can drop the
 last transactions (``durable=True`` selects ``FULL``).
 
+The minutes still open live in the collector's memory; so that a process killed with SIGKILL
+loses none of what it acknowledged, they are also kept in a journal (``open_cell``): pushed
+events are appended to it before the API answers, and the collector checkpoints its open
+minutes into it every few seconds. Closing minutes writes them and drops their journal rows in
+one transaction, so nothing is counted twice; the next run replays what is left
+(:meth:`Store.recover_open`).
+
+The store never holds a non-finite number: a cell with one is dropped at write (and counted),
+and :meth:`Store.non_finite` checks every table.
+
 Writes are serialised by one lock; reads use their own connection and, with WAL, never wait
 for a writer.
 
@@ -24,6 +34,8 @@ private details.
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 import os
 import sqlite3
 import threading
@@ -31,7 +43,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -40,11 +52,15 @@ from collectors.hour_of_week import local_hour_start_at
 from collectors.intervals import MinuteCell, MinuteRow
 from collectors.mapping import HISTOGRAM_SIGNALS, SeriesKey
 
-SCHEMA_VERSION = 2
+log = logging.getLogger("diurnal.store")
+_T = TypeVar("_T")
+
+SCHEMA_VERSION = 3
 MINUTE_RETENTION = 7 * 86400
 HOUR_RETENTION = 8 * 7 * 86400
 #: The store's file mode: owner read-write, group read (the audit log's too).
 STORE_MODE = 0o640
+_MAX_FLOAT = 1.7976931348623157e308
 _KEYS_PER_QUERY = 400  # (series, ts) pairs per lookup: 800 bound parameters
 
 _SCHEMA_V1 = """
@@ -77,6 +93,24 @@ CREATE TABLE IF NOT EXISTS hour_hist (
     PRIMARY KEY (series_id, ts)
 ) WITHOUT ROWID;
 """
+
+
+_SCHEMA_V3 = """
+CREATE TABLE IF NOT EXISTS open_cell (
+    minute INTEGER NOT NULL, series_id INTEGER NOT NULL REFERENCES series(id),
+    value REAL NOT NULL, count REAL NOT NULL, sum REAL NOT NULL, buckets BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS open_cell_minute ON open_cell(minute);
+"""
+
+#: Open minutes: minute start -> series -> cell (the collector's aggregator holds them so).
+OpenCells = dict[int, dict[SeriesKey, MinuteCell]]
+
+
+def finite_cell(cell: MinuteCell) -> bool:
+    """Whether every number of ``cell`` is finite (a bucket's ``le`` may be +Inf)."""
+    return (math.isfinite(cell.value) and math.isfinite(cell.count) and math.isfinite(cell.sum)
+            and all(math.isfinite(c) and not math.isnan(le) for le, c in cell.buckets.items()))
 
 
 @dataclass(frozen=True)
@@ -126,6 +160,10 @@ class Store:
         self._series_by_id: dict[int, SeriesKey] = {}
         # (series, hour, histogram?) buckets a fill-only write has begun in this transaction.
         self._filling: set[tuple[int, int, bool]] = set()
+        # Series added by the transaction in progress (forgotten if it rolls back).
+        self._added: dict[SeriesKey, int] = {}
+        #: Cells dropped at write because they held a non-finite number.
+        self.dropped_non_finite = 0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Owner and group only, like the audit log (SQLite gives its -wal and -shm files the
@@ -175,6 +213,9 @@ class Store:
             if version < 2:
                 self._w.executescript(_SCHEMA_V2)
                 self._rebuild_hours()  # v1 stores had minutes only
+            if version < 3:
+                self._w.executescript(_SCHEMA_V3)
+                self._drop_non_finite()  # older versions could store an infinite sum
             self._set_meta("schema_version", str(SCHEMA_VERSION))
             if self._meta("rollup_tz") != self.tz:
                 # Hour rollups follow local hours: a new timezone needs them rebuilt from the
@@ -218,58 +259,123 @@ class Store:
             sid = int(cur.lastrowid or 0)
             self._series[key] = sid
             self._series_by_id[sid] = key
+            self._added[key] = sid
         return sid
 
     # ---- writes -------------------------------------------------------------------------
 
-    def write(self, rows: Iterable[MinuteRow], *, fill_only: bool = False) -> int:
+    def _transaction(self, what: str, body: Callable[[], _T]) -> _T:
+        """Run ``body`` in one transaction under the write lock; a failure rolls it back whole
+        (and forgets the series it had added) and raises :class:`StoreError`."""
+        with self._wlock:
+            self._added = {}
+            try:
+                with self._w:
+                    return body()
+            except sqlite3.Error as exc:
+                for key, sid in self._added.items():  # the transaction rolled back
+                    self._series.pop(key, None)
+                    self._series_by_id.pop(sid, None)
+                raise StoreError(f"cannot {what} the store at {self.path}: {exc}") from exc
+            finally:
+                self._filling.clear()
+                self._added = {}
+
+    def _finite(self, cell: MinuteCell, key: SeriesKey) -> bool:
+        if finite_cell(cell):
+            return True
+        self.dropped_non_finite += 1
+        log.warning("dropped a non-finite %s cell of %s/%s (the store keeps finite numbers only)",
+                    key.signal, key.provider, key.model or "-")
+        return False
+
+    def write(self, rows: Iterable[MinuteRow], *, fill_only: bool = False, settled_before: int | None = None) -> int:
         """Store minute rows and their hour rollups in one transaction. Returns rows written.
 
         By default a row adds to what is stored for its minute (several scrapes per minute).
         With ``fill_only`` (backfill, imports) a row is written only where its series has no
         data yet for that local hour, so overlapping history is never counted twice.
+        ``settled_before`` drops the journal's minutes before it in the same transaction: the
+        collector passes it when the rows are the minutes it closed.
 
         Rows are merged per series-minute and per series-hour in memory first, so a batch costs
         a few statements per table however many rows it carries.
         """
         rows = list(rows)
-        if not rows:
+        if not rows and settled_before is None:
             return 0
+
+        def body() -> int:
+            written = self._write_rows(rows, fill_only)
+            if settled_before is not None:
+                self._w.execute("DELETE FROM open_cell WHERE minute < ?", (settled_before,))
+            return written
+        return self._transaction("write to", body)
+
+    def _write_rows(self, rows: list[MinuteRow], fill_only: bool) -> int:
         written = 0
-        with self._wlock:
-            added: dict[SeriesKey, int] = {}
-            try:
-                with self._w:
-                    counters: dict[tuple[int, int], float] = {}
-                    hists: dict[tuple[int, int], MinuteCell] = {}
-                    for row in rows:
-                        sid = self._series.get(row.key)
-                        if sid is None:
-                            sid = added[row.key] = self._series_id(row.key)
-                        is_hist = row.key.signal in HISTOGRAM_SIGNALS
-                        if fill_only and self._hour_taken(sid, row.ts, is_hist):
-                            continue
-                        at = (sid, row.ts)
-                        if is_hist:
-                            cell = hists.get(at)
-                            if cell is None:
-                                hists[at] = _copy(row.cell)
-                            else:
-                                cell.merge(row.cell)
-                        else:
-                            counters[at] = counters.get(at, 0.0) + row.cell.value
-                        written += 1
-                    self._put_counters(counters)
-                    self._put_hists(hists)
-                    if fill_only:
-                        self._filling.clear()
-            except sqlite3.Error as exc:
-                self._filling.clear()
-                for key, sid in added.items():  # the transaction rolled back
-                    self._series.pop(key, None)
-                    self._series_by_id.pop(sid, None)
-                raise StoreError(f"cannot write to the store at {self.path}: {exc}") from exc
+        counters: dict[tuple[int, int], float] = {}
+        hists: dict[tuple[int, int], MinuteCell] = {}
+        for row in rows:
+            if not self._finite(row.cell, row.key):
+                continue
+            sid = self._series_id(row.key)
+            is_hist = row.key.signal in HISTOGRAM_SIGNALS
+            if fill_only and self._hour_taken(sid, row.ts, is_hist):
+                continue
+            at = (sid, row.ts)
+            if is_hist:
+                cell = hists.get(at)
+                if cell is None:
+                    hists[at] = _copy(row.cell)
+                else:
+                    cell.merge(row.cell)
+            else:
+                counters[at] = counters.get(at, 0.0) + row.cell.value
+            written += 1
+        self._put_counters(counters)
+        self._put_hists(hists)
         return written
+
+    # ---- the journal of open minutes ----------------------------------------------------
+
+    def _journal_rows(self, cells: OpenCells) -> list[tuple[int, int, float, float, float, bytes]]:
+        return [(minute, self._series_id(key), c.value, c.count, c.sum, _encode_buckets(c.buckets))
+                for minute, per_key in cells.items() for key, c in per_key.items() if self._finite(c, key)]
+
+    def journal(self, cells: OpenCells) -> None:
+        """Append cells of open minutes to the journal, committed when this returns (pushed
+        events, before the API acknowledges them)."""
+        def body() -> None:
+            self._w.executemany("INSERT INTO open_cell VALUES(?,?,?,?,?,?)", self._journal_rows(cells))
+        self._transaction("journal events in", body)
+
+    def checkpoint(self, cells: OpenCells) -> None:
+        """Replace the journal with the collector's open minutes (which hold every event
+        journaled so far), committed when this returns."""
+        def body() -> None:
+            self._w.execute("DELETE FROM open_cell")
+            self._w.executemany("INSERT INTO open_cell VALUES(?,?,?,?,?,?)", self._journal_rows(cells))
+        self._transaction("checkpoint open minutes in", body)
+
+    def recover_open(self) -> int:
+        """Store what the journal holds (the open minutes of a run that was killed) and empty
+        it, in one transaction. Call it before collecting. Returns the series-minutes recovered."""
+        def body() -> int:
+            merged: dict[tuple[int, int], MinuteCell] = {}
+            for minute, sid, value, count, total, blob in self._w.execute(
+                    "SELECT minute, series_id, value, count, sum, buckets FROM open_cell"):
+                cell = MinuteCell(value=value, count=count, sum=total, buckets=_decode_buckets(blob))
+                if (had := merged.get((sid, minute))) is None:
+                    merged[(sid, minute)] = cell
+                else:
+                    had.merge(cell)
+            hist = {at for at in merged if self._series_by_id[at[0]].signal in HISTOGRAM_SIGNALS}
+            self._put_counters({at: c.value for at, c in merged.items() if at not in hist})
+            self._put_hists({at: c for at, c in merged.items() if at in hist})
+            self._w.execute("DELETE FROM open_cell")
+            return len(merged)
+        return self._transaction("recover open minutes into", body)
 
     def _hour_taken(self, sid: int, ts: int, is_hist: bool) -> bool:
         hour = local_hour_start_at(ts, self.tz)
@@ -374,6 +480,36 @@ class Store:
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot prune the store at {self.path}: {exc}") from exc
         return m, h
+
+    _COUNTER_TABLES = ("minute_counter", "hour_counter")
+    _CELL_TABLES = ("minute_hist", "hour_hist", "open_cell")
+
+    def _non_finite_rows(self, conn: sqlite3.Connection) -> list[tuple[str, str, tuple[int, ...]]]:
+        """(table, key columns, key) of every stored row holding a non-finite number (SQLite
+        stores NaN as NULL)."""
+        out: list[tuple[str, str, tuple[int, ...]]] = []
+        pk = "series_id = ? AND ts = ?"
+        for table in self._COUNTER_TABLES:
+            out += [(table, pk, (sid, ts)) for sid, ts in conn.execute(
+                f"SELECT series_id, ts FROM {table} WHERE value IS NULL OR abs(value) > ?", (_MAX_FLOAT,))]
+        for table in self._CELL_TABLES:
+            key, where, value = (("rowid, 0", "rowid = ?", "value") if table == "open_cell"
+                                 else ("series_id, ts", pk, "0.0"))
+            for a, b, v, count, total, blob in conn.execute(f"SELECT {key}, {value}, count, sum, buckets FROM {table}"):
+                if None in (v, count, total) or not finite_cell(
+                        MinuteCell(value=v, count=count, sum=total, buckets=_decode_buckets(blob))):
+                    out.append((table, where, (a, b) if table != "open_cell" else (a,)))
+        return out
+
+    def _drop_non_finite(self) -> None:
+        for table, where, key in self._non_finite_rows(self._w):
+            self._w.execute(f"DELETE FROM {table} WHERE {where}", key)
+
+    def non_finite(self) -> int:
+        """How many stored rows hold a non-finite number, in every table: 0, always (writes
+        drop such cells, and the v3 migration removed those older versions could store)."""
+        with self._reading() as r:
+            return len(self._non_finite_rows(r))
 
     # ---- reads --------------------------------------------------------------------------
 

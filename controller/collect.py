@@ -4,26 +4,39 @@ Scrapes and pushed events are parsed, mapped onto series by the metric preset an
 aggregated per minute; :meth:`CollectStage.close` writes the minutes that ended to the store
 and hands the decide stage an :class:`Observations` of the last ``observation_window``.
 Not thread-safe by itself: the loop calls it under its lock.
+
+Durability: with ``journal`` on (the default), pushed events are appended to the store's
+journal before :meth:`CollectStage.add_events` returns, and the open minutes are checkpointed
+there at most every ``control.checkpoint_seconds`` of scraping; closing minutes settles
+them in the same transaction. A run killed with SIGKILL thus loses no acknowledged event and
+at most that many seconds of scraped increase; the next run replays the journal at start.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from collectors.errors import ExpositionError
+from collectors.errors import ExpositionError, StoreError
 from collectors.events import EventBatch, parse_events
 from collectors.exposition import ExpositionParser, Sample
-from collectors.intervals import IngestStats, MinuteAggregator, MinuteRow
-from collectors.mapping import HISTOGRAM_SIGNALS, PRESETS, Mapper, preset_from_config
+from collectors.intervals import IngestStats, MinuteAggregator, MinuteCell, MinuteRow
+from collectors.mapping import HISTOGRAM_SIGNALS, PRESETS, Mapper, SeriesKey, preset_from_config
 from collectors.signals import rows_value
 from collectors.store import CounterPoint, HistPoint, Store
+from controller.errors import ErrorThrottle
 from controller.metrics import Metrics
 from controller.settings import Settings
 
+log = logging.getLogger("diurnal.collect")
+
 __all__ = ["SEGMENT_WINDOW_SECONDS", "CollectStage", "Observations", "build_mapper", "is_route"]
+
+_FOREVER = 2**62
 
 #: Segment escalation rates are measured over this window of pushed events.
 SEGMENT_WINDOW_SECONDS = 3600
@@ -77,11 +90,29 @@ class Observations:
         return None if math.isnan(v) else v
 
 
+def _cells(rows: list[MinuteRow]) -> dict[int, dict[SeriesKey, MinuteCell]]:
+    out: dict[int, dict[SeriesKey, MinuteCell]] = {}
+    for r in rows:
+        out.setdefault(r.ts, {})[r.key] = r.cell
+    return out
+
+
 class CollectStage:
-    def __init__(self, settings: Settings, store: Store, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, store: Store, metrics: Metrics, *, journal: bool = True,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics
+        #: Keep the open minutes in the store's journal. Off only for a second process on the
+        #: same data dir (``diurnal backfill`` beside ``diurnal run``), which must not replay
+        #: or replace the running one's journal.
+        self.journal = journal
+        self._monotonic = monotonic
+        self._checkpointed = monotonic()
+        self._checkpoint_errors = ErrorThrottle("checkpoint of the open minutes")
+        if journal and (recovered := store.recover_open()):
+            log.info("recovered %d series-minutes that the last run had open (it did not stop cleanly)",
+                     recovered)
         self.mapper = build_mapper(settings)
         self.mapper.remember(store.series())
         self.parser = ExpositionParser()
@@ -123,20 +154,51 @@ class CollectStage:
             self._seen(when)
         m = self.metrics
         m.ingested_samples.inc(len(samples))
-        m.counter_resets.inc(stats.counter_resets)
-        if stats.non_finite:
-            m.ingest_errors.labels("non_finite").inc(stats.non_finite)
-        if stats.out_of_order:
-            m.ingest_errors.labels("out_of_order").inc(stats.out_of_order)
+        if stats.counter_resets:
+            m.counter_resets.inc()
+        for kind in ("non_finite", "out_of_order", "absurd"):
+            if n := getattr(stats, kind):
+                m.ingest_errors.labels(kind).inc(n)
+        self._checkpoint_if_due()
         return stats
+
+    def _checkpoint_if_due(self) -> None:
+        """Checkpoint the open minutes when ``checkpoint_seconds`` have passed. A failure (a
+        full disk) is logged by the caller's throttle; the minutes stay in memory."""
+        if not self.journal:
+            return
+        now = self._monotonic()
+        if now - self._checkpointed >= self.settings.control.checkpoint_seconds:
+            self._checkpointed = now
+            try:
+                self.store.checkpoint(self.aggregator.snapshot())
+            except StoreError as exc:  # e.g. a full disk: the minutes stay in memory meanwhile
+                self._checkpoint_errors.failed(str(exc))
+            else:
+                self._checkpoint_errors.succeeded()
 
     def parse_events(self, body: bytes, when: datetime) -> EventBatch:
         """Parse pushed events (no lock needed: nothing is changed)."""
         now = when.timestamp()
-        return parse_events(body, now=now, oldest=now - self.store.minute_retention)
+        return parse_events(body, now=now, oldest=now - self.store.minute_retention,
+                            max_cost=self.settings.api.max_event_cost)
 
     def add_events(self, batch: EventBatch, when: datetime) -> None:
-        self.aggregator.add_cells(batch.cells, key_map=self.mapper.admit)
+        """Journal the batch's cells (committed when this returns: the API may acknowledge
+        them) and add them to the open minutes. A store error leaves both unchanged."""
+        cells: dict[int, dict[SeriesKey, MinuteCell]] = {}
+        for minute, per_key in batch.cells.items():
+            for key, cell in per_key.items():
+                if (kept := self.mapper.admit(key)) is None:
+                    continue
+                dest = cells.setdefault(minute, {})
+                if kept in dest:
+                    dest[kept].merge(cell)
+                else:
+                    dest[kept] = cell
+        if self.journal and cells:
+            self.store.journal(cells)
+        self.aggregator.add_cells(cells)
         for (minute, route, segment), (n, escalated) in batch.segments.items():
             tally = self._segments.setdefault((minute, route, segment), [0, 0])
             tally[0] += n
@@ -149,13 +211,18 @@ class CollectStage:
 
     def flush(self) -> int:
         """Write every open minute to the store (shutdown)."""
-        return self.store.write(self.aggregator.close_all())
+        return self.store.write(self.aggregator.close_all(), settled_before=_FOREVER if self.journal else None)
 
     def close(self, when: datetime) -> tuple[Observations, int]:
         """Close the minutes that ended before ``when``, store them, and return the
         observations of the window with the number of rows written."""
+        limit = int(when.timestamp() // 60) * 60
         rows = self.aggregator.close_before(when.timestamp())
-        written = self.store.write(rows)
+        try:
+            written = self.store.write(rows, settled_before=limit if self.journal else None)
+        except Exception:
+            self.aggregator.add_cells(_cells(rows))  # kept open: written by a later close
+            raise
         now = int(when.timestamp())
         self._remember(rows, now - int(self.settings.control.observation_window_minutes * 60))
         since = now - SEGMENT_WINDOW_SECONDS

@@ -76,14 +76,17 @@ class Controller:
 
     def __init__(self, settings: Settings, *, clock: Clock = _utc_now, store: Store | None = None,
                  refit_in_step: bool = True, refitter: Refitter | None = None,
-                 scaler: Callable[[], ReplicaScaler] | None = None) -> None:
+                 scaler: Callable[[], ReplicaScaler] | None = None, journal: bool = True) -> None:
+        """``journal=False`` for a second process on a data dir that a running diurnal owns
+        (``diurnal backfill``): it must not replay or replace that run's journal of open
+        minutes (see :mod:`controller.collect`)."""
         self.settings = settings
         self.clock = clock
         self.store = store if store is not None else Store(settings.data_dir, tz=settings.timezone)
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
         fs = settings.forecast
-        self.collect = CollectStage(settings, self.store, self.metrics)
+        self.collect = CollectStage(settings, self.store, self.metrics, journal=journal)
         self.fit = FitStage(settings, self.store, refitter or Refitter(fs.workers, fs.refit_timeout_seconds),
                             self.metrics)
         self.decide = DecideStage(settings)
@@ -102,10 +105,10 @@ class Controller:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock | None = None, refit_in_step: bool = True,
-                      scaler: Callable[[], ReplicaScaler] | None = None) -> Controller:
+                      scaler: Callable[[], ReplicaScaler] | None = None, journal: bool = True) -> Controller:
         """``scaler`` replaces the in-cluster Kubernetes client for ``replicas`` prewarm
         actions (an embedding program that manages replicas its own way)."""
-        return cls(settings, clock=clock or _utc_now, refit_in_step=refit_in_step, scaler=scaler)
+        return cls(settings, clock=clock or _utc_now, refit_in_step=refit_in_step, scaler=scaler, journal=journal)
 
     def _when(self, at: datetime | None) -> datetime:
         return _aware(at) if at is not None else self.clock_now()
@@ -136,7 +139,8 @@ class Controller:
     def ingest_events(self, body: bytes, at: datetime | None = None) -> EventBatch:
         """Aggregate pushed per-request events (JSON lines). Bad lines are reported in the
         result, never half-counted; events older than the minutes still open are stored as
-        late data for their minute."""
+        late data for their minute. The accepted ones are committed to the store's journal
+        when this returns (a :class:`~collectors.errors.StoreError` accepts none)."""
         when = self._when(at)
         batch = self.collect.parse_events(body, when)
         with self._lock:

@@ -20,12 +20,14 @@ class Metrics:
         )
         self.ingest_errors = Counter(
             "diurnal_ingest_errors",
-            "Input rejected or skipped, by kind (malformed_exposition, non_finite, out_of_order).",
+            "Input rejected or skipped, by kind (malformed_exposition, non_finite, out_of_order, absurd: a "
+            "counter that grew by more than 1e15 in one scrape).",
             ["kind"],
             registry=registry,
         )
         self.counter_resets = Counter(
-            "diurnal_router_resets", "Router counters seen going down (a router restart).", registry=registry
+            "diurnal_router_resets", "Scrapes in which the router's counters went down: one per router restart, however "
+            "many series it has.", registry=registry
         )
         self.scrapes = Counter(
             "diurnal_scrapes", "Scrapes of the router, by result (ok, unreachable, http_error, malformed).",

@@ -120,7 +120,9 @@ class RouterSettings(_Group):
         default=15.0, gt=0, description="How often the router is scraped. Measured in seconds."
     )
     scrape_timeout_seconds: float = Field(
-        default=5.0, gt=0, description="Timeout of one scrape request. Measured in seconds."
+        default=5.0, gt=0,
+        description="Deadline of one whole scrape (connect, headers and body), however slowly the router "
+                    "answers. Measured in seconds."
     )
     bearer_token: SecretStr | None = Field(
         default=None, description="Bearer token sent to the router's /metrics, if it needs one."
@@ -149,7 +151,8 @@ class PrometheusSettings(_Group):
     step_seconds: int = Field(
         default=60, ge=1, le=3600, description="Resolution of the backfill queries. Measured in seconds."
     )
-    timeout_seconds: float = Field(default=30.0, gt=0, description="Timeout per query. Measured in seconds.")
+    timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Deadline of one whole query (each attempt). Measured in seconds.")
 
     @model_validator(mode="after")
     def _auth_pair(self) -> PrometheusSettings:
@@ -169,6 +172,11 @@ class ApiSettings(_Group):
         default=None,
         description="Bearer token required by every write endpoint. Writes are refused while "
         "it is unset.",
+    )
+    max_event_cost: float = Field(
+        default=100.0, gt=0, allow_inf_nan=False,
+        description="Largest `cost` one pushed event may carry; a line above it is rejected (with its "
+                    "line number), so one bad event cannot poison spend and the budget thresholds.",
     )
 
 
@@ -462,6 +470,18 @@ class ControlSettings(_Group):
         gt=0,
         description="Recent data used as the current observation. Measured in minutes.",
     )
+    checkpoint_seconds: float = Field(
+        default=5.0, gt=0, le=60,
+        description="How often the open minute is checkpointed to the store while scraping: the most "
+                    "scraped data a SIGKILL can lose. Pushed events are stored before they are "
+                    "acknowledged, whatever this is. Measured in seconds.",
+    )
+    shutdown_seconds: float = Field(
+        default=20.0, gt=0,
+        description="On SIGTERM the process exits within this, whatever the router, Prometheus or a "
+                    "webhook does; keep it under the pod's terminationGracePeriodSeconds (30 by "
+                    "default) minus a margin. Measured in seconds.",
+    )
 
 
 class FilePublisherSettings(_Group):
@@ -482,7 +502,8 @@ class WebhookPublisherSettings(_Group):
     url: str | None = Field(default=None, description="POST each new decision here (JSON). Unset: off.")
     _url = field_validator("url")(http_url)
     bearer_token: SecretStr | None = Field(default=None, description="Sent as Authorization: Bearer.")
-    timeout_seconds: float = Field(default=5.0, gt=0, description="Per attempt. Measured in seconds.")
+    timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Deadline of one whole attempt. Measured in seconds.")
     max_attempts: int = Field(default=4, ge=1, le=10, description="Attempts per decision, first included.")
     backoff_seconds: float = Field(
         default=1.0, gt=0, description="Base of the exponential backoff (full jitter). Measured in seconds.")
@@ -498,7 +519,8 @@ class KubernetesSettings(_Group):
                              description="Service-account token file (re-read on each call).")
     ca_path: Path = Field(default=Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"),
                           description="CA bundle of the API server.")
-    timeout_seconds: float = Field(default=5.0, gt=0, description="Per API call. Measured in seconds.")
+    timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Deadline of one whole API call. Measured in seconds.")
 
 
 class PublishSettings(_Group):

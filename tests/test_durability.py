@@ -1,18 +1,31 @@
-"""The store: a writer killed with SIGKILL mid-write loses no minute whose ``write()`` had
-returned (committed). What the HTTP API acknowledges is covered where the API is."""
+"""Durability: a writer killed with SIGKILL mid-write loses no minute whose ``write()`` had
+returned (committed); the open minutes' journal loses no acknowledged event and at most
+``control.checkpoint_seconds`` of scraped increase; the store holds finite numbers only."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
+from collectors.errors import StoreError
+from collectors.intervals import MinuteCell, MinuteRow
+from collectors.mapping import SeriesKey
 from collectors.store import Store
+from controller.collect import CollectStage
+from controller.metrics import Metrics
+from controller.settings import Settings
+from tests.conftest import free_port, wait_http
 
 WRITER = textwrap.dedent("""
     import sys
@@ -65,4 +78,175 @@ def test_sigkill_mid_write_loses_no_committed_minute(tmp_path: Path, run: int) -
     assert len(hist) == len(minutes)
     assert sum(h.value for h in store.hour_counters("requests", 0, 2**40)) == len(minutes)
     assert sum(h.count for h in store.hour_histograms("latency", 0, 2**40)) == len(minutes)
+    store.close()
+
+
+# ---- the journal of open minutes: what the collector holds in memory ------------------------
+
+EXPOSITION = ('# TYPE litellm_deployment_total_requests counter\n'
+              'litellm_deployment_total_requests_total{{api_provider="openai",litellm_model_name="gpt-4o"}} {n}\n')
+T0 = datetime(2026, 11, 9, 14, 0, 5, tzinfo=UTC)
+
+
+def event_lines(n: int, at: datetime, provider: str = "openai") -> bytes:
+    return "\n".join(json.dumps({"ts": at.timestamp(), "provider": provider, "model": "gpt-4o",
+                                 "latency": 1.5, "status": 200, "cost": 0.01}) for _ in range(n)).encode()
+
+
+class Ticks:
+    """A monotonic clock the test moves by hand (the checkpoint cadence)."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def collector(settings: Settings, ticks: Ticks) -> tuple[Store, CollectStage]:
+    store = Store(settings.data_dir, tz=settings.timezone)
+    return store, CollectStage(settings, store, Metrics(CollectorRegistry()), monotonic=ticks)
+
+
+def requests_in(store: Store) -> float:
+    return sum(p.value for p in store.counters("requests", 0, 2**40))
+
+
+def test_acknowledged_events_are_journaled_and_replayed_once(settings: Settings) -> None:
+    ticks = Ticks()
+    store, stage = collector(settings, ticks)
+    batch = stage.parse_events(event_lines(40, T0), T0)
+    stage.add_events(batch, T0)  # returns only once the journal has committed
+    # Killed here: nothing closed the minute. The next run replays the journal, once.
+    again, _ = collector(settings, ticks)
+    assert requests_in(again) == 40
+    assert sum(h.count for h in again.hour_histograms("latency", 0, 2**40)) == 40
+    again.close()
+    third, _ = collector(settings, ticks)
+    assert requests_in(third) == 40
+    third.close()
+    store.close()
+
+
+def test_checkpoints_follow_the_cadence_and_closing_settles_the_journal(settings: Settings) -> None:
+    ticks = Ticks()
+    s = settings.model_copy(update={"router": settings.router.model_copy(update={"model_providers": {"gpt-4o": "openai"}})})
+    store, stage = collector(s, ticks)
+    stage.ingest_exposition(EXPOSITION.format(n=100), T0, None)  # the baseline
+    stage.ingest_exposition(EXPOSITION.format(n=130), T0 + timedelta(seconds=20), None)  # +30, not yet due
+    assert Store(settings.data_dir, tz=settings.timezone).recover_open() == 0
+    ticks.t = settings.control.checkpoint_seconds
+    stage.ingest_exposition(EXPOSITION.format(n=150), T0 + timedelta(seconds=40), None)  # +20, checkpointed
+    stage.ingest_exposition(EXPOSITION.format(n=151), T0 + timedelta(seconds=50), None)  # +1, lost if killed now
+    killed = Store(settings.data_dir, tz=settings.timezone)
+    assert killed.recover_open() == 1 and requests_in(killed) == pytest.approx(50)
+    killed.close()
+    # A run that closes its minutes settles them: the journal holds nothing to replay twice.
+    store2, stage2 = collector(s, ticks)
+    assert requests_in(store2) == pytest.approx(50)
+    stage2.add_events(stage2.parse_events(event_lines(7, T0), T0), T0)
+    stage2.close(T0 + timedelta(minutes=1))
+    assert requests_in(store2) == pytest.approx(57)
+    assert store2.recover_open() == 0
+    store2.close()
+    store.close()
+
+
+def test_a_store_that_cannot_write_accepts_no_event(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    ticks = Ticks()
+    store, stage = collector(settings, ticks)
+
+    def full(*_: object) -> None:
+        raise StoreError("database or disk is full")
+
+    monkeypatch.setattr(store, "journal", full)
+    with pytest.raises(StoreError):
+        stage.add_events(stage.parse_events(event_lines(5, T0), T0), T0)
+    assert stage.aggregator.close_all() == []  # not counted in memory either: the client retries
+    store.close()
+
+
+def test_closing_minutes_on_a_full_disk_keeps_them_open(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    ticks = Ticks()
+    store, stage = collector(settings, ticks)
+    stage.add_events(stage.parse_events(event_lines(5, T0), T0), T0)
+    real = store.write
+
+    def full(*_: object, **__: object) -> int:
+        raise StoreError("database or disk is full")
+
+    monkeypatch.setattr(store, "write", full)
+    with pytest.raises(StoreError):
+        stage.close(T0 + timedelta(minutes=2))
+    monkeypatch.setattr(store, "write", real)
+    stage.close(T0 + timedelta(minutes=3))  # the disk has room again
+    assert requests_in(store) == 5
+    store.close()
+
+
+def test_the_store_never_holds_a_non_finite_number(tmp_path: Path) -> None:
+    store = Store(tmp_path, tz="UTC")
+    key, hist = SeriesKey("spend", "a", "m", ""), SeriesKey("latency", "a", "m", "")
+    written = store.write([MinuteRow(60, key, MinuteCell(value=math.inf)),
+                           MinuteRow(60, key, MinuteCell(value=math.nan)),
+                           MinuteRow(60, hist, MinuteCell(count=1, sum=math.inf, buckets={math.inf: 1.0})),
+                           MinuteRow(120, key, MinuteCell(value=2.0))])
+    assert written == 1 and store.dropped_non_finite == 3
+    assert store.non_finite() == 0
+    store.close()
+
+
+def test_the_v3_migration_removes_non_finite_rows_of_older_stores(tmp_path: Path) -> None:
+    import sqlite3
+
+    Store(tmp_path, tz="UTC").close()
+    conn = sqlite3.connect(tmp_path / "diurnal.db")
+    with conn:
+        conn.execute("INSERT INTO series(id, signal, provider, model, route) VALUES (1, 'spend', 'a', '', '')")
+        conn.execute("INSERT INTO minute_counter VALUES (1, 60, 9e999)")
+        conn.execute("INSERT INTO hour_counter VALUES (1, 0, 9e999, 1)")
+        conn.execute("INSERT INTO minute_counter VALUES (1, 120, 3.0)")
+        conn.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
+        conn.execute("DROP TABLE open_cell")
+    conn.close()
+    store = Store(tmp_path, tz="UTC")
+    assert store.non_finite() == 0
+    assert [p.value for p in store.counters("spend", 0, 2**40)] == [3.0]
+    store.close()
+
+
+# ---- the real process: SIGKILL right after the 200 -----------------------------------------
+
+@pytest.mark.integration
+def test_events_acknowledged_by_diurnal_run_survive_sigkill(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "diurnal.yaml"
+    config.write_text(f"data_dir: {tmp_path / 'data'}\napi:\n  port: {port}\n  token: kill-test-token\n"
+                      "control:\n  tick_interval_seconds: 3600\n"
+                      "policy:\n  providers:\n    openai: {baseline_weight: 0.5}\n    anthropic: {baseline_weight: 0.5}\n")
+    log = (tmp_path / "run.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "controller.entrypoints.cli", "run", "--config", str(config)],
+                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    base = f"http://127.0.0.1:{port}"
+    acked = 0
+    try:
+        wait_http(f"{base}/healthz", timeout=60)
+        now = datetime.now(UTC)
+        with httpx.Client(timeout=30) as client:
+            for i in range(3):
+                r = client.post(f"{base}/v1/events", content=event_lines(500, now, provider=("openai", "anthropic")[i % 2]),
+                                headers={"Authorization": "Bearer kill-test-token"})
+                assert r.status_code == 200 and r.json()["accepted"] == 500, r.text
+                acked += 500
+        os.kill(proc.pid, signal.SIGKILL)  # right after the last 200: no flush, no clean exit
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    store = Store(tmp_path / "data", tz="UTC")
+    assert requests_in(store) == 0  # the minute never closed ...
+    assert store.recover_open() > 0  # ... but the journal has it, as the next run will find
+    assert requests_in(store) == acked == 1500
+    assert sum(p.value for p in store.counters("spend", 0, 2**40)) == pytest.approx(15.0)
     store.close()

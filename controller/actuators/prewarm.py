@@ -28,6 +28,7 @@ import httpx
 
 from collectors.errors import DiurnalError
 from controller.actuators.publishers import LatestWins, WebhookPublisher
+from controller.httpclient import bounded_client
 from policies import PrewarmAction
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ class KubernetesScaler:
         verify: ssl.SSLContext | bool = True
         if transport is None and ca_path is not None and ca_path.exists():
             verify = ssl.create_default_context(cafile=str(ca_path))
-        self._client = httpx.Client(timeout=timeout, verify=verify, transport=transport)
+        self._client = bounded_client(timeout, verify=verify, transport=transport)
 
     @classmethod
     def from_settings(cls, k: KubernetesSettings) -> KubernetesScaler:

@@ -26,6 +26,7 @@ import httpx
 import yaml
 
 from controller.actuators.atomic import atomic_write
+from controller.httpclient import bounded_client
 
 __all__ = ["FilePublisher", "LatestWins", "Publisher", "Report", "WebhookPublisher", "build_publishers",
            "litellm_config"]
@@ -161,7 +162,7 @@ class WebhookPublisher:
         headers = {"Content-Type": "application/json", "User-Agent": "diurnal"}
         if bearer_token:
             headers["Authorization"] = f"Bearer {bearer_token}"
-        self._client = httpx.Client(timeout=timeout, headers=headers, transport=transport)
+        self._client = bounded_client(timeout, headers=headers, transport=transport)
         self._sleep = sleep
         self._queue: LatestWins[tuple[Mapping[str, Any], str]] = LatestWins(
             lambda item: self._deliver(*item), "webhook-publisher")

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from collectors.errors import StoreError
 from collectors.hour_of_week import profile, profile_cells
 from collectors.signals import DERIVED, hourly
 from controller.fit import ALL
@@ -71,6 +72,23 @@ class OverrideIn(BaseModel):
 def _override_out(o: Override) -> dict[str, Any]:
     return {"id": o.id, "knob": o.knob, "value": o.value, "expires_at": o.expires_at.isoformat(), "reason": o.reason,
             "created_at": o.created_at.isoformat() if o.created_at else None}
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes:
+    from ``Content-Length`` before reading anything, else while streaming."""
+    too_big = HTTPException(413, f"body over {limit} bytes; send smaller batches")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        raise too_big
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def not_modified(if_none_match: str, etag: str) -> bool:
@@ -140,15 +158,19 @@ def create_app(controller: Controller) -> FastAPI:
         "/v1/events",
         summary="Push per-request events as JSON lines (needs the bearer token).",
         responses={401: {"description": "Missing or wrong token"}, 403: {"description": "Writes disabled"},
-                   413: {"description": "Body too large"}},
+                   413: {"description": "Body too large"},
+                   503: {"description": "The store could not take the events (none accepted)"}},
         openapi_extra={"requestBody": {"content": {"application/x-ndjson": {"schema": {"type": "string"}}},
                                        "required": True}},
     )
     async def post_events(request: Request, c: Ctl, _: Writer) -> JSONResponse:
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            raise HTTPException(413, f"body over {MAX_BODY_BYTES} bytes; send smaller batches")
-        batch = await run_in_threadpool(c.ingest_events, body)  # keep the event loop free for polls
+        body = await _bounded_body(request, MAX_BODY_BYTES)
+        try:
+            batch = await run_in_threadpool(c.ingest_events, body)  # keep the event loop free for polls
+        except StoreError as exc:
+            log.warning("events refused: %s", exc)
+            raise HTTPException(503, "the events could not be stored, so none was accepted; retry later",
+                                headers={"Retry-After": "10"}) from exc
         status = 200 if not batch.errors or batch.accepted else 422
         return JSONResponse({"accepted": batch.accepted, "rejected": len(batch.errors), "errors": batch.errors[:1000]},
                             status_code=status)

@@ -76,7 +76,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
     s = _settings(args)
     _logging(s.log_level)
-    ctl = Controller.from_settings(s)
+    ctl = Controller.from_settings(s, journal=False)  # `diurnal run` may own this data dir's journal
     try:
         stats = run_backfill(ctl, s, weeks=args.weeks, progress=lambda m: print(m, flush=True))
     finally:

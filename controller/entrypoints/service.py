@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -19,40 +20,14 @@ from collectors.errors import CollectorError, ExpositionError, ScrapeError
 from collectors.exposition import OPENMETRICS_CONTENT_TYPE
 from controller.entrypoints.api import create_app
 from controller.entrypoints.tracing import setup_tracing
-from controller.errors import ConfigError
+from controller.errors import ConfigError, ErrorThrottle, RepeatFilter
+from controller.httpclient import bounded_client
 from controller.loop import Controller, package_version
 from controller.settings import Settings
 
 log = logging.getLogger("diurnal.service")
 
 ACCEPT = f"{OPENMETRICS_CONTENT_TYPE};version=1.0.0;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-
-
-class ErrorThrottle:
-    """Logs the first failure of a kind, then at most once per ``every`` seconds, and once
-    when it recovers: a router that is down should not flood the log."""
-
-    def __init__(self, what: str, every: float = 60.0, clock: object = time.monotonic) -> None:
-        self.what = what
-        self.every = every
-        self._clock = clock
-        self.failures = 0
-        self._last_log = -float("inf")
-
-    def failed(self, detail: str) -> None:
-        self.failures += 1
-        now = self._clock()  # type: ignore[operator]
-        if self.failures == 1:
-            log.warning("%s failed: %s (retrying; repeats are logged every %.0fs)", self.what, detail, self.every)
-            self._last_log = now
-        elif now - self._last_log >= self.every:
-            log.warning("%s still failing after %d attempts: %s", self.what, self.failures, detail)
-            self._last_log = now
-
-    def succeeded(self) -> None:
-        if self.failures:
-            log.info("%s recovered after %d failed attempts", self.what, self.failures)
-        self.failures = 0
 
 
 class Scraper:
@@ -170,7 +145,15 @@ def build_scheduler(controller: Controller, scraper: Scraper | None, settings: S
 
 class _Server(uvicorn.Server):
     """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, which would kill the
-    process before the store is flushed. Here a signal only asks the server to exit."""
+    process before the store is flushed. Here a signal only asks the server to exit (and
+    calls ``on_signal``: the shutdown deadline starts then)."""
+
+    on_signal: Callable[[], None] | None = None
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        if self.on_signal is not None and not self.should_exit:
+            self.on_signal()
+        super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -185,11 +168,15 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def serve(controller: Controller, settings: Settings, *, stop: threading.Event | None = None) -> None:
-    """Serve the API in this thread until SIGTERM/SIGINT (or until ``stop`` is set)."""
+def serve(controller: Controller, settings: Settings, *, stop: threading.Event | None = None,
+          on_signal: Callable[[], None] | None = None) -> None:
+    """Serve the API in this thread until SIGTERM/SIGINT (or until ``stop`` is set). Open
+    connections get a quarter of ``control.shutdown_seconds`` to finish."""
     config = uvicorn.Config(create_app(controller), host=settings.api.host, port=settings.api.port,
-                            log_level=settings.log_level.lower(), access_log=False, lifespan="off")
+                            log_level=settings.log_level.lower(), access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=max(1, int(settings.control.shutdown_seconds / 4)))
     server = _Server(config)
+    server.on_signal = on_signal
     if stop is not None:
         def _stop_when_set() -> None:
             stop.wait()
@@ -218,7 +205,7 @@ def run_backfill(controller: Controller, settings: Settings, *, weeks: float | N
     """Backfill ``weeks`` of history up to ``end`` (default: now) into the controller's store."""
     span = weeks if weeks is not None else settings.prometheus.backfill_weeks
     stop_at = end or controller.clock_now()
-    with httpx.Client(timeout=settings.prometheus.timeout_seconds) as client:
+    with bounded_client(settings.prometheus.timeout_seconds) as client:
         api = prometheus_api(settings, client)
         stats = backfill(controller.store, controller.mapper, api,
                          start=int((stop_at - timedelta(weeks=span)).timestamp()), end=int(stop_at.timestamp()),
@@ -238,14 +225,49 @@ def _backfill_in_background(controller: Controller, settings: Settings) -> None:
         log.exception("backfill at start failed, continuing with what is stored")
 
 
+class ShutdownDeadline:
+    """Ends the process ``seconds`` after :meth:`start`, if it has not ended by itself: a
+    SIGTERM must end diurnal within the pod's grace period whatever a peer does. Exiting
+    hard loses nothing acknowledged (pushed events are in the store's journal) and at most
+    ``control.checkpoint_seconds`` of scraped increase."""
+
+    def __init__(self, seconds: float, exit: Callable[[int], None] = os._exit) -> None:
+        self.seconds = seconds
+        self._exit = exit
+        self._done = threading.Event()
+        self._started = False
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            threading.Thread(target=self._watch, name="shutdown-deadline", daemon=True).start()
+
+    def _watch(self) -> None:
+        if not self._done.wait(self.seconds):
+            log.error("diurnal did not stop within control.shutdown_seconds (%.0fs); exiting now. Pushed events "
+                      "are in the store's journal and will be replayed at the next start.", self.seconds)
+            logging.shutdown()
+            self._exit(1)
+
+    def finished(self) -> None:
+        self._done.set()
+
+
 def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
-    """The sidecar: scrape, tick and serve until stopped. History persists in ``data_dir``."""
+    """The sidecar: scrape, tick and serve until stopped. History persists in ``data_dir``.
+
+    On SIGTERM it stops within ``control.shutdown_seconds``: the API drains, no job starts,
+    the refit workers are stopped, the open minutes are written; whatever still hangs then is
+    cut short (:class:`ShutdownDeadline`)."""
+    for name in ("apscheduler.scheduler", "apscheduler.executors.default"):
+        logging.getLogger(name).addFilter(RepeatFilter())  # "skipped: maximum number of running instances"
+    deadline = ShutdownDeadline(settings.control.shutdown_seconds)
     stop_tracing = setup_tracing(settings.tracing, package_version())
     controller = Controller.from_settings(settings, refit_in_step=False)
     url = settings.router.metrics_url
     if url is None:
         log.warning("router.metrics_url is not set: nothing will be scraped")
-    client = httpx.Client(timeout=settings.router.scrape_timeout_seconds, follow_redirects=True)
+    client = bounded_client(settings.router.scrape_timeout_seconds, follow_redirects=True)
     scraper = Scraper(controller, client, url, settings) if url else None
     sched = build_scheduler(controller, scraper, settings)
     sched.start()
@@ -254,10 +276,15 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
                          name="backfill").start()
     log.info("diurnal running in %s mode; store at %s", settings.guardrails.mode, controller.store.path)
     try:
-        serve(controller, settings, stop=stop)
+        serve(controller, settings, stop=stop, on_signal=deadline.start)
     finally:
-        sched.shutdown(wait=True)
+        deadline.start()  # also when the server stopped for another reason
+        started = time.monotonic()
+        sched.shutdown(wait=False)  # no new job; a scrape in flight ends by its own deadline
+        controller.fit.refitter.close()  # a refit in flight gives up (its forecasts are kept)
         client.close()
-        controller.close()
+        controller.close()  # waits for a tick in flight, then writes the open minutes
         stop_tracing()
-        log.info("diurnal stopped; history flushed to %s", controller.store.path)
+        deadline.finished()
+        log.info("diurnal stopped in %.1fs; history flushed to %s", time.monotonic() - started,
+                 controller.store.path)
