@@ -24,6 +24,7 @@ from collectors.exposition import Sample
 from collectors.hour_of_week import local_hour_start_at
 from collectors.intervals import IngestStats, MinuteAggregator
 from collectors.mapping import Mapper
+from collectors.redact import redact
 from collectors.store import Store
 
 log = logging.getLogger("diurnal.backfill")
@@ -67,25 +68,26 @@ class PrometheusAPI:
     def query_range(self, query: str, start: int, end: int, step: int) -> list[dict[str, object]]:
         params = {"query": query, "start": str(start), "end": str(end), "step": str(step)}
         url = f"{self.base_url}/api/v1/query_range"
+        shown = redact(url)  # errors and logs never carry the URL's credentials
         for attempt in range(self.retries + 1):
             problem: str
             try:
                 resp = self.client.post(url, data=params, headers=self._headers)
             except httpx.TransportError as exc:
-                problem = f"cannot reach {self.base_url}: {exc}"
+                problem = redact(f"cannot reach {shown}: {exc}")
             else:
                 if resp.status_code == 200:
                     body = resp.json()
                     if body.get("status") != "success":
-                        raise BackfillError(f"{url} answered {body.get('errorType')}: {body.get('error')}")
+                        raise BackfillError(f"{shown} answered {body.get('errorType')}: {body.get('error')}")
                     result: list[dict[str, object]] = body["data"]["result"]
                     return result
                 if resp.status_code in (401, 403):
-                    raise BackfillError(f"{url} refused the credentials (HTTP {resp.status_code}); "
+                    raise BackfillError(f"{shown} refused the credentials (HTTP {resp.status_code}); "
                                         "check prometheus.bearer_token / basic auth")
                 if resp.status_code == 400 or resp.status_code == 422:
-                    raise BackfillError(f"{url} rejected the query {query!r}: {resp.text[:300]}")
-                problem = f"{url} answered HTTP {resp.status_code}"
+                    raise BackfillError(f"{shown} rejected the query {query!r}: {resp.text[:300]}")
+                problem = f"{shown} answered HTTP {resp.status_code}"
             if attempt == self.retries:
                 raise BackfillError(f"{problem} (gave up after {self.retries + 1} attempts)")
             delay = self.backoff * 2**attempt * (0.5 + random.random())  # noqa: S311 - jitter, not crypto

@@ -74,6 +74,9 @@ class Observations:
     counters: list[CounterPoint]
     histograms: list[HistPoint]
     segments: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    #: Requests per closed minute (all providers together) over ``policy.missed_window_minutes``;
+    #: a minute without any data is absent.
+    recent_requests: dict[int, float] = field(default_factory=dict)
     _by: dict[str | None, tuple[list[CounterPoint], list[HistPoint]]] = field(default_factory=dict, repr=False)
 
     def value(self, signal: str, provider: str | None) -> float:
@@ -124,6 +127,8 @@ class CollectStage:
         # Minutes closed recently, kept in memory so a tick reads no SQL for observations.
         self._counters: list[CounterPoint] = []
         self._histograms: list[HistPoint] = []
+        # Requests per closed minute over the missed window (None: not loaded from the store yet).
+        self._recent: dict[int, float] | None = None
         self.history_changed()
 
     def history_changed(self) -> None:
@@ -225,6 +230,7 @@ class CollectStage:
             raise
         now = int(when.timestamp())
         self._remember(rows, now - int(self.settings.control.observation_window_minutes * 60))
+        recent = self._recent_requests(rows, now)
         since = now - SEGMENT_WINDOW_SECONDS
         self._segments = {k: v for k, v in self._segments.items() if k[0] >= since}
         segments: dict[tuple[str, str], tuple[int, int]] = {}
@@ -232,7 +238,22 @@ class CollectStage:
             if segment:
                 had = segments.get((route, segment), (0, 0))
                 segments[(route, segment)] = (had[0] + n, had[1] + esc)
-        return Observations(when, list(self._counters), list(self._histograms), segments), written
+        return Observations(when, list(self._counters), list(self._histograms), segments, recent), written
+
+    def _recent_requests(self, rows: list[MinuteRow], now: int) -> dict[int, float]:
+        """Requests per minute over the missed window: from the store at the first tick (a
+        restart keeps its window), then from the minutes closed."""
+        since = now - int(self.settings.policy.missed_window_minutes * 60)
+        if self._recent is None:
+            self._recent = {}
+            for p in self.store.counters("requests", since, now):
+                self._recent[p.ts] = self._recent.get(p.ts, 0.0) + p.value
+        else:
+            for r in rows:
+                if r.key.signal == "requests":
+                    self._recent[r.ts] = self._recent.get(r.ts, 0.0) + r.cell.value
+        self._recent = {ts: v for ts, v in self._recent.items() if ts >= since}
+        return dict(self._recent)
 
     def _remember(self, rows: list[MinuteRow], keep_from: int) -> None:
         for r in rows:

@@ -13,7 +13,7 @@ import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from controller.collect import Observations, is_route
 from controller.fit import ALL, Learned
@@ -23,6 +23,7 @@ from controller.settings import GuardrailSettings, PolicySettings, Settings
 from policies import (
     Decision,
     GuardrailConfig,
+    LoadCheck,
     LoadPoint,
     Override,
     PolicyConfig,
@@ -41,6 +42,9 @@ __all__ = ["MIN_SEGMENT_REQUESTS", "DecideStage", "Decided", "guardrail_config",
 
 #: Segments with fewer routed requests over the window get no escalation rate.
 MIN_SEGMENT_REQUESTS = 50
+#: Share of the missed window's minutes that need data and a band before a forecast can be
+#: judged not to be happening.
+MIN_COVERED = 2 / 3
 
 
 def policy_config(pol: PolicySettings, providers: Sequence[str], knees: Mapping[str, float | None]) -> PolicyConfig:
@@ -176,6 +180,7 @@ class DecideStage:
             tz=self.settings.timezone,
             outlook=self.outlook.build(when, obs, learned, config, providers)
             if config.weights_policy == "planner" else None,
+            load_check=self._load_check(when, obs, learned),
         )
         return view, {k: v for k, v in observed.items() if not math.isnan(v)}
 
@@ -191,6 +196,21 @@ class DecideStage:
             if sf is not None and (points := sf.load_from(when)):
                 out[p] = points
         return out
+
+    def _load_check(self, when: datetime, obs: Observations, learned: Learned) -> LoadCheck | None:
+        """The load observed over the last ``policy.missed_window_minutes`` against the lower
+        band the forecast in force gave for the same minutes; None with fewer than
+        ``MIN_COVERED`` of the window's minutes having both."""
+        window = int(self.settings.policy.missed_window_minutes)
+        end = int(when.timestamp()) // 60 * 60
+        start = end - window * 60
+        pairs = [(requests, lower * 60.0) for ts, requests in sorted(obs.recent_requests.items())
+                 if start <= ts < end and (lower := learned.load_band_at(ts + 30)) is not None]
+        if not pairs or len(pairs) < MIN_COVERED * window:
+            return None
+        return LoadCheck(start=datetime.fromtimestamp(start, UTC), end=datetime.fromtimestamp(end, UTC),
+                         minutes=len(pairs), observed_rpm=sum(r for r, _ in pairs) / len(pairs),
+                         lower_rpm=sum(lo for _, lo in pairs) / len(pairs))
 
     def _segment_rates(self, route: str, obs: Observations) -> dict[str, float]:
         """Escalation rate per segment over the last hour, from pushed events (segments with

@@ -166,6 +166,18 @@ class Learned:
     score_cdfs: Mapping[str, tuple[tuple[float, float], ...]]
     #: Per provider, its SLO capacity by local hour of week (``slo_capacity``).
     capacity: Mapping[str, CapacityProfile]
+    #: The recent fits of the total request rate, oldest first, while it is trusted: what
+    #: the forecast in force said about each recent minute.
+    load_history: tuple[MadeForecast, ...] = ()
+
+    def load_band_at(self, ts: int, band: str = "lower") -> float | None:
+        """``band`` (per second) of the total load at ``ts`` from the forecast in force then:
+        the newest fit made at or before ``ts`` that covers it, else the oldest that does."""
+        covering = [m for m in self.load_history if band in m.row_at(ts)]
+        if not covering:
+            return None
+        in_force = [m for m in covering if m.fitted_at <= ts]
+        return (in_force[-1] if in_force else covering[0]).row_at(ts)[band]
 
     def trusted(self, key: tuple[str, str]) -> SeriesForecast | None:
         sf = self.forecasts.get(key)
@@ -344,8 +356,10 @@ class FitStage:
     def learned(self, when: datetime) -> Learned:
         """This tick's snapshot: the forecasts, the knees, the score distributions."""
         routes = self.settings.policy.routes
+        total = self.forecasts.get(("request_rate", ALL))
+        history = tuple(self.past_fits.get(("request_rate", ALL), ())) if total is not None and total.trusted else ()
         return Learned(dict(self.forecasts), dict(self.knees), {name: self._score_cdf(name, when) for name in routes},
-                       dict(self.capacity))
+                       dict(self.capacity), history)
 
     def _score_cdf(self, route: str, when: datetime) -> tuple[tuple[float, float], ...]:
         """The router's score distribution for ``route`` at this local hour of the week, merged

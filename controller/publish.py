@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from collectors.redact import redact
 from controller.actuators import (
     AuditLog,
     KubernetesScaler,
@@ -37,7 +38,7 @@ def decision_body(decision: Decision, *, with_time: bool = True) -> dict[str, ob
         "thresholds": dict(sorted(decision.thresholds.items())),
         "recommended_thresholds": dict(sorted(decision.recommended_thresholds.items())),
         "prewarm": [
-            {"action": p.action, "kind": p.kind, "target": p.target, "amount": p.amount, "at": p.at.isoformat(),
+            {"action": p.action, "kind": p.kind, "target": redact(p.target), "amount": p.amount, "at": p.at.isoformat(),
              "peak_at": p.peak_at.isoformat() if p.peak_at else None,
              "release_at": p.release_at.isoformat() if p.release_at else None}
             for p in decision.prewarm

@@ -251,7 +251,7 @@ class PrewarmSettings(_Group):
         if self.kind == "replicas" and self.target.count("/") != 1:
             raise ValueError(f"a replicas target is `namespace/deployment`, got {self.target!r}")
         if self.kind == "webhook" and not self.target.startswith(("http://", "https://")):
-            raise ValueError(f"a webhook target is an http(s) URL, got {self.target!r}")
+            raise ValueError("a webhook target is an http(s) URL")
         if self.scale_in and self.kind != "replicas":
             raise ValueError(f"scale_in applies to `replicas` actions only, not {self.kind!r}")
         return self
@@ -329,6 +329,12 @@ class PolicySettings(_Group):
         default=60.0,
         gt=0,
         description="Length of the look-ahead window after the lead. Measured in minutes.",
+    )
+    missed_window_minutes: float = Field(
+        default=60.0, ge=15, le=240,
+        description="A predicted peak is abandoned (ForecastMissed) only when the load observed over this many "
+                    "recent minutes (two thirds of them with data) is under the lower band the forecast gave for "
+                    "the same minutes. Measured in minutes.",
     )
     prewarm: list[PrewarmSettings] = Field(default_factory=list, description="What to warm up ahead of peaks.")
     routes: dict[str, RoutePolicy] = Field(default_factory=dict, description="Routes with a strong/weak split.")
@@ -660,6 +666,32 @@ def _describe(exc: ValidationError) -> str:
             shown = " (the value is not shown: it may hold a secret)"
         lines.append(f"  {field}: {msg}{shown}")
     return "invalid settings:\n" + "\n".join(lines)
+
+
+def secret_values(settings: BaseModel) -> list[str]:
+    """Every secret the settings hold, for the log's redacting filter: each ``SecretStr``
+    (tokens, passwords, OTLP headers) and the password inside any URL."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, SecretStr):
+            found.append(value.get_secret_value())
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name))
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list | tuple):
+            for v in value:
+                walk(v)
+        elif isinstance(value, str) and "://" in value:
+            userinfo = urlsplit(value).password
+            if userinfo:
+                found.append(userinfo)
+
+    walk(settings)
+    return found
 
 
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:

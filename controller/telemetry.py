@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from collectors.mapping import Mapper
+from collectors.redact import redact
 from controller.fit import SeriesForecast
 from controller.forecast.slo_capacity import CapacityProfile
 from controller.settings import Settings
@@ -144,7 +145,7 @@ class StateCollector(Collector):
             for action, (ts, amount) in sorted(upcoming.items()):
                 next_at.add_metric([action], ts)
                 next_units.add_metric([action], amount)
-            targets = {a.name: a.target for a in ctl.policy_config().prewarm}
+            targets = {a.name: redact(a.target) for a in ctl.policy_config().prewarm}
             highest: dict[str, float] = {}
             for p in decision.prewarm:
                 highest[p.action] = max(highest.get(p.action, p.amount), p.amount)

@@ -15,10 +15,13 @@ provisioned throughput, a connection-pool size), in units of ``rpm_per_unit``:
   need exceeds the amount now) gets one plan step at the peak minus ``lead``; the look-ahead
   raises the amount earlier where the forecast climbs towards it.
 
-When the load observed now is far below the forecast's *lower* band (under
-``MISSED_BELOW_LOWER`` of it: a holiday, an outage upstream), the forecast is not happening:
-plans and holds are dropped and the action only reacts (``ForecastMissed``) until the
-observed load is back within reach of the forecast.
+When the load observed over a recent window of comparable minutes (``View.load_check``: the
+last ``policy.missed_window_minutes``, most of them with data) is far below the lower band
+that the forecast in force gave for *the same minutes* (under ``MISSED_BELOW_LOWER`` of it: a
+holiday, an outage upstream), the forecast is not happening: plans and holds are dropped and
+the action only reacts (``ForecastMissed``) until the load is back within reach. The first
+minutes of a ramp are never compared with the whole hour's band: a peak that starts slowly
+keeps its capacity, and without enough comparable minutes the plans stand.
 
 Reason codes (knob ``prewarm/<name>``): ``ForecastMissed``, ``PredictedPeak`` (raised now for a peak within the
 lead), ``HeldUntilRelease``, ``PeakPlanned`` (a later peak has a plan step), ``NoPeakAhead``,
@@ -49,20 +52,16 @@ __all__ = ["MISSED_BELOW_LOWER", "decide_prewarm"]
 MISSED_BELOW_LOWER = 0.75
 
 
-def _forecast_missed(view: View, now: datetime) -> str | None:
-    """Why the total load forecast is not happening now, or None."""
-    total = view.load_forecast.get("*", ())
-    observed = view.observed_total_rpm
-    if not total or observed is None:
+def _forecast_missed(view: View) -> str | None:
+    """Why the total load forecast is not happening, or None."""
+    check = view.load_check
+    if check is None or not view.load_forecast.get("*") or check.lower_rpm <= 0:
         return None
-    step = _step(total)
-    current = next((p for p in total if p.at <= now < p.at + step), None)
-    if current is None or current.lower_rpm is None or current.lower_rpm <= 0:
+    if check.observed_rpm >= MISSED_BELOW_LOWER * check.lower_rpm:
         return None
-    if observed >= MISSED_BELOW_LOWER * current.lower_rpm:
-        return None
-    return (f"the forecast is not happening: {observed:.0f} rpm observed, its lower band is "
-            f"{current.lower_rpm:.0f} rpm; reacting only until the load is back within reach")
+    return (f"the forecast is not happening: {check.observed_rpm:.0f} rpm observed over {check.minutes} minutes "
+            f"({_when(check.start, view.tz)} to {_when(check.end, view.tz)}), where the forecast's lower band was "
+            f"{check.lower_rpm:.0f} rpm; reacting only until the load is back within reach")
 
 
 def _units(rpm: float, a: PrewarmConfig) -> int:
@@ -129,7 +128,7 @@ def decide_prewarm(view: View, previous: Decision | None, config: PolicyConfig, 
     # a step coming due is covered by the look-ahead over the lead).
     before = {p.action: p for p in (previous.prewarm if previous is not None else ()) if p.at <= previous.at} \
         if previous is not None else {}
-    missed = _forecast_missed(view, now)
+    missed = _forecast_missed(view)
     for a in config.prewarm:
         knob = f"prewarm/{a.name}"
         observed = _observed_rpm(view, a.provider)

@@ -156,6 +156,9 @@ class View:
     #: What the planner plans over (the demand, capacity and prices ahead); None: nothing to
     #: plan on (the weights then keep the heuristic policy).
     outlook: Outlook | None = None
+    #: Whether the load forecast is happening, over a window of comparable minutes; None:
+    #: not enough of them (prewarm plans then stand).
+    load_check: LoadCheck | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -384,6 +387,19 @@ class LoadPoint:
     mean_rpm: float
     upper_rpm: float
     lower_rpm: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadCheck:
+    """The total load observed over a recent window against the lower band of the forecast
+    that was in force for the same minutes: like with like, whatever the hour's shape."""
+
+    start: datetime
+    end: datetime
+    #: Minutes of the window with both data and a forecast band.
+    minutes: int
+    observed_rpm: float
+    lower_rpm: float
 
 
 @dataclass(frozen=True)

@@ -260,6 +260,7 @@ LONGEST_FIRST = (
     "test_prometheus_scrapes_the_router_and_backfill_matches_direct_scrape", "test_refit_benchmark_small",
     "test_embedding_api_learns_the_week_and_acts_before_the_peak",
     "test_a_provider_whose_capacity_drops_at_nine_is_kept_away_week_after_week",
+    "test_in_closed_loop_a_real_surge_keeps_its_capacity_and_a_holiday_releases_it",
 )
 
 

@@ -42,6 +42,22 @@ def test_diurnal_demo_cli_prints_the_summary(served_demo: ServedDemo) -> None:
     assert re.search(r"Mon 2026-11-16 0[5-7]:\d0 EST: .*openai 0\.\d\d -> 0\.\d\d\n"
                      r"    weights/openai: CapacityForecastLimited - .*\(Mon 08:00", changes.stdout), changes.stdout
     assert re.search(r"prewarm upstream-pool \d+ -> \d+\n    prewarm/upstream-pool: PredictedPeak", changes.stdout)
+    # No capacity is released inside the scored Monday's surge: its first minutes are never taken for a
+    # missed forecast (the forecast is judged over comparable minutes).
+    monday = re.findall(r"^Mon 2026-11-16 .*\n(?:    .*\n?)*", changes.stdout, re.M)
+    assert monday and not [block for block in monday if "ForecastMissed" in block], monday
+    # From the live sidecar: its own zone (not UTC) unless asked; piped into `head`, no traceback.
+    live = subprocess.run([sys.executable, "-m", "controller.entrypoints.cli", "explain", "--url", served_demo.url],
+                          capture_output=True, text=True, timeout=120)
+    assert live.returncode == 0 and re.search(r"^Decision at \w{3} \S+ \S+ E[SD]T", live.stdout), live.stdout
+    assert "observed p95 None" not in live.stdout
+    reader_gone = subprocess.Popen([sys.executable, "-m", "controller.entrypoints.cli", "explain", "--url",
+                                    served_demo.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert reader_gone.stdout is not None and reader_gone.stderr is not None
+    reader_gone.stdout.close()  # like `| head -1` once it has its line: every write hits a closed pipe
+    with reader_gone.stderr:
+        err = reader_gone.stderr.read().decode()
+    assert reader_gone.wait(timeout=120) == 0 and "Traceback" not in err, err
 
 
 def test_sim_is_deterministic_and_weights_do_not_change_demand() -> None:

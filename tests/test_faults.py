@@ -4,6 +4,7 @@ ticking, every scrape must end by its deadline, and SIGTERM must end the process
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -33,7 +34,15 @@ def diurnal_run(tmp_path: Path, config: str, env: dict[str, str] | None = None) 
                                 stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         try:
-            wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60)
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    wait_http(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                    break
+                except AssertionError:
+                    continue
+            assert proc.poll() is None, f"diurnal run exited: {log_path.read_text()}"
+            wait_http(f"http://127.0.0.1:{port}/healthz", timeout=5)
             yield f"http://127.0.0.1:{port}", proc, log_path
         except BaseException:
             print(log_path.read_text())
@@ -99,3 +108,71 @@ def test_sigterm_ends_the_process_by_the_deadline_whatever_hangs(tmp_path: Path)
         took = time.monotonic() - sent
     assert took < 4 + 2, f"SIGTERM took {took:.1f}s"
     assert "diurnal stopped" in log_path.read_text() or "did not stop within" in log_path.read_text()
+
+
+#: Secrets planted in every place a config can hold one; none may reach the log or an API body.
+PLANTED = {
+    "router_url_password": "rpass-3f9c1e", "router_token": "rtoken-8d2a77", "prom_url_password": "ppass-51be0c",
+    "prom_basic_password": "pbasic-c4e913", "prom_query_token": "pquery-0a7d5e", "webhook_url_password": "wpass-6e21fd",
+    "webhook_token": "wtoken-93c0aa", "otlp_url_password": "opass-2b8e44", "otlp_header": "ohdr-77f1d2",
+    "api_token": "atoken-e05b19", "prewarm_url_password": "hpass-19ac3e",
+}
+
+
+@pytest.mark.integration
+def test_no_planted_secret_reaches_the_log_or_an_api_body(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from sim import STATIC_WEIGHTS, SimulatedRouter, WorldSpec
+    from sim.server import RouterServer, compressed_clock
+
+    spec = WorldSpec()
+    p = PLANTED
+    sim_router = RouterServer(SimulatedRouter(spec, seed=2, start=datetime.now(UTC), weights=STATIC_WEIGHTS,
+                                              clock=compressed_clock(60.0))).start()
+    down = free_port()  # nothing listens: every call to it fails, and is logged
+    try:
+        with FaultyPeer(sim_router.url.rsplit("/", 1)[0], mode="flapping") as router, \
+                FaultyPeer(mode="error") as hook:
+            router_url = router.url.replace("http://", f"http://scraper:{p['router_url_password']}@")
+            config = (
+                "log_level: DEBUG\n"
+                f"router:\n  metrics_url: {router_url}/metrics\n  scrape_interval_seconds: 0.5\n"
+                f"  bearer_token: {p['router_token']}\n  model_providers: {json.dumps(spec.model_providers())}\n"
+                f"prometheus:\n  url: http://backfill:{p['prom_url_password']}@127.0.0.1:{down}/prom?token={p['prom_query_token']}\n"
+                f"  basic_auth_username: u\n  basic_auth_password: {p['prom_basic_password']}\n  backfill_weeks: 1\n"
+                "  timeout_seconds: 2\n"
+                "guardrails:\n  mode: act\n"
+                f"publish:\n  webhook:\n    url: {hook.url.replace('http://', 'http://hook:' + p['webhook_url_password'] + '@')}/hook\n"
+                f"    bearer_token: {p['webhook_token']}\n    max_attempts: 2\n    backoff_seconds: 0.1\n"
+                f"tracing:\n  otlp_endpoint: http://otel:{p['otlp_url_password']}@127.0.0.1:{down}/v1/traces\n"
+                f"  otlp_headers: {{authorization: {p['otlp_header']}}}\n  timeout_seconds: 1\n"
+                "control:\n  tick_interval_seconds: 0.5\n  shutdown_seconds: 8\n"
+                "policy:\n  providers:\n"
+                + "".join(f"    {n}: {{baseline_weight: {w}}}\n" for n, w in STATIC_WEIGHTS.items())
+                + "  prewarm:\n    - name: warm\n      kind: webhook\n"
+                f"      target: http://warm:{p['prewarm_url_password']}@127.0.0.1:{down}/warm\n"
+                "      max_units: 4\n      lead_minutes: 10\n      rpm_per_unit: 100\n")
+            # The API token comes from the environment, as in the chart.
+            with diurnal_run(tmp_path, config.replace("  token: fault-token\n", ""),
+                             env={"DIURNAL_API__TOKEN": p["api_token"]}) as (base, proc, log_path):
+                bodies = []
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and (router.requests < 6 or hook.requests < 2):
+                    time.sleep(0.5)
+                for path in ("/v1/decision?explain=1", "/v1/forecast", "/v1/overrides", "/metrics", "/readyz",
+                             "/openapi.json"):
+                    bodies.append(httpx.get(base + path, timeout=10).text)
+                bodies.append(httpx.post(f"{base}/v1/events", content=b"{bad",
+                                         headers={"Authorization": "Bearer wrong"}, timeout=10).text)
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=30)
+            log = log_path.read_text()
+    finally:
+        sim_router.stop()
+    assert router.requests >= 6 and hook.requests >= 1, log  # the secrets were used
+    assert "backfill" in log and "scrape of" in log and "webhook" in log, log  # and the failures logged
+    for where, text in [("the log", log)] + [(f"API body {i}", b) for i, b in enumerate(bodies)]:
+        for name, secret in PLANTED.items():
+            assert secret not in text, f"{name} leaked into {where}"
+    assert "***@" in log  # the URLs are named, masked

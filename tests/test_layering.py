@@ -202,7 +202,7 @@ EXPORTS = {
                              "atomic_write", "build_publishers", "litellm_config"],
     "controller.entrypoints": [],
     "collectors": [],
-    "policies": ["FALLBACK_CODES", "Ahead", "Decision", "GuardrailConfig", "LoadPoint", "Outlook", "Override",
+    "policies": ["FALLBACK_CODES", "Ahead", "Decision", "GuardrailConfig", "LoadCheck", "LoadPoint", "Outlook", "Override",
                  "PlannedInterval", "PolicyConfig", "Pool", "SloCapacity", "PrewarmAction", "PrewarmConfig", "PriceConfig", "ProviderConfig", "ProviderView", "Reason", "ReasonCode",
                  "RouteConfig", "RouteView", "View", "decide", "decide_thresholds", "decide_weights", "guard",
                  "score_threshold"],

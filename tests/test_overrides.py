@@ -52,6 +52,13 @@ def test_override_lifecycle_and_audit(tmp_path: Path) -> None:
     d = client.get("/v1/decision").json()
     assert d["weights"]["openai"] == pytest.approx(0.2)
     assert any(r["code"] == "ManualOverride" and "INC-42" in r["message"] for r in d["reasons"])
+    # A second pin on the same knob replaces the first (the listing shows what applies).
+    second = client.post("/v1/overrides", json={**body, "value": 0.3, "reason": "INC-43"}, headers=AUTH)
+    assert second.status_code == 201 and second.json()["replaced"] == [oid]
+    assert [o["id"] for o in client.get("/v1/overrides").json()["overrides"]] == [second.json()["id"]]
+    feed(ctl, router, start + timedelta(minutes=30), 10)
+    assert client.get("/v1/decision").json()["weights"]["openai"] == pytest.approx(0.3)
+    oid = second.json()["id"]
     ctl.close()
 
     again = Controller.from_settings(settings)  # a restart keeps the pin
@@ -59,7 +66,7 @@ def test_override_lifecycle_and_audit(tmp_path: Path) -> None:
     client = TestClient(create_app(again))
     assert client.delete(f"/v1/overrides/{oid}", headers=AUTH).status_code == 204
     assert client.delete(f"/v1/overrides/{oid}", headers=AUTH).status_code == 404
-    feed(again, router, start + timedelta(minutes=30), 10)
+    feed(again, router, start + timedelta(minutes=40), 10)
     assert "ManualOverride" not in {r.code for r in again.decision.reasons}  # type: ignore[union-attr]
     again.close()
 

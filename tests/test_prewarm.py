@@ -3,12 +3,15 @@ release, never below the reactive need, and reacts only without a trusted foreca
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from policies import Decision, LoadPoint, View, decide
+from controller.settings import Settings
+from policies import Decision, LoadCheck, LoadPoint, View, decide
 from tests.configs import policy
 
 NY = ZoneInfo("America/New_York")
@@ -172,18 +175,123 @@ def test_a_providers_prewarm_serves_the_share_the_decision_gives_it() -> None:
     assert next(p.amount for p in at_less if p.at <= now) == 6
 
 
+def check(now: datetime, observed: float, lower: float, minutes: int = 60) -> LoadCheck:
+    return LoadCheck(start=now - timedelta(minutes=minutes), end=now, minutes=minutes, observed_rpm=observed,
+                     lower_rpm=lower)
+
+
 def test_a_peak_that_does_not_come_is_not_held() -> None:
-    """A holiday: at 09:00 the forecast's lower band is 1200 rpm but 300 are observed. The
-    plan raised for the peak is dropped and the action only reacts (ForecastMissed)."""
+    """A holiday: over the last hour 300 rpm came where the forecast's lower band for those
+    same minutes was 1000. The plan raised for the peak is dropped and the action only
+    reacts (ForecastMissed)."""
     day = datetime(2026, 11, 16, tzinfo=NY)
     load = tuple(LoadPoint(p.at, p.mean_rpm, p.upper_rpm, p.mean_rpm * 0.9) for p in monday_load(day))
     before = datetime(2026, 11, 16, 8, 40, tzinfo=NY)
     planned, code = step(before, load, observed=300.0)
     assert code == "PredictedPeak" and now_amount(planned) == 15
     at_nine = datetime(2026, 11, 16, 9, 5, tzinfo=NY)
-    missed, code = step(at_nine, load, planned, observed=300.0)
-    assert code == "ForecastMissed" and now_amount(missed) == 3
+    v = replace(view(at_nine, load, 300.0), load_check=check(at_nine, 300.0, 1000.0))
+    missed = decide(v, planned, CONFIG, at_nine)
+    [r] = missed.reasons_for("prewarm/gpu-pool")
+    assert r.code == "ForecastMissed" and now_amount(missed) == 3
+    assert "over 60 minutes" in r.message and "lower band was 1000 rpm" in r.message
     assert not [p for p in missed.prewarm if p.at > at_nine]  # no plan steps either
-    # Within reach of the band (a quiet start of an ordinary peak): the plan stands.
-    kept, code = step(at_nine, load, planned, observed=0.8 * 1215.0)
-    assert code in ("PredictedPeak", "HeldUntilRelease") and now_amount(kept) == 15
+    # Within reach of the band over the same minutes: the plan stands.
+    v = replace(view(at_nine, load, 300.0), load_check=check(at_nine, 0.8 * 1000.0, 1000.0))
+    kept = decide(v, planned, CONFIG, at_nine)
+    assert kept.reasons_for("prewarm/gpu-pool")[0].code in ("PredictedPeak", "HeldUntilRelease")
+    assert now_amount(kept) == 15
+
+
+def test_the_slow_first_minutes_of_a_real_peak_keep_its_capacity() -> None:
+    """The demo's bug: at 09:00 the last five minutes showed 300 rpm against the 09:00 hour's
+    lower band of 1215, and the plan was dropped inside the surge. Only comparable minutes
+    count now: without enough of them, or with the window within reach, nothing is released."""
+    day = datetime(2026, 11, 16, tzinfo=NY)
+    load = tuple(LoadPoint(p.at, p.mean_rpm, p.upper_rpm, p.mean_rpm * 0.9) for p in monday_load(day))
+    planned, _ = step(datetime(2026, 11, 16, 8, 40, tzinfo=NY), load)
+    previous = planned
+    for minute in range(0, 20, 5):
+        at = datetime(2026, 11, 16, 9, minute, tzinfo=NY)
+        # The ramp: little now, but the last hour was what the forecast said for it.
+        for load_check in (None, check(at, 290.0, 270.0)):
+            d = decide(replace(view(at, load, 300.0), load_check=load_check), previous, CONFIG, at)
+            assert d.reasons_for("prewarm/gpu-pool")[0].code != "ForecastMissed"
+            assert now_amount(d) == 15
+        previous = d
+
+
+def test_the_load_check_compares_the_same_minutes_with_the_forecast_in_force_then(settings: Settings) -> None:
+    """The controller's side: the last hour's minutes (those with data) against the lower
+    band that the fit in force at each minute gave for it; too few minutes: no verdict."""
+    import numpy as np
+
+    from controller.collect import Observations
+    from controller.decide import DecideStage
+    from controller.fit import Learned, MadeForecast
+
+    now = datetime(2026, 11, 16, 9, 0, tzinfo=NY)
+    t = int(now.timestamp())
+    hours = np.array([t - 2 * 3600, t - 3600, t, t + 3600])
+    # Made at 07:00: says 08:00 will be 10 rps at least; made at 08:00: says 20 (the newer, in force).
+    older = MadeForecast(t - 2 * 3600, hours, 3600, {"lower": np.array([1.0, 10.0, 30.0, 30.0])})
+    newer = MadeForecast(t - 3600, hours, 3600, {"lower": np.array([np.nan, 20.0, 40.0, 40.0])})
+    learned = Learned({}, {}, {}, {}, (older, newer))
+    stage = DecideStage(settings)
+    minute = [t - 3600 + 60 * i for i in range(60)]
+    obs = Observations(now, [], [], recent_requests={m: 600.0 for m in minute})
+    got = stage._load_check(now, obs, learned)
+    assert got is not None and got.minutes == 60
+    assert got.observed_rpm == 600.0 and got.lower_rpm == 20.0 * 60  # the 08:00 hour, from the newer fit
+    # A router that was down for half of the hour: not enough comparable minutes to judge.
+    sparse = Observations(now, [], [], recent_requests={m: 600.0 for m in minute[:30]})
+    assert stage._load_check(now, sparse, learned) is None
+
+
+def test_in_closed_loop_a_real_surge_keeps_its_capacity_and_a_holiday_releases_it(tmp_path: Path) -> None:
+    """The demo's world and prewarm pool: on an ordinary Monday the pool is raised ahead of
+    the surge and never lowered inside it; on a holiday Monday (a week later) the forecast's
+    surge does not come, and once a comparable window shows it the pool is released."""
+    from controller import Controller
+    from controller.entrypoints.demo import demo_settings
+    from sim import STATIC_WEIGHTS, SimulatedRouter, WorldSpec
+    from tests.conftest import warm_up
+    from tests.test_controller import drive
+
+    monday = datetime(2026, 11, 16, tzinfo=NY)
+    holiday = monday + timedelta(weeks=1)
+    spec = replace(WorldSpec(), holidays=(holiday.date(),))
+    settings = demo_settings(tmp_path / "data", spec, forecast={"workers": 0, "refit_interval_minutes": 360})
+    [pool] = settings.policy.prewarm
+    ctl = Controller.from_settings(settings, clock=lambda: monday)
+    router = SimulatedRouter(spec, seed=11, start=monday - timedelta(weeks=3), weights=STATIC_WEIGHTS)
+
+    def morning(day: datetime) -> list[tuple[datetime, float, str]]:
+        seen = []
+        at = day
+        while at < day + timedelta(hours=11):
+            drive(ctl, router, at, at + timedelta(minutes=5), step=timedelta(minutes=5))
+            at += timedelta(minutes=5)
+            d = ctl.decision
+            assert d is not None
+            amount = next(p.amount for p in reversed(d.prewarm) if p.action == pool.name and p.at <= at)
+            seen.append((at.astimezone(NY), amount, str(d.reasons_for(f"prewarm/{pool.name}")[0].code)))
+        return seen
+
+    try:
+        warm_up(ctl, router, monday - timedelta(weeks=3), monday)
+        ordinary = morning(monday)
+        warm_up(ctl, router, monday + timedelta(hours=11), holiday)
+        off = morning(holiday)
+    finally:
+        ctl.close()
+    peak = max(a for _, a, _ in ordinary)
+    raised = next(t for t, a, _ in ordinary if a == peak)
+    assert raised.hour < 9, ordinary  # ahead of the surge
+    surge = [(t, a, c) for t, a, c in ordinary if raised <= t and t.hour < 10]
+    assert all(c != "ForecastMissed" for _, _, c in ordinary), ordinary
+    assert all(later >= earlier for (_, earlier, _), (_, later, _) in zip(surge, surge[1:], strict=False)), surge
+    # The holiday: the surge's forecast is dropped once a comparable window shows it is not coming.
+    missed = [(t, a) for t, a, c in off if c == "ForecastMissed"]
+    assert missed and missed[0][0].hour <= 10, off
+    assert off[-1][1] < peak, off

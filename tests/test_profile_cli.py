@@ -82,19 +82,21 @@ def test_taylor_weekday_peak_is_at_eleven_london(tmp_path: Path, capsys: pytest.
 
 def test_import_then_forecast(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DIURNAL_DATA_DIR", str(tmp_path / "store"))
     monkeypatch.setenv("DIURNAL_TIMEZONE", "America/New_York")
+    store = ["--data-dir", str(tmp_path / "store")]  # the flag the demo prints, on every command
     csv = tmp_path / "load.csv"
     write_csv(csv)
-    assert main(["import-csv", str(csv), "--time-column", "when", "--value-column", "load", "--signal", "load"]) == 0
+    assert main(["import-csv", str(csv), "--time-column", "when", "--value-column", "load", "--signal", "load", *store]) == 0
     capsys.readouterr()
-    assert main(["forecast", "--signal", "load", "--provider", "imported"]) == 0
+    assert main(["forecast", "--signal", "load", "--provider", "imported", *store]) == 0
     out = capsys.readouterr().out
-    assert "ForecastTrusted" in out and "28.0 days of history" in out
-    assert main(["forecast", "--signal", "load", "--provider", "imported", "--json"]) == 0
+    assert "ForecastTrusted" in out and "28.0 days of history" in out and "load in its own unit" in out
+    assert main(["profile", "--signal", "load", "--weeks", "4", *store]) == 0
+    assert "Mon 09–10 load +" in capsys.readouterr().out
+    assert main(["forecast", "--signal", "load", "--provider", "imported", "--json", *store]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["stage"] == "weekly" and doc["gate"] == "ForecastTrusted" and len(doc["points"]) == 24
     peak = max(doc["points"], key=lambda p: p["mean"])
     local = pd.Timestamp(peak["at"]).tz_convert("America/New_York")
     assert (local.day_name(), local.hour) == ("Monday", 9)  # after the 2026-11-01 change, still 09:00
-    assert main(["forecast", "--signal", "nope"]) == 1
+    assert main(["forecast", "--signal", "nope", *store]) == 1

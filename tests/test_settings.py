@@ -211,3 +211,47 @@ def test_a_secret_is_never_echoed_by_a_validation_error(tmp_path: Path, yaml_tex
     with pytest.raises(ConfigError) as info:
         load_settings(f)
     assert field in str(info.value) and secret not in str(info.value) and "not shown" in str(info.value)
+
+
+def test_redact_masks_url_credentials_and_secret_query_values_idempotently() -> None:
+    from collectors.redact import redact
+
+    text = "cannot reach https://bob:hunter22@prom.example/api?token=t0k3n&step=60&X-Amz-Signature=abc: refused"
+    once = redact(text)
+    assert once == "cannot reach https://***@prom.example/api?token=***&step=60&X-Amz-Signature=***: refused"
+    assert redact(once) == once
+    assert redact("plain http://host:9090/metrics stays") == "plain http://host:9090/metrics stays"
+
+
+def test_the_log_filter_masks_configured_secrets_in_messages_and_tracebacks(tmp_path: Path) -> None:
+    import logging
+
+    from collectors.redact import RedactingFilter
+    from controller.settings import secret_values
+
+    s = load_settings(None, data_dir=tmp_path, api={"token": "tok-123456"},
+                      router={"metrics_url": "http://u:urlpass-99@r/metrics"},
+                      tracing={"otlp_headers": {"x-api-key": "hdr-abcdef"}})
+    assert {"tok-123456", "urlpass-99", "hdr-abcdef"} <= set(secret_values(s))
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(self.format(record))
+
+    handler = Keep()
+    handler.addFilter(RedactingFilter(secret_values(s)))
+    logger = logging.getLogger("test.redact")
+    logger.addHandler(handler)
+    try:
+        logger.warning("token %s sent to %s", "tok-123456", "http://u:urlpass-99@r/metrics")
+        try:
+            raise RuntimeError("header hdr-abcdef refused")
+        except RuntimeError:
+            logger.exception("failed")
+    finally:
+        logger.removeHandler(handler)
+    joined = "\n".join(records)
+    assert "RuntimeError" in joined and "***" in joined
+    for secret in ("tok-123456", "urlpass-99", "hdr-abcdef"):
+        assert secret not in joined

@@ -35,13 +35,18 @@ class OverrideStore:
                  "created_at": o.created_at.isoformat() if o.created_at else None} for o in self._items.values()]
         atomic_write(self.path, json.dumps(rows, indent=1).encode())
 
-    def add(self, knob: str, value: float, expires_at: datetime, reason: str, now: datetime) -> Override:
+    def add(self, knob: str, value: float, expires_at: datetime, reason: str, now: datetime
+            ) -> tuple[Override, list[Override]]:
+        """Pin ``knob``; an active override on the same knob is replaced (one pin per knob, so
+        what is listed is what applies). Returns the new one and those it replaced."""
         o = Override(secrets.token_hex(6), knob, value, expires_at, reason, now)
         with self._lock:
-            self._items = {k: v for k, v in self._items.items() if v.expires_at > now}
+            live = {k: v for k, v in self._items.items() if v.expires_at > now}
+            replaced = [v for v in live.values() if v.knob == knob]
+            self._items = {k: v for k, v in live.items() if v.knob != knob}
             self._items[o.id] = o
             self._save()
-        return o
+        return o, replaced
 
     def remove(self, oid: str) -> bool:
         with self._lock:

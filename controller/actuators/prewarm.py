@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import httpx
 
 from collectors.errors import DiurnalError
+from collectors.redact import redact
 from controller.actuators.publishers import LatestWins, WebhookPublisher
 from controller.httpclient import bounded_client
 from policies import PrewarmAction
@@ -94,9 +95,9 @@ class KubernetesScaler:
         try:
             resp = self._client.request(method, url, headers={**self._headers(), **kw.pop("headers", {})}, **kw)
         except httpx.HTTPError as exc:
-            raise KubernetesError(f"{method} {url}: {exc}") from exc
+            raise KubernetesError(redact(f"{method} {url}: {exc}")) from exc
         if resp.status_code >= 300:
-            raise KubernetesError(f"{method} {url}: HTTP {resp.status_code} {resp.text[:300]}")
+            raise KubernetesError(redact(f"{method} {url}: HTTP {resp.status_code} {resp.text[:300]}"))
         body: dict[str, Any] = resp.json()
         return body
 
@@ -202,7 +203,7 @@ class PrewarmExecutor:
         hook = self._webhooks.get(p.target)
         if hook is None:
             hook = self._webhooks[p.target] = self._webhook_factory(p.target)
-        body = {"action": p.action, "target": p.target, "amount": p.amount,
+        body = {"action": p.action, "target": redact(p.target), "amount": p.amount,
                 "peak_at": p.peak_at.isoformat() if p.peak_at else None,
                 "release_at": p.release_at.isoformat() if p.release_at else None}
         hook.publish(body, f'"{p.action}-{p.amount:g}-{p.at.isoformat()}"')

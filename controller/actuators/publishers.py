@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 import yaml
 
+from collectors.redact import redact
 from controller.actuators.atomic import atomic_write
 from controller.httpclient import bounded_client
 
@@ -193,16 +194,16 @@ class WebhookPublisher:
                     return
                 if resp.status_code < 500 and resp.status_code != 429:
                     self._report(self.name, "rejected")
-                    log.warning("webhook %s refused the decision: HTTP %d %s", self.url, resp.status_code,
+                    log.warning("webhook %s refused the decision: HTTP %d %s", redact(self.url), resp.status_code,
                                 resp.text[:200])
                     return  # a 4xx will not get better by retrying
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
                 problem = f"HTTP {resp.status_code}"
             except httpx.HTTPError as exc:
-                problem = f"{type(exc).__name__}: {exc}"
+                problem = redact(f"{type(exc).__name__}: {exc}")
             if attempt == self.max_attempts:
                 self._report(self.name, "failed")
-                log.warning("webhook %s: gave up on decision %s after %d attempts (%s)", self.url, etag,
+                log.warning("webhook %s: gave up on decision %s after %d attempts (%s)", redact(self.url), etag,
                             attempt, problem)
                 return
             self._report(self.name, "retry")

@@ -13,10 +13,14 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from collectors.errors import StoreError
 from collectors.hour_of_week import profile, profile_cells
@@ -53,6 +57,57 @@ def require_token(request: Request, authorization: Annotated[str | None, Header(
 Writer = Annotated[None, Depends(require_token)]
 
 
+class Problem(BaseModel):
+    """Every error's body: what was wrong, as a sentence, or FastAPI's list of invalid fields."""
+
+    detail: str | list[dict[str, Any]]
+
+
+class EventError(BaseModel):
+    line: int = Field(description="1-based line of the body.")
+    error: str
+
+
+class EventsResult(BaseModel):
+    """What a POST of events did: accepted lines are counted, each rejected one says why."""
+
+    accepted: int
+    rejected: int
+    errors: list[EventError] = Field(description="The first 1,000 rejected lines.")
+
+
+class ReadyOut(BaseModel):
+    status: str
+    decision_at: str | None = None
+    detail: str | None = None
+
+
+class OverrideOut(BaseModel):
+    id: str
+    knob: str
+    value: float
+    expires_at: str
+    reason: str
+    created_at: str | None
+
+
+class OverrideMade(OverrideOut):
+    applies_from: str
+    replaced: list[str] = Field(description="Ids of the active overrides on the same knob it replaced.")
+
+
+class OverridesOut(BaseModel):
+    overrides: list[OverrideOut]
+
+
+def problems(**codes: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for error codes (``_401="..."``), each answering a :class:`Problem`."""
+    return {int(code.lstrip("_")): {"model": Problem, "description": what} for code, what in codes.items()}
+
+
+WRITE_ERRORS = problems(_401="Missing or wrong token", _403="Writes disabled (no api.token)")
+
+
 #: Longest an override may last. Measured in seconds (7 days).
 MAX_OVERRIDE_SECONDS = 7 * 86400
 
@@ -60,7 +115,7 @@ MAX_OVERRIDE_SECONDS = 7 * 86400
 class OverrideIn(BaseModel):
     """A pin on one knob until it expires."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # no `"value": false` read as 0.0
     knob: str = Field(description="The knob, e.g. weights/openai.", pattern=r"^weights/[^/\x00-\x1f\x7f]+$")
     value: float = Field(ge=0, le=1, description="The weight to pin (a fraction of traffic).")
     ttl_seconds: float = Field(gt=0, le=MAX_OVERRIDE_SECONDS, description="How long it lasts. Measured in seconds.")
@@ -107,15 +162,43 @@ def create_app(controller: Controller) -> FastAPI:
         title="diurnal",
         version=package_version(),
         summary="Time-aware routing decisions for an LLM router.",
+        # No Swagger UI or ReDoc: they load from a CDN, blank offline. The OpenAPI document
+        # stays at /openapi.json, for any viewer or client generator.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.controller = controller
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """FastAPI's answer, plus the ``Allow`` header a 405 must carry (RFC 9110)."""
+        response = await http_exception_handler(request, exc)
+        if exc.status_code == 405:
+            allowed = {m for route in app.routes if isinstance(route, APIRoute)
+                       and route.path_regex.match(request.url.path) for m in route.methods or ()}
+            response.headers["Allow"] = ", ".join(sorted(allowed))
+        return response
+
+    def openapi() -> dict[str, Any]:
+        """The generated document, with the knobs an override may pin listed when the
+        providers are configured (else any ``weights/<provider>`` seen so far)."""
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            providers = sorted(controller.settings.policy.providers)
+            if providers:
+                knob = doc["components"]["schemas"]["OverrideIn"]["properties"]["knob"]
+                knob["enum"] = [f"weights/{p}" for p in providers]
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.get("/healthz", summary="Liveness: the process answers.")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: a decision exists to serve.",
-             responses={503: {"description": "No decision yet"}})
+    @app.get("/readyz", summary="Readiness: a decision exists to serve.", response_model=ReadyOut,
+             responses={503: {"model": ReadyOut, "description": "No decision yet"}})
     def readyz(c: Ctl) -> JSONResponse:
         if c.decision is None:
             return JSONResponse({"status": "starting", "detail": "no decision has been made yet"}, status_code=503)
@@ -128,7 +211,9 @@ def create_app(controller: Controller) -> FastAPI:
     @app.get(
         "/v1/decision",
         summary="The current decision. Poll it with If-None-Match; 304 when unchanged.",
-        responses={304: {"description": "Not modified"}, 503: {"description": "No decision yet"}},
+        responses={200: {"content": {"application/json": {"schema": {"type": "object"}}},
+                          "description": "The decision (see the README for its fields)"},
+                   304: {"description": "Not modified"}, **problems(_422="Bad parameter", _503="No decision yet")},
     )
     def get_decision(
         c: Ctl,
@@ -142,6 +227,7 @@ def create_app(controller: Controller) -> FastAPI:
         if if_none_match is not None and not_modified(if_none_match, etag):
             return Response(status_code=304, headers=headers)
         body = decision_body(decision)
+        body["tz"] = c.settings.timezone  # the zone of its reasons' local times
         if explain:
             body["plan"] = plan_body(decision)
             body["observations"] = [
@@ -157,14 +243,17 @@ def create_app(controller: Controller) -> FastAPI:
     @app.post(
         "/v1/events",
         summary="Push per-request events as JSON lines (needs the bearer token).",
-        responses={401: {"description": "Missing or wrong token"}, 403: {"description": "Writes disabled"},
-                   413: {"description": "Body too large"},
-                   503: {"description": "The store could not take the events (none accepted)"}},
-        openapi_extra={"requestBody": {"content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+        response_model=EventsResult,
+        responses={**WRITE_ERRORS,
+                   422: {"model": EventsResult | Problem, "description": "No line was valid, or the body was empty"},
+                   **problems(_413="Body too large", _503="The store could not take the events (none accepted)")},
+        openapi_extra={"requestBody": {"content": {"application/x-ndjson": {"schema": {"type": "string", "pattern": r"\S"}}},
                                        "required": True}},
     )
     async def post_events(request: Request, c: Ctl, _: Writer) -> JSONResponse:
         body = await _bounded_body(request, MAX_BODY_BYTES)
+        if not body.strip():
+            raise HTTPException(422, "the body holds no event: send JSON lines, one event per line")
         try:
             batch = await run_in_threadpool(c.ingest_events, body)  # keep the event loop free for polls
         except StoreError as exc:
@@ -175,33 +264,37 @@ def create_app(controller: Controller) -> FastAPI:
         return JSONResponse({"accepted": batch.accepted, "rejected": len(batch.errors), "errors": batch.errors[:1000]},
                             status_code=status)
 
-    @app.get("/v1/overrides", summary="Active manual overrides.")
+    @app.get("/v1/overrides", summary="Active manual overrides.", response_model=OverridesOut)
     def list_overrides(c: Ctl) -> dict[str, Any]:
         return {"overrides": [_override_out(o) for o in c.overrides.active(c.clock_now())]}
 
-    @app.post("/v1/overrides", status_code=201, summary="Pin a knob until it expires (needs the bearer token).",
-              responses={401: {"description": "Missing or wrong token"}, 403: {"description": "Writes disabled"},
-                         422: {"description": "Unknown knob or bad value"}})
+    @app.post("/v1/overrides", status_code=201,
+              summary="Pin a knob until it expires (needs the bearer token); replaces any active pin on that knob.",
+              response_model=OverrideMade,
+              responses={**WRITE_ERRORS, **problems(_400="The body is not JSON", _422="Unknown knob or bad value")})
     def post_override(body: OverrideIn, c: Ctl, _: Writer) -> dict[str, Any]:
         provider = body.knob.split("/", 1)[1]
         known = set(c.policy_config().providers)
         if provider not in known:
             raise HTTPException(422, f"unknown provider {provider!r} in {body.knob!r}; known: {', '.join(sorted(known))}")
         now = c.clock_now()
-        o = c.overrides.add(body.knob, body.value, now + timedelta(seconds=body.ttl_seconds), body.reason, now)
-        log.info("override %s: %s pinned to %.3f until %s (%s)", o.id, o.knob, o.value, o.expires_at.isoformat(),
-                 o.reason or "no reason given")
-        return {**_override_out(o), "applies_from": "the next control tick"}
+        o, replaced = c.overrides.add(body.knob, body.value, now + timedelta(seconds=body.ttl_seconds), body.reason,
+                                      now)
+        log.info("override %s: %s pinned to %.3f until %s (%s)%s", o.id, o.knob, o.value, o.expires_at.isoformat(),
+                 o.reason or "no reason given",
+                 f"; replaces {', '.join(r.id for r in replaced)}" if replaced else "")
+        return {**_override_out(o), "applies_from": "the next control tick", "replaced": [r.id for r in replaced]}
 
     @app.delete("/v1/overrides/{oid}", status_code=204, summary="Remove an override (needs the bearer token).",
-                responses={404: {"description": "No such override"}})
+                responses={**WRITE_ERRORS, **problems(_404="No such override", _422="Bad id")})
     def delete_override(oid: str, c: Ctl, _: Writer) -> Response:
         if not c.overrides.remove(oid):
             raise HTTPException(404, f"no override {oid!r}")
         log.info("override %s removed", oid)
         return Response(status_code=204)
 
-    @app.get("/v1/forecast", summary="Current forecasts per signal and provider, with model, skill and gate.")
+    @app.get("/v1/forecast", summary="Current forecasts per signal and provider, with model, skill and gate.",
+             responses=problems(_422="Bad parameter"))
     def get_forecast(
         c: Ctl,
         components: Annotated[int, Query(ge=0, le=8 * 168,
@@ -239,17 +332,17 @@ def create_app(controller: Controller) -> FastAPI:
             out.append(item)
         return {"tz": c.settings.timezone, "forecasts": out}
 
-    @app.get("/v1/profile", summary="Hour-of-week profile of one signal.")
+    @app.get("/v1/profile", summary="Hour-of-week profile of one signal.",
+             responses=problems(_422="Unknown signal"))
     def get_profile(
         c: Ctl,
-        signal: Annotated[str, Query(description="Derived signal, e.g. latency_p95.")] = "latency_p95",
-        provider: Annotated[str, Query(description="Provider, or * for all.")] = ALL,
+        signal: Annotated[str, Query(description="Derived signal, e.g. latency_p95.",
+                                     json_schema_extra={"enum": sorted(DERIVED)})] = "latency_p95",
+        provider: Annotated[str, Query(description="Provider, or * for all (latency: all traffic's).")] = ALL,
         weeks: Annotated[int, Query(ge=1, le=52, description="Weeks of history.")] = 8,
     ) -> dict[str, Any]:
         if signal not in DERIVED:
             raise HTTPException(422, f"unknown signal {signal!r}; known: {', '.join(sorted(DERIVED))}")
-        if signal.startswith("latency") and provider == ALL:
-            raise HTTPException(422, "latency profiles are per provider; pass provider=")
         now = int(c.now().timestamp())
         series = hourly(c.store, signal, c.settings.timezone, now - weeks * 7 * 86400, now,
                         None if provider == ALL else provider)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from collectors.errors import CollectorError
+from collectors.redact import redact
 from controller.errors import ConfigError
 from controller.loop import package_version
 from controller.settings import Settings, load_settings
@@ -31,7 +33,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     providers = ", ".join(f"{n}={p.baseline_weight:g}" for n, p in s.policy.providers.items()) or "none (equal shares)"
     print(f"{args.file}: OK")
     print(f"  timezone {s.timezone}; mode {s.guardrails.mode}; data_dir {s.data_dir}")
-    print(f"  router {s.router.metrics_url or '(not set)'} with the {s.router.preset} preset")
+    print(f"  router {redact(s.router.metrics_url or '(not set)')} with the {s.router.preset} preset")
     print(f"  providers: {providers}")
     print(f"  API on {s.api.host}:{s.api.port}; writes {'need the token' if s.api.token else 'disabled (no api.token)'}")
     return 0
@@ -41,7 +43,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from controller.entrypoints.service import run
 
     s = _settings(args)
-    _logging(s.log_level)
+    _logging(s.log_level, s)
     run(s)
     return 0
 
@@ -75,13 +77,13 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from controller.loop import Controller
 
     s = _settings(args)
-    _logging(s.log_level)
+    _logging(s.log_level, s)
     ctl = Controller.from_settings(s, journal=False)  # `diurnal run` may own this data dir's journal
     try:
         stats = run_backfill(ctl, s, weeks=args.weeks, progress=lambda m: print(m, flush=True))
     finally:
         ctl.close()
-    print(f"backfilled {stats.samples} samples in {stats.chunks} chunks from {s.prometheus.url}: "
+    print(f"backfilled {stats.samples} samples in {stats.chunks} chunks from {redact(s.prometheus.url or '')}: "
           f"{stats.rows_written} minute rows stored ({stats.retries} retries)")
     return 0
 
@@ -133,6 +135,15 @@ def _stored_hourly(args: argparse.Namespace, weeks: float | None = None) -> tupl
             return 2
 
 
+def _unit(signal: str) -> str:
+    """A derived signal's unit (request_rate: requests per second), or "its own unit" for an
+    imported series."""
+    from collectors.signals import DERIVED
+
+    d = DERIVED.get(signal)
+    return d.unit if d is not None else "its own unit"
+
+
 def cmd_profile(args: argparse.Namespace) -> int:
     import json
 
@@ -145,10 +156,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
     _, tz, series = read
     prof = profile(series, tz)
     if args.json:
-        print(json.dumps({"signal": args.signal, "series": args.provider or "*", "tz": tz,
+        print(json.dumps({"signal": args.signal, "unit": _unit(args.signal), "series": args.provider or "*", "tz": tz,
                           "cells": profile_cells(prof)}))
         return 0
-    title = f"Hour-of-week {args.signal} ({args.provider or 'all series'}), median per slot, {tz}"
+    title = (f"Hour-of-week {args.signal} in {_unit(args.signal)} ({args.provider or 'all series'}), "
+             f"median per slot, {tz}")
     print(heatmap(prof, title=title + ":", unit=args.signal))
     devs = top_deviations(prof, args.signal)
     print("\nTop deviations from the weekly median:" if devs else "\nNo hour deviates 15% or more from the weekly median.")
@@ -190,7 +202,8 @@ def cmd_forecast(args: argparse.Namespace) -> int:
             return None if v != v else float(v)  # NaN -> null
 
         print(json.dumps({
-            "signal": args.signal, "series": args.provider or "*", "tz": tz, "model": result.model,
+            "signal": args.signal, "unit": _unit(args.signal), "series": args.provider or "*", "tz": tz,
+            "model": result.model,
             "stage": result.stage, "history_days": result.history_days, "gate": code, "message": message,
             "skill": num(sel.skill) if sel else None,
             "seasonality_gain": num(sel.seasonality_gain) if sel else None,
@@ -199,7 +212,8 @@ def cmd_forecast(args: argparse.Namespace) -> int:
                        for ts, r in frame.iterrows()],
         }))
         return 0
-    print(f"{args.signal} ({args.provider or 'all series'}), {result.history_days:.1f} days of history, {tz}")
+    print(f"{args.signal} in {_unit(args.signal)} ({args.provider or 'all series'}), "
+          f"{result.history_days:.1f} days of history, {tz}")
     print(f"{code}: {message}")
     if sel is None:
         return 0
@@ -226,13 +240,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
         try:
             resp = httpx.get(f"{args.url.rstrip('/')}/v1/decision", params={"explain": 1}, timeout=10)
         except httpx.HTTPError as exc:
-            print(f"diurnal: cannot reach {args.url}: {exc}", file=sys.stderr)
+            print(redact(f"diurnal: cannot reach {args.url}: {exc}"), file=sys.stderr)
             return 1
         if resp.status_code != 200:
-            print(f"diurnal: {args.url} answered HTTP {resp.status_code}: {resp.text[:200]}", file=sys.stderr)
+            print(redact(f"diurnal: {args.url} answered HTTP {resp.status_code}: {resp.text[:200]}"), file=sys.stderr)
             return 1
-        tz = args.timezone or "UTC"
-        print(render(resp.json(), tz))
+        body = resp.json()
+        print(render(body, args.timezone or body.get("tz") or "UTC"))  # the sidecar's zone, unless asked
         return 0
     s = _settings(args)
     tz = args.timezone or s.timezone
@@ -256,8 +270,18 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _logging(level: str) -> None:
+def _logging(level: str, settings: Settings | None = None) -> None:
+    """Log to stderr through a filter that masks URL credentials and every configured secret
+    (uvicorn's loggers too: the API is served with ``log_config=None``)."""
+    from collectors.redact import RedactingFilter
+    from controller.settings import secret_values
+
     logging.basicConfig(level=getattr(logging, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redacting = RedactingFilter(secret_values(settings) if settings is not None else ())
+    for handler in logging.getLogger().handlers:
+        for old in [f for f in handler.filters if isinstance(f, RedactingFilter)]:
+            handler.removeFilter(old)
+        handler.addFilter(redacting)
     # These log a line per scrape or job run at INFO; the sidecar reports failures itself.
     for noisy in ("apscheduler", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, getattr(logging, level)))
@@ -289,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bf = sub.add_parser("backfill", help="read weeks of history from Prometheus (query_range) into the store")
     bf.add_argument("--config", type=Path, help="YAML settings file (prometheus.url and credentials)")
+    bf.add_argument("--data-dir", type=Path, help="the data directory (default: settings' data_dir)")
     bf.add_argument("--weeks", type=float, help="weeks to read (default: prometheus.backfill_weeks)")
     bf.set_defaults(func=cmd_backfill)
 
@@ -302,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--ignore-offset", action="store_true",
                      help="read timestamps as local wall time even if they carry an offset such as Z")
     imp.add_argument("--config", type=Path, help="YAML settings file (data_dir)")
+    imp.add_argument("--data-dir", type=Path, help="the data directory (default: settings' data_dir)")
     imp.set_defaults(func=cmd_import_csv)
 
     prof = sub.add_parser("profile", help="hour-of-week heatmap of a signal (terminal, PNG or JSON)")
@@ -312,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--png", type=Path, help="also write the heatmap as a PNG")
     prof.add_argument("--json", action="store_true", help="print the profile as JSON")
     prof.add_argument("--config", type=Path, help="YAML settings file (data_dir)")
+    prof.add_argument("--data-dir", type=Path, help="the data directory (default: settings' data_dir)")
     prof.set_defaults(func=cmd_profile)
 
     fc = sub.add_parser("forecast", help="forecast a signal from the store: chosen model, skill, gate, bands")
@@ -321,13 +348,14 @@ def build_parser() -> argparse.ArgumentParser:
     fc.add_argument("--timezone", help="IANA zone of the seasonality (default: settings)")
     fc.add_argument("--json", action="store_true", help="print the forecast as JSON")
     fc.add_argument("--config", type=Path, help="YAML settings file (data_dir, forecast.*)")
+    fc.add_argument("--data-dir", type=Path, help="the data directory (default: settings' data_dir)")
     fc.set_defaults(func=cmd_forecast)
 
     ex = sub.add_parser("explain", help="the decision in force and why, knob by knob")
     ex.add_argument("--url", help="ask a running sidecar (e.g. http://127.0.0.1:8787) instead of the audit log")
     ex.add_argument("--at", help="the decision in force at this time (ISO 8601; local time if no offset)")
     ex.add_argument("--changes", type=int, metavar="N", help="list the last N weight or prewarm changes")
-    ex.add_argument("--timezone", help="IANA zone for times (default: settings)")
+    ex.add_argument("--timezone", help="IANA zone for times (default: the sidecar's with --url, else settings)")
     ex.add_argument("--config", type=Path, help="YAML settings file (data_dir)")
     ex.add_argument("--data-dir", type=Path, help="data directory with audit.jsonl (default: settings)")
     ex.set_defaults(func=cmd_explain)
@@ -351,6 +379,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except BrokenPipeError:  # piped to `head`, which stopped reading: not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's final flush is quiet too
+        return 0
     except ConfigError as exc:
         print(f"diurnal: {exc}", file=sys.stderr)
         return 2

@@ -38,8 +38,10 @@ def render(body: Mapping[str, Any], tz: str) -> str:
             seen = p.get("observed_p95_seconds")
             pred = p.get("predicted_p95_seconds")
             trust = "trusted" if p.get("forecast_trusted") else "not trusted: reacting only"
-            lines.append(f"      observed p95 {seen if seen is None else f'{seen:.2f}s'}, forecast peak "
-                         f"{pred if pred is None else f'{pred:.2f}s'} at {_local(p.get('predicted_p95_at'), tz, '%a %H:%M')} ({trust})")
+            observed = "no latency data in the window" if seen is None else f"{seen:.2f}s"
+            peak = ("no forecast" if pred is None
+                    else f"{pred:.2f}s at {_local(p.get('predicted_p95_at'), tz, '%a %H:%M')}")
+            lines.append(f"      observed p95 {observed}, forecast peak {peak} ({trust})")
         for r in _reasons(body, f"weights/{name}"):
             lines.append(f"      {r['code']}: {r['message']}")
     for r in _reasons(body, "weights"):

@@ -18,6 +18,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from collectors.backfill import BackfillStats, PrometheusAPI, backfill
 from collectors.errors import CollectorError, ExpositionError, ScrapeError
 from collectors.exposition import OPENMETRICS_CONTENT_TYPE
+from collectors.redact import redact
 from controller.entrypoints.api import create_app
 from controller.entrypoints.tracing import setup_tracing
 from controller.errors import ConfigError, ErrorThrottle, RepeatFilter
@@ -37,28 +38,37 @@ class Scraper:
         self.controller = controller
         self.client = client
         self.url = url
+        self.shown = redact(url)  # what logs and errors may say
+        self.closed = False
         token = settings.router.bearer_token
         self._headers = {"Accept": ACCEPT}
         if token is not None:
             self._headers["Authorization"] = f"Bearer {token.get_secret_value()}"
-        self.throttle = ErrorThrottle(f"scrape of {url}")
+        self.throttle = ErrorThrottle(f"scrape of {self.shown}")
 
     def fetch(self) -> tuple[str, str | None]:
         try:
             resp = self.client.get(self.url, headers=self._headers)
         except httpx.TimeoutException as exc:
             self.controller.metrics.scrapes.labels("unreachable").inc()
-            raise ScrapeError(f"timed out reading {self.url}") from exc
+            raise ScrapeError(f"no answer from {self.shown} within its deadline") from exc
         except httpx.TransportError as exc:
             self.controller.metrics.scrapes.labels("unreachable").inc()
-            raise ScrapeError(f"cannot reach {self.url}: {exc}") from exc
+            raise ScrapeError(redact(f"cannot reach {self.shown}: {exc}")) from exc
         if resp.status_code != 200:
             self.controller.metrics.scrapes.labels("http_error").inc()
-            raise ScrapeError(f"{self.url} answered HTTP {resp.status_code}")
+            raise ScrapeError(f"{self.shown} answered HTTP {resp.status_code}")
         return resp.text, resp.headers.get("content-type")
+
+    def close(self) -> None:
+        """Stop scraping (at shutdown): a scrape in flight ends quietly."""
+        self.closed = True
+        self.client.close()
 
     def scrape_once(self, at: datetime | None = None) -> bool:
         """One scrape; never raises. Returns whether data was ingested."""
+        if self.closed:
+            return False
         try:
             text, ctype = self.fetch()
             self.controller.ingest_exposition(text, at, content_type=ctype)
@@ -70,8 +80,10 @@ class Scraper:
             self.throttle.failed(str(exc))
             return False
         except Exception as exc:  # the loop must survive anything
+            if self.closed:
+                return False  # the client was closed under it: shutting down
             self.controller.metrics.scrapes.labels("error").inc()
-            log.exception("unexpected error while scraping %s", self.url)
+            log.exception("unexpected error while scraping %s", self.shown)
             self.throttle.failed(repr(exc))
             return False
         self.controller.metrics.scrapes.labels("ok").inc()
@@ -172,8 +184,9 @@ def serve(controller: Controller, settings: Settings, *, stop: threading.Event |
           on_signal: Callable[[], None] | None = None) -> None:
     """Serve the API in this thread until SIGTERM/SIGINT (or until ``stop`` is set). Open
     connections get a quarter of ``control.shutdown_seconds`` to finish."""
+    # log_config=None: uvicorn logs through the root handlers, and so through their redacting filter.
     config = uvicorn.Config(create_app(controller), host=settings.api.host, port=settings.api.port,
-                            log_level=settings.log_level.lower(), access_log=False, lifespan="off",
+                            log_level=settings.log_level.lower(), access_log=False, lifespan="off", log_config=None,
                             timeout_graceful_shutdown=max(1, int(settings.control.shutdown_seconds / 4)))
     server = _Server(config)
     server.on_signal = on_signal
@@ -282,6 +295,8 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
         started = time.monotonic()
         sched.shutdown(wait=False)  # no new job; a scrape in flight ends by its own deadline
         controller.fit.refitter.close()  # a refit in flight gives up (its forecasts are kept)
+        if scraper is not None:
+            scraper.close()
         client.close()
         controller.close()  # waits for a tick in flight, then writes the open minutes
         stop_tracing()
