@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: demo test lint typecheck pytest clean
+.PHONY: demo test lint typecheck pytest reliability reliability-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,15 @@ pytest: $(VENV)/.stamp-dev
 	@$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing the run" >&2; exit 1; fi; exit $$rc
 
-test: lint typecheck pytest
+# The reliability suite (bench/reliability.py): API fuzzing, injected faults, bounded load.
+# `make test` runs it --quick; `make reliability` runs it long and writes the figures.
+reliability: $(VENV)/.stamp-dev
+	$(BIN)/python -m bench.reliability --json bench-results/reliability.json $(RELIABILITY_ARGS)
+
+reliability-quick: $(VENV)/.stamp-dev
+	$(BIN)/python -m bench.reliability --quick
+
+test: lint typecheck pytest reliability-quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -101,7 +101,7 @@ def parse_exposition(text: str, *, content_type: str | None = None) -> list[Samp
             for fam in families
             for s in fam.samples  # type: ignore[attr-defined]
         ]
-    except (ValueError, TypeError, KeyError, IndexError) as exc:
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:  # Overflow: a 400-digit integer
         kind = "OpenMetrics" if is_om else "Prometheus text"
         detail = str(exc) or f"{type(exc).__name__} while parsing"
         raise ExpositionError(f"malformed {kind} exposition: {detail}") from exc

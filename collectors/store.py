@@ -61,6 +61,9 @@ HOUR_RETENTION = 8 * 7 * 86400
 #: The store's file mode: owner read-write, group read (the audit log's too).
 STORE_MODE = 0o640
 _MAX_FLOAT = 1.7976931348623157e308
+#: An upsert's sum, unless it would overflow: then the stored value stays (the increment is
+#: dropped, and the store stays finite).
+_FINITE_SUM = f"CASE WHEN abs(value + excluded.value) <= {_MAX_FLOAT!r} THEN value + excluded.value ELSE value END"
 _KEYS_PER_QUERY = 400  # (series, ts) pairs per lookup: 800 bound parameters
 
 _SCHEMA_V1 = """
@@ -331,7 +334,11 @@ class Store:
                 else:
                     cell.merge(row.cell)
             else:
-                counters[at] = counters.get(at, 0.0) + row.cell.value
+                total = counters.get(at, 0.0) + row.cell.value
+                if not math.isfinite(total):  # two finite cells whose sum overflows
+                    self._finite(MinuteCell(value=total), row.key)
+                    continue
+                counters[at] = total
             written += 1
         self._put_counters(counters)
         self._put_hists(hists)
@@ -418,18 +425,19 @@ class Store:
         if not rollup_only:
             self._w.executemany(
                 "INSERT INTO minute_counter(series_id, ts, value) VALUES(?,?,?) "
-                "ON CONFLICT(series_id, ts) DO UPDATE SET value = value + excluded.value",
+                f"ON CONFLICT(series_id, ts) DO UPDATE SET value = {_FINITE_SUM}",
                 [(sid, ts, value) for (sid, ts), value in counters.items()],
             )
         hour = self._hour_of()
         hours: dict[tuple[int, int], list[float]] = {}
         for (sid, ts), value in counters.items():
             acc = hours.setdefault((sid, hour(ts)), [0.0, 0])
-            acc[0] += value
+            if math.isfinite(acc[0] + value):  # else the hour keeps what it had (and stays finite)
+                acc[0] += value
             acc[1] += (sid, ts) not in existing
         self._w.executemany(
             "INSERT INTO hour_counter(series_id, ts, value, minutes) VALUES(?,?,?,?) "
-            "ON CONFLICT(series_id, ts) DO UPDATE SET value = value + excluded.value, "
+            f"ON CONFLICT(series_id, ts) DO UPDATE SET value = {_FINITE_SUM}, "
             "minutes = minutes + excluded.minutes",
             [(sid, h, value, int(minutes)) for (sid, h), (value, minutes) in hours.items()],
         )
@@ -453,7 +461,9 @@ class Store:
                 hists[at].merge(MinuteCell(count=count, sum=total, buckets=_decode_buckets(blob)))
             self._w.executemany(
                 "INSERT OR REPLACE INTO minute_hist(series_id, ts, count, sum, buckets) VALUES(?,?,?,?,?)",
-                [(sid, ts, c.count, c.sum, _encode_buckets(c.buckets)) for (sid, ts), c in hists.items()],
+                # A merge that overflowed keeps the stored row (the increment is dropped).
+                [(sid, ts, c.count, c.sum, _encode_buckets(c.buckets)) for (sid, ts), c in hists.items()
+                 if finite_cell(c)],
             )
         for at, (count, total, blob, minutes) in self._stored("hour_hist", "t.count, t.sum, t.buckets, t.minutes",
                                                               hours).items():
@@ -462,7 +472,8 @@ class Store:
             new[0] += int(minutes)
         self._w.executemany(
             "INSERT OR REPLACE INTO hour_hist(series_id, ts, count, sum, buckets, minutes) VALUES(?,?,?,?,?,?)",
-            [(sid, h, c.count, c.sum, _encode_buckets(c.buckets), m[0]) for (sid, h), (c, m) in hours.items()],
+            [(sid, h, c.count, c.sum, _encode_buckets(c.buckets), m[0]) for (sid, h), (c, m) in hours.items()
+             if finite_cell(c)],
         )
 
     def prune(self, now: int) -> tuple[int, int]:

@@ -117,6 +117,10 @@ class PublishStage:
             if decision.mode == "act":  # observe mode pushes nothing
                 for pub in self.publishers:
                     pub.publish(body, etag)
+        elif decision.mode == "act":  # unchanged: sent again only where it was given up on
+            for pub in self.publishers:
+                if pub.retry_due(etag):
+                    pub.publish(body, etag)
         self.etag = etag
         if decision.mode == "act":  # each tick: it acts only on a changed amount, and retries a failed one
             self.prewarm.submit(decision.prewarm, decision.at)

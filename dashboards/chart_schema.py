@@ -89,6 +89,7 @@ def values_schema() -> dict[str, Any]:
                 "existingClaim": _str("Existing claim."),
             }),
             "resources": _ANY_OBJ,
+            "terminationGracePeriodSeconds": _int("Pod grace period; diurnal stops within it minus 10 s.", 11, 3600),
             "extraEnv": {"type": "array", "items": _ANY_OBJ},
             "probes": _obj({"startup": probe, "liveness": probe, "readiness": probe}),
             "podSecurityContext": _ANY_OBJ,

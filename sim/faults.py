@@ -15,7 +15,8 @@ Modes:
 - ``flapping``: alternates ``ok`` and ``error`` request by request;
 - ``refuse``: closes each connection at once (a peer that is down).
 
-It counts the requests it saw. Only 127.0.0.1.
+It counts the requests it saw, and can switch mode after so many (``switch_after``). Only
+127.0.0.1.
 """
 
 from __future__ import annotations
@@ -31,9 +32,13 @@ MODES = ("ok", "slow", "trickle", "blackhole", "error", "garbage", "flapping", "
 
 
 class FaultyPeer:
-    def __init__(self, upstream: str | None = None, *, mode: str = "ok", delay: float = 2.0) -> None:
+    def __init__(self, upstream: str | None = None, *, mode: str = "ok", delay: float = 2.0,
+                 switch_after: tuple[int, str] | None = None) -> None:
+        """``switch_after=(n, mode)``: answer the first ``n`` requests in ``mode``, then
+        switch (a Prometheus that goes down in the middle of a backfill)."""
         self.upstream = upstream.rstrip("/") if upstream else None
         self.mode = mode
+        self.switch_after = switch_after
         self.delay = delay
         self.requests = 0
         self._flip = False
@@ -105,6 +110,10 @@ class FaultyPeer:
             if got is None:
                 return
             self.requests += 1
+            if self.switch_after is not None and self.requests > self.switch_after[0]:
+                self.mode = mode = self.switch_after[1]
+                if mode == "refuse":
+                    return
             if mode == "flapping":
                 self._flip = not self._flip
                 mode = "ok" if self._flip else "error"

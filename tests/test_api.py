@@ -102,3 +102,12 @@ def test_etag_changes_with_knobs_and_codes_not_with_live_numbers() -> None:
     moved = Decision(at=at, weights={"a": 0.4, "b": 0.6}, reasons=base.reasons)
     recoded = Decision(at=at, weights={"a": 0.5, "b": 0.5}, reasons=(Reason("weights/a", "BaselineWeight", ""),))
     assert len({decision_etag(base), decision_etag(moved), decision_etag(recoded)}) == 3
+
+
+def test_a_query_parameter_given_twice_is_refused_not_guessed(settings: Settings) -> None:
+    """Found by schemathesis: ``?components=false&components=0`` was read as its last value."""
+    client = TestClient(create_app(Controller.from_settings(settings)))
+    r = client.get("/v1/forecast", params=[("components", "1"), ("components", "2")])
+    assert r.status_code == 422 and "more than once" in r.json()["detail"]
+    assert client.get("/v1/forecast", params={"components": "1"}).status_code == 200
+    assert client.get("/healthz", params=[("x", "1"), ("x", "2")]).status_code == 200  # not declared: ignored

@@ -5,11 +5,6 @@ ticking, every scrape must end by its deadline, and SIGTERM must end the process
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,45 +13,24 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.sidecar import Sidecar, free_port
 from sim.faults import FaultyPeer
-from tests.conftest import free_port, wait_http
 
 
 @contextmanager
-def diurnal_run(tmp_path: Path, config: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
-    """`diurnal run` with ``config`` (YAML, the data dir and API port added), its log in a file."""
-    port = free_port()
-    path = tmp_path / "diurnal.yaml"
-    path.write_text(f"data_dir: {tmp_path / 'data'}\napi:\n  port: {port}\n  token: fault-token\n" + config)
-    log_path = tmp_path / "diurnal.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "controller.entrypoints.cli", "run", "--config", str(path)],
-                                stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
-        try:
-            deadline = time.monotonic() + 60
-            while proc.poll() is None and time.monotonic() < deadline:
-                try:
-                    wait_http(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                    break
-                except AssertionError:
-                    continue
-            assert proc.poll() is None, f"diurnal run exited: {log_path.read_text()}"
-            wait_http(f"http://127.0.0.1:{port}/healthz", timeout=5)
-            yield f"http://127.0.0.1:{port}", proc, log_path
-        except BaseException:
-            print(log_path.read_text())
-            raise
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-
-
-def metric(base: str, name: str, labels: str = "") -> float:
-    text = httpx.get(f"{base}/metrics", timeout=10).text
-    m = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
+def diurnal_run(tmp_path: Path, config: str, env: dict[str, str] | None = None,
+                token: str = "fault-token") -> Iterator[Sidecar]:
+    """`diurnal run` with ``config`` (YAML; the data dir, API port and token added), its log
+    in a file (printed if the test fails)."""
+    sc = Sidecar(tmp_path, config, token=token, env=env)
+    try:
+        sc.start()
+        yield sc
+    except BaseException:
+        print(sc.log())
+        raise
+    finally:
+        sc.kill()
 
 
 POLICY = "policy:\n  providers:\n    openai: {baseline_weight: 0.5}\n    anthropic: {baseline_weight: 0.5}\n"
@@ -68,20 +42,17 @@ def test_a_stalling_router_cannot_stall_scrapes_ticks_or_shutdown(tmp_path: Path
     with FaultyPeer(mode=mode, delay=0.5) as router, diurnal_run(tmp_path, (
             f"router:\n  metrics_url: {router.url}/metrics\n  scrape_interval_seconds: 1\n"
             "  scrape_timeout_seconds: 2\n"
-            "control:\n  tick_interval_seconds: 1\n  shutdown_seconds: 8\n" + POLICY)) as (base, proc, log_path):
+            "control:\n  tick_interval_seconds: 1\n  shutdown_seconds: 8\n" + POLICY)) as sc:
         time.sleep(9)
         # Each scrape ended by its 2 s deadline: several ran, none is still open.
-        failed = metric(base, "diurnal_scrapes_total", '{result="unreachable"}')
+        failed = sc.metric("diurnal_scrapes_total", '{result="unreachable"}')
         assert failed >= 3, failed
         assert router.requests >= failed
-        assert metric(base, "diurnal_control_ticks_total") >= 5  # the loop went on
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-        took = time.monotonic() - sent
-    log = log_path.read_text()
+        assert sc.metric("diurnal_control_ticks_total") >= 5  # the loop went on
+        code, took = sc.stop(timeout=30)
+    log = sc.log()
     assert took < 8, f"SIGTERM took {took:.1f}s"
-    assert proc.returncode == 0, log
+    assert code == 0, log
     assert "diurnal stopped" in log
     # The scrape failure is logged once, then throttled; the scheduler's own warnings too.
     assert log.count("maximum number of running instances") <= 1, log
@@ -97,17 +68,11 @@ def test_sigterm_ends_the_process_by_the_deadline_whatever_hangs(tmp_path: Path)
             "  scrape_timeout_seconds: 30\n"
             "guardrails:\n  mode: act\n"
             f"publish:\n  webhook:\n    url: {hook.url}/hook\n    timeout_seconds: 60\n"
-            "control:\n  tick_interval_seconds: 1\n  shutdown_seconds: 4\n" + POLICY)) as (base, proc, log_path):
-        deadline = time.monotonic() + 30
-        while hook.requests == 0 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert hook.requests >= 1  # a webhook push hangs, and so does a scrape
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-        took = time.monotonic() - sent
+            "control:\n  tick_interval_seconds: 1\n  shutdown_seconds: 4\n" + POLICY)) as sc:
+        assert sc.wait_for(lambda: hook.requests >= 1, 30)  # a webhook push hangs, and so does a scrape
+        _, took = sc.stop(timeout=30)
     assert took < 4 + 2, f"SIGTERM took {took:.1f}s"
-    assert "diurnal stopped" in log_path.read_text() or "did not stop within" in log_path.read_text()
+    assert "diurnal stopped" in sc.log() or "did not stop within" in sc.log()
 
 
 #: Secrets planted in every place a config can hold one; none may reach the log or an API body.
@@ -154,8 +119,8 @@ def test_no_planted_secret_reaches_the_log_or_an_api_body(tmp_path: Path) -> Non
                 f"      target: http://warm:{p['prewarm_url_password']}@127.0.0.1:{down}/warm\n"
                 "      max_units: 4\n      lead_minutes: 10\n      rpm_per_unit: 100\n")
             # The API token comes from the environment, as in the chart.
-            with diurnal_run(tmp_path, config.replace("  token: fault-token\n", ""),
-                             env={"DIURNAL_API__TOKEN": p["api_token"]}) as (base, proc, log_path):
+            with diurnal_run(tmp_path, config, env={"DIURNAL_API__TOKEN": p["api_token"]}, token="") as sc:
+                base = sc.base
                 bodies = []
                 deadline = time.monotonic() + 60
                 while time.monotonic() < deadline and (router.requests < 6 or hook.requests < 2):
@@ -165,9 +130,8 @@ def test_no_planted_secret_reaches_the_log_or_an_api_body(tmp_path: Path) -> Non
                     bodies.append(httpx.get(base + path, timeout=10).text)
                 bodies.append(httpx.post(f"{base}/v1/events", content=b"{bad",
                                          headers={"Authorization": "Bearer wrong"}, timeout=10).text)
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=30)
-            log = log_path.read_text()
+                sc.stop(timeout=30)
+            log = sc.log()
     finally:
         sim_router.stop()
     assert router.requests >= 6 and hook.requests >= 1, log  # the secrets were used

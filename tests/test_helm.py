@@ -208,6 +208,15 @@ def test_pod_is_non_root_read_only_and_drops_all_capabilities() -> None:
                                             container["startupProbe"])] == ["/healthz", "/readyz", "/healthz"]
 
 
+def test_sigterm_ends_diurnal_inside_the_grace_period() -> None:
+    for grace in (30, 90):
+        spec = pod(render({"terminationGracePeriodSeconds": grace}))["spec"]
+        assert spec["terminationGracePeriodSeconds"] == grace
+        [container] = spec["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["DIURNAL_CONTROL__SHUTDOWN_SECONDS"] == str(grace - 10)
+
+
 def test_no_service_account_token_unless_diurnal_scales_deployments() -> None:
     objects = render()
     assert pod(objects)["spec"]["automountServiceAccountToken"] is False

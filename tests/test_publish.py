@@ -80,6 +80,12 @@ def test_webhook_down_gets_bounded_retries_and_its_thread_survives() -> None:
         hook.publish(BODY, '"etag-2"')  # the next decision is still tried: the thread outlived the failure
         assert hook.wait_idle(10)
         assert len(calls) == 8 and calls[-1].headers["Idempotency-Key"] == "etag-2"
+        # Given up on: sent again while it is the decision in force, once redeliver_after has passed.
+        assert hook.redeliver_after == 4.0
+        assert not hook.retry_due('"etag-1"') and not hook.retry_due('"etag-2"')
+        failed_etag, failed_at = hook._failed or ("", 0.0)
+        hook._failed = (failed_etag, failed_at - 5.0)
+        assert hook.retry_due('"etag-2"') and not hook.retry_due('"etag-1"')
     finally:
         hook.close()
 

@@ -18,6 +18,7 @@ import json
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -126,6 +127,11 @@ class FilePublisher:
         self.model_providers = dict(model_providers or {})
         self.group = group
         self._report = report or (lambda *_: None)
+        self._failed: tuple[str, float] | None = None
+
+    def retry_due(self, etag: str) -> bool:
+        """Whether the write of this decision failed (a full disk) and is worth trying again."""
+        return self._failed is not None and self._failed[0] == etag and time.monotonic() - self._failed[1] >= 5.0
 
     def render(self, body: Mapping[str, Any]) -> bytes:
         doc: Any = body
@@ -142,7 +148,9 @@ class FilePublisher:
         except OSError as exc:
             self._report(self.name, "error")
             log.warning("cannot write the decision to %s: %s", self.path, exc)
+            self._failed = (etag, time.monotonic())
             return
+        self._failed = None
         self._report(self.name, "ok")
 
     def close(self) -> None:
@@ -165,6 +173,9 @@ class WebhookPublisher:
             headers["Authorization"] = f"Bearer {bearer_token}"
         self._client = bounded_client(timeout, headers=headers, transport=transport)
         self._sleep = sleep
+        #: The decision last given up on, and when: sent again while it is current.
+        self._failed: tuple[str, float] | None = None
+        self.redeliver_after = min(max_backoff, backoff * 2 ** max_attempts)
         self._queue: LatestWins[tuple[Mapping[str, Any], str]] = LatestWins(
             lambda item: self._deliver(*item), "webhook-publisher")
 
@@ -175,6 +186,13 @@ class WebhookPublisher:
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until every queued decision was delivered or given up (tests, shutdown)."""
         return self._queue.wait_idle(timeout)
+
+    def retry_due(self, etag: str) -> bool:
+        """Whether this decision was given up on ``redeliver_after`` seconds ago or more: a
+        receiver that was down gets the decision in force once it is back, though the
+        decision has not changed since."""
+        failed = self._failed
+        return failed is not None and failed[0] == etag and time.monotonic() - failed[1] >= self.redeliver_after
 
     def _pause(self, seconds: float) -> bool:
         """Back off; False when a newer decision (or close) cut the wait short."""
@@ -190,6 +208,7 @@ class WebhookPublisher:
             try:
                 resp = self._client.post(self.url, content=data, headers={"Idempotency-Key": etag.strip('"')})
                 if resp.status_code < 300:
+                    self._failed = None
                     self._report(self.name, "ok")
                     return
                 if resp.status_code < 500 and resp.status_code != 429:
@@ -202,6 +221,7 @@ class WebhookPublisher:
             except httpx.HTTPError as exc:
                 problem = redact(f"{type(exc).__name__}: {exc}")
             if attempt == self.max_attempts:
+                self._failed = (etag, time.monotonic())
                 self._report(self.name, "failed")
                 log.warning("webhook %s: gave up on decision %s after %d attempts (%s)", redact(self.url), etag,
                             attempt, problem)

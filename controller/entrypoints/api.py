@@ -146,6 +146,18 @@ async def _bounded_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def one_value_per_parameter(request: Request) -> None:
+    """Refuse a declared query parameter given more than once (``?components=1&components=2``):
+    each is a single value, and silently taking the last one would hide a client's bug."""
+    route = request.scope.get("route")
+    declared = {p.alias for p in route.dependant.query_params} if isinstance(route, APIRoute) else set()
+    seen: set[str] = set()
+    for key, _ in request.query_params.multi_items():
+        if key in declared and key in seen:
+            raise HTTPException(422, f"query parameter {key!r} given more than once; it takes one value")
+        seen.add(key)
+
+
 def not_modified(if_none_match: str, etag: str) -> bool:
     """RFC 9110's weak comparison for ``If-None-Match``: ``*`` matches any current
     representation, and ``W/"x"`` matches ``"x"``."""
@@ -166,6 +178,7 @@ def create_app(controller: Controller) -> FastAPI:
         # stays at /openapi.json, for any viewer or client generator.
         docs_url=None,
         redoc_url=None,
+        dependencies=[Depends(one_value_per_parameter)],
     )
     app.state.controller = controller
 

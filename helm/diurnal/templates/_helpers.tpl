@@ -89,6 +89,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
       valueFrom: {secretKeyRef: {name: {{ include "diurnal.secretName" . }}, key: router-bearer-token, optional: true}}
     - name: MPLCONFIGDIR
       value: /tmp/matplotlib
+    {{- if eq .Values.mode "standalone" }}
+    - name: DIURNAL_CONTROL__SHUTDOWN_SECONDS
+      value: {{ sub .Values.terminationGracePeriodSeconds 10 | quote }}
+    {{- end }}
     {{- with .Values.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
