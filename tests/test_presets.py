@@ -47,6 +47,18 @@ def test_otel_genai_preset_reads_envoy_ai_gateway_metrics() -> None:
     assert SeriesKey("latency", "openai", "gpt-4o-2024-08-06", "chat") in keys  # response model wins
 
 
+def test_litellm_preset_reads_a_real_proxy_exposition() -> None:
+    """``fixtures/litellm-1.108.7.prom``: the /metrics of a real LiteLLM 1.108.7 proxy
+    (``litellm[proxy]``, ``callbacks: ["prometheus"]``, one model group of two mock
+    deployments) after 6 requests, one served by openai/gpt-4o and 5 by anthropic."""
+    text = (FIXTURES / "litellm-1.108.7.prom").read_text()
+    got = totals(Mapper(LITELLM, {"gpt-4o": "openai", "claude-sonnet-4": "anthropic"}), text)
+    assert got[("requests", "openai")] == 1 and got[("requests", "anthropic")] == 5
+    assert got[("latency", "openai")] == 1 and got[("latency", "anthropic")] == 5
+    assert got[("input_tokens", "anthropic")] == 50 and ("output_tokens", "anthropic") in got
+    assert ("spend", "openai") in got
+
+
 def test_otel_genai_without_unit_suffix() -> None:
     text = (FIXTURES / "otel_genai.prom").read_text().replace("gen_ai_server_request_duration_seconds",
                                                                  "gen_ai_server_request_duration")
