@@ -127,6 +127,23 @@ def _overlaps(start: float, end: float) -> list[tuple[int, float]]:
     return out
 
 
+def merge_cells(target: dict[int, dict[SeriesKey, MinuteCell]], cells: dict[int, dict[SeriesKey, MinuteCell]],
+                key_map: Callable[[SeriesKey], SeriesKey | None] | None = None) -> None:
+    """Merge minute cells into ``target`` (minute -> series -> cell). ``key_map`` may rename a
+    key (cells that land on one key are merged) or drop it (None)."""
+    for minute, per_key in cells.items():
+        into = target.setdefault(minute, {})
+        for key, cell in per_key.items():
+            kept = key if key_map is None else key_map(key)
+            if kept is None:
+                continue
+            dest = into.get(kept)
+            if dest is None:
+                into[kept] = cell
+            else:
+                dest.merge(cell)
+
+
 class MinuteAggregator:
     """Accumulates deltas into open minutes; closed minutes are handed to the store."""
 
@@ -161,19 +178,9 @@ class MinuteAggregator:
 
     def add_cells(self, cells: dict[int, dict[SeriesKey, MinuteCell]],
                   key_map: Callable[[SeriesKey], SeriesKey | None] | None = None) -> None:
-        """Merge already-aggregated minute cells (pushed events) into the open minutes.
-        ``key_map`` may rename a key (cells that land on one key are merged) or drop it (None)."""
-        for minute, per_key in cells.items():
-            target = self._open[minute]
-            for key, cell in per_key.items():
-                kept = key if key_map is None else key_map(key)
-                if kept is None:
-                    continue
-                dest = target.get(kept)
-                if dest is None:
-                    target[kept] = cell
-                else:
-                    dest.merge(cell)
+        """Merge already-aggregated minute cells (pushed events) into the open minutes
+        (see :func:`merge_cells`)."""
+        merge_cells(self._open, cells, key_map)
 
     def close_before(self, ts: float) -> list[MinuteRow]:
         """Hand over every minute that ends at or before ``ts``."""

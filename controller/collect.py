@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from collectors.errors import ExpositionError, StoreError
 from collectors.events import EventBatch, parse_events
 from collectors.exposition import ExpositionParser, Sample
-from collectors.intervals import IngestStats, MinuteAggregator, MinuteCell, MinuteRow
+from collectors.intervals import IngestStats, MinuteAggregator, MinuteCell, MinuteRow, merge_cells
 from collectors.mapping import HISTOGRAM_SIGNALS, PRESETS, Mapper, SeriesKey, preset_from_config
 from collectors.signals import rows_value
 from collectors.store import CounterPoint, HistPoint, Store
@@ -192,15 +192,7 @@ class CollectStage:
         """Journal the batch's cells (committed when this returns: the API may acknowledge
         them) and add them to the open minutes. A store error leaves both unchanged."""
         cells: dict[int, dict[SeriesKey, MinuteCell]] = {}
-        for minute, per_key in batch.cells.items():
-            for key, cell in per_key.items():
-                if (kept := self.mapper.admit(key)) is None:
-                    continue
-                dest = cells.setdefault(minute, {})
-                if kept in dest:
-                    dest[kept].merge(cell)
-                else:
-                    dest[kept] = cell
+        merge_cells(cells, batch.cells, self.mapper.admit)
         if self.journal and cells:
             self.store.journal(cells)
         self.aggregator.add_cells(cells)
