@@ -106,14 +106,18 @@ def providers_yaml(indent: str = "    ") -> str:
                    for n, w in STATIC_WEIGHTS.items())
 
 
-def sidecar_config(router_url: str | None, extra: str = "", *, tick: float = 0.5, stale: float = 4.0) -> str:
+def sidecar_config(router_url: str | None, extra: str = "", *, tick: float = 0.5, stale: float = 4.0,
+                   mode: str = "observe", prewarm: str = "") -> str:
+    """The sidecar's YAML; ``extra`` adds whole groups (``publish``, ``prometheus``), ``prewarm``
+    the items of ``policy.prewarm``."""
     router = (f"router:\n  metrics_url: {router_url}\n  scrape_interval_seconds: 0.5\n  scrape_timeout_seconds: 1.5\n"
               f"  model_providers: {json.dumps(SPEC.model_providers())}\n" if router_url else
               f"router:\n  model_providers: {json.dumps(SPEC.model_providers())}\n")
     return (f"timezone: {SPEC.tz}\n{router}"
             f"control:\n  tick_interval_seconds: {tick}\n  checkpoint_seconds: 1\n  shutdown_seconds: 10\n"
-            f"guardrails:\n  stale_after_seconds: {stale}\n"
-            f"policy:\n  latency_slo_seconds: {SPEC.slo_seconds}\n  providers:\n{providers_yaml()}" + extra)
+            f"guardrails:\n  mode: {mode}\n  stale_after_seconds: {stale}\n"
+            f"policy:\n  latency_slo_seconds: {SPEC.slo_seconds}\n  providers:\n{providers_yaml()}"
+            + (f"  prewarm:\n{prewarm}" if prewarm else "") + extra)
 
 
 @contextmanager
@@ -370,19 +374,12 @@ def actuator_fault(suite: Suite, which: str, mode: str) -> None:
             metric, labels = "diurnal_publishes_total", '{publisher="webhook",result="ok"}'
         else:
             extra = (f"publish:\n  kubernetes:\n    api_url: {peer.url}\n    token_path: {token}\n    timeout_seconds: 2\n"
-                     "  file:\n    path: " + str(d / "decision.json") + "\n"
-                     "policy:\n  prewarm:\n    - {name: gpu, kind: replicas, target: llm/vllm, rpm_per_unit: 50, "
-                     "min_units: 1, max_units: 4, lead_minutes: 10}\n")
+                     "  file:\n    path: " + str(d / "decision.json") + "\n")
             metric, labels = "diurnal_prewarm_actions_total", '{action="gpu",result="ok"}'
-        config = sidecar_config(router.url, "guardrails:\n  mode: act\n  stale_after_seconds: 4\n", tick=0.5)
-        config = config.replace("guardrails:\n  stale_after_seconds: 4.0\n", "")
-        if which != "webhook":  # merge the prewarm action into the policy group
-            config = config.replace("policy:\n  latency_slo_seconds", "policy:\n  prewarm:\n    - {name: gpu, kind: "
-                                    "replicas, target: llm/vllm, rpm_per_unit: 50, min_units: 1, max_units: 4, "
-                                    "lead_minutes: 10}\n  latency_slo_seconds")
-            extra = extra.split("policy:\n")[0]
+        prewarm = ("" if which == "webhook" else "    - {name: gpu, kind: replicas, target: llm/vllm, "
+                   "rpm_per_unit: 50, min_units: 1, max_units: 4, lead_minutes: 10}\n")
         peer.mode = mode
-        with Sidecar(d, config + extra) as sc:
+        with Sidecar(d, sidecar_config(router.url, extra, mode="act", prewarm=prewarm)) as sc:
             ticks0 = sc.metric("diurnal_control_ticks_total")
             time.sleep(6)
             ticks = sc.metric("diurnal_control_ticks_total") - ticks0
@@ -473,9 +470,7 @@ def sigkill(suite: Suite) -> None:
     kills = 3 if suite.quick else 10
     decision = d / "data" / "decision.json"
     with sim_router() as router:
-        sc = Sidecar(d, sidecar_config(router.url, "guardrails:\n  mode: act\n  stale_after_seconds: 4\n"
-                                       f"publish:\n  file:\n    path: {decision}\n"
-                                       ).replace("guardrails:\n  stale_after_seconds: 4.0\n", ""))
+        sc = Sidecar(d, sidecar_config(router.url, f"publish:\n  file:\n    path: {decision}\n", mode="act"))
         pusher = EventPusher(sc)
         stop = threading.Event()
         bad_files = 0
