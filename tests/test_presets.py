@@ -59,6 +59,26 @@ def test_litellm_preset_reads_a_real_proxy_exposition() -> None:
     assert ("spend", "openai") in got
 
 
+def test_litellm_preset_reads_errors_fallbacks_cache_and_ttft_from_a_real_proxy() -> None:
+    """``fixtures/litellm-1.108.7-errors-fallbacks-cache-stream.prom``: a real LiteLLM 1.108.7
+    proxy whose deployments call simulated providers on loopback (:mod:`sim.upstream`):
+    group ``chat`` = openai + deepseek (answering 429 to every call), falling back to group
+    ``backup`` = mistral; an in-memory cache; 12 distinct prompts, 4 repeated ones, 4
+    streamed requests to ``backup``."""
+    got = totals(Mapper(LITELLM), (FIXTURES / "litellm-1.108.7-errors-fallbacks-cache-stream.prom").read_text())
+    assert got[("requests", "openai")] == 8 and got[("requests", "deepseek")] == 8 and got[("requests", "mistral")] == 10
+    assert got[("errors_429", "deepseek")] == 6 and ("errors_5xx", "deepseek") not in got
+    # LiteLLM labels a fallback with the group that failed, not a deployment or provider
+    assert got[("retries", "unknown")] == 6
+    assert got[("cache_hits", "deepseek")] == 2 and got[("cache_hits", "openai")] == 1
+    assert got[("cache_misses", "mistral")] == 4
+    assert got[("latency", "openai")] == 7 and got[("latency", "mistral")] == 10
+    assert ("latency", "deepseek") not in got  # no call of it was answered: nothing timed
+    assert got[("ttft", "mistral")] == 4  # the streamed requests
+    assert got[("input_tokens", "mistral")] == 120 and got[("output_tokens", "openai")] == 40
+    assert got[("spend", "openai")] > 0 and got[("spend", "mistral")] > 0
+
+
 def test_otel_genai_without_unit_suffix() -> None:
     text = (FIXTURES / "otel_genai.prom").read_text().replace("gen_ai_server_request_duration_seconds",
                                                                  "gen_ai_server_request_duration")
