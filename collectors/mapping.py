@@ -54,6 +54,9 @@ class HistogramRule:
     signal: str
     metric: str
     aliases: tuple[str, ...] = ()
+    #: Order of preference among the rules of one signal: a rule with a higher rank is read
+    #: only from a scrape that has none of the lower-ranked rules' metrics (a fallback).
+    rank: int = 0
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,12 @@ class Preset:
     provider_labels: tuple[str, ...]
     model_labels: tuple[str, ...]
     route_labels: tuple[str, ...]
+
+    def metrics_for(self, signal: str) -> tuple[str, ...]:
+        """The metric names that feed ``signal``, in order of preference (for messages)."""
+        counters = [r.metric for r in self.counters if r.signal == signal]
+        hists = [r.metric for r in sorted(self.histograms, key=lambda r: r.rank) if r.signal == signal]
+        return tuple(dict.fromkeys(counters + hists))
 
 
 LITELLM = Preset(
@@ -82,7 +91,12 @@ LITELLM = Preset(
         CounterRule("retries", "litellm_deployment_failed_fallbacks"),
     ),
     histograms=(
+        # The provider's own time first; the proxy's whole request time (its overhead and
+        # queueing included) when the proxy writes only that. LiteLLM's only per-deployment
+        # latency metric is per output token (seconds/token): not comparable with a seconds
+        # SLO, so it is no fallback.
         HistogramRule("latency", "litellm_llm_api_latency_metric"),
+        HistogramRule("latency", "litellm_request_total_latency_metric", rank=1),
         HistogramRule("ttft", "litellm_llm_api_time_to_first_token_metric"),
     ),
     provider_labels=("api_provider",),
@@ -129,8 +143,8 @@ class Matched:
 
 
 _MAX_PLANS = 200_000
-#: (series key or None when dropped, part, raw id, le, drop reason)
-_Step = tuple[SeriesKey | None, str, tuple[str, str, tuple[tuple[str, str], ...]], float | None, str | None]
+#: (series key or None when dropped, part, raw id, le, drop reason, rank)
+_Step = tuple[SeriesKey | None, str, tuple[str, str, tuple[tuple[str, str], ...]], float | None, str | None, int]
 
 
 class Mapper:
@@ -149,6 +163,11 @@ class Mapper:
         self.max_series = max_series
         self._series: set[SeriesKey] = set()
         self.dropped: dict[str, int] = {"not_allowed": 0, "series_cap": 0}
+        #: (signal, provider) pairs the last :meth:`map` call fed, and the metric each signal
+        #: came from when its preferred one was absent (``{signal: metric}``).
+        self.last_present: frozenset[tuple[str, str]] = frozenset()
+        self.last_fallbacks: dict[str, str] = {}
+        self._ranked = any(h.rank for h in preset.histograms)
         # Scrapes and a backfill thread map concurrently: the cap check-and-add and the drop
         # counts must not race.
         self._lock = threading.Lock()
@@ -219,7 +238,7 @@ class Mapper:
         for rule, compiled in self._counters.get(s.name, ()):
             if all(p.fullmatch(s.label(k) or "") for k, p in compiled):
                 key, reason = self._key(rule.signal, s)
-                plan.append((key, "counter", (rule.signal, s.name, s.labels), None, reason))
+                plan.append((key, "counter", (rule.signal, s.name, s.labels), None, reason, 0))
         hist = self._hist.get(s.name)
         if hist is not None:
             hist_rule, part = hist
@@ -231,7 +250,7 @@ class Mapper:
                     le = float(raw_le)
                     labels = tuple(kv for kv in labels if kv[0] != "le")
                 key, reason = self._key(hist_rule.signal, Sample(s.name, labels, s.value))
-                plan.append((key, part, (hist_rule.signal, s.name, s.labels), le, reason))
+                plan.append((key, part, (hist_rule.signal, s.name, s.labels), le, reason, hist_rule.rank))
         return plan
 
     def map(self, samples: list[Sample]) -> list[Matched]:
@@ -239,6 +258,8 @@ class Mapper:
         # series never changes (the allow-list is fixed, the cap only admits more), so each
         # series' plan is worked out once.
         out: list[Matched] = []
+        ranks: list[int] = []
+        present: dict[tuple[str, str], int] = {}  # (signal, provider) -> its best rank
         plans = self._plans
         with self._lock:
             for s in samples:
@@ -248,12 +269,35 @@ class Mapper:
                     plan = self._plan(s)
                     if len(plans) < _MAX_PLANS:
                         plans[ident] = plan
-                for key, part, raw_id, le, reason in plan:
+                for key, part, raw_id, le, reason, rank in plan:
                     if key is None:
                         self.dropped[reason or "not_allowed"] += 1
                     else:
                         out.append(Matched(key, part, raw_id, s.value, le))
+                        if part != "bucket":  # a histogram's _count says as much as its buckets
+                            pair = (key.signal, key.provider)
+                            if rank < present.get(pair, rank + 1):
+                                present[pair] = rank
+                        if self._ranked:
+                            ranks.append(rank)
+            best: dict[str, int] = {}
+            if self._ranked:
+                for (signal, _), r in present.items():
+                    if r < best.get(signal, r + 1):
+                        best[signal] = r
+                out = self._preferred(out, ranks, best)
+            # what the scrape carries: per signal, only what its metric in use carries
+            self.last_present = frozenset(pair for pair, r in present.items() if r == best.get(pair[0], 0))
         return out
+
+    def _preferred(self, out: list[Matched], ranks: list[int], best: dict[str, int]) -> list[Matched]:
+        """Only each signal's most preferred metric present in this scrape (``best``: its rank)."""
+        self.last_fallbacks = {
+            sig: next(h.metric for h in self.preset.histograms if h.signal == sig and h.rank == r)
+            for sig, r in best.items() if r > 0}
+        if not any(r > best.get(m.key.signal, r) for m, r in zip(out, ranks, strict=True)):
+            return out
+        return [m for m, r in zip(out, ranks, strict=True) if r <= best.get(m.key.signal, r)]
 
 
 def preset_from_config(name: str, counters: Mapping[str, tuple[str, Mapping[str, str]]],

@@ -34,7 +34,8 @@ from controller.settings import Settings
 
 log = logging.getLogger("diurnal.collect")
 
-__all__ = ["SEGMENT_WINDOW_SECONDS", "CollectStage", "Observations", "build_mapper", "is_route"]
+__all__ = ["NEEDED_SIGNALS", "SEGMENT_WINDOW_SECONDS", "CollectStage", "Observations", "SignalGap",
+           "build_mapper", "is_route"]
 
 _FOREVER = 2**62
 
@@ -88,9 +89,38 @@ class Observations:
                 [p for p in self.histograms if provider is None or p.key.provider == provider])
         return rows_value(signal, *got)
 
+    def total(self, signal: str, provider: str) -> float:
+        """The raw counter ``signal`` of ``provider`` summed over the window (0 without data)."""
+        return sum(p.value for p in self.counters if p.key.signal == signal and p.key.provider == provider)
+
     def value_or_none(self, signal: str, provider: str | None) -> float | None:
         v = self.value(signal, provider)
         return None if math.isnan(v) else v
+
+
+#: The signals the weights policy cannot decide without, per provider.
+NEEDED_SIGNALS = ("requests", "latency")
+
+
+@dataclass(frozen=True)
+class SignalGap:
+    """A signal the weights policy needs that the router's input lacks for a provider."""
+
+    provider: str
+    signal: str
+    #: The metric names the preset looked for, in order of preference.
+    tried: tuple[str, ...]
+
+    def describe(self) -> str:
+        where = (f"tried {', '.join(self.tried)}" if self.tried
+                 else f"the preset maps no metric to it (router.mapping for `{self.signal}`)")
+        return f"no {self.signal} for provider {self.provider!r} in the router's input ({where})"
+
+
+def _answered(obs: Observations, provider: str) -> float:
+    """How many of ``provider``'s requests over the window it answered itself: neither
+    failed (429, 5xx) nor served from the router's cache."""
+    return obs.total("requests", provider) - sum(obs.total(s, provider) for s in ("errors_429", "errors_5xx", "cache_hits"))
 
 
 def _cells(rows: list[MinuteRow]) -> dict[int, dict[SeriesKey, MinuteCell]]:
@@ -129,6 +159,9 @@ class CollectStage:
         self._histograms: list[HistPoint] = []
         # Requests per closed minute over the missed window (None: not loaded from the store yet).
         self._recent: dict[int, float] | None = None
+        #: (signal, provider) -> when the router's input last carried it; and when input began.
+        self._present: dict[tuple[str, str], float] = {}
+        self._input_since: float | None = None
         self.history_changed()
 
     def history_changed(self) -> None:
@@ -157,6 +190,7 @@ class CollectStage:
         stats.samples = len(samples)
         if matched:
             self._seen(when)
+            self._carried(self.mapper.last_present, when.timestamp())
         m = self.metrics
         m.ingested_samples.inc(len(samples))
         if stats.counter_resets:
@@ -196,6 +230,8 @@ class CollectStage:
         if self.journal and cells:
             self.store.journal(cells)
         self.aggregator.add_cells(cells)
+        if cells:
+            self._carried({(k.signal, k.provider) for minute in cells.values() for k in minute}, when.timestamp())
         for (minute, route, segment), (n, escalated) in batch.segments.items():
             tally = self._segments.setdefault((minute, route, segment), [0, 0])
             tally[0] += n
@@ -255,6 +291,46 @@ class CollectStage:
                 self._counters.append(CounterPoint(r.ts, r.key, r.cell.value))
         self._counters = [p for p in self._counters if p.ts >= keep_from]
         self._histograms = [p for p in self._histograms if p.ts >= keep_from]
+
+    def _carried(self, pairs: Iterable[tuple[str, str]], at: float) -> None:
+        if self._input_since is None:
+            self._input_since = at
+        for pair in pairs:
+            self._present[pair] = at
+
+    def signal_present(self, signal: str, provider: str, when: datetime) -> bool:
+        """Whether the router's input carried ``signal`` for ``provider`` within the
+        observation window before ``when``."""
+        seen = self._present.get((signal, provider))
+        return seen is not None and seen >= when.timestamp() - self.settings.control.observation_window_minutes * 60
+
+    def missing_signals(self, providers: Iterable[str], when: datetime, obs: Observations | None = None,
+                        idle: frozenset[str] = frozenset()) -> list[SignalGap]:
+        """The needed signals the router's input lacks, per configured provider.
+
+        Judged only once input has flowed for a whole observation window (a router's series
+        appear with its first requests) and while some input is fresh (no input at all is
+        stale data, not a missing signal). An ``idle`` provider (given no share by the
+        decision in force) is expected to carry nothing, unless it has requests; a provider
+        none of whose requests it answered (each failed with 429/5xx or came from the
+        router's cache, per ``obs``) has no latency to report (a router times only the calls
+        a provider answered): the error budget deals with that."""
+        window = self.settings.control.observation_window_minutes * 60
+        now = when.timestamp()
+        if self._input_since is None or now - self._input_since < window:
+            return []
+        if not any(t >= now - window for t in self._present.values()):
+            return []
+        out: list[SignalGap] = []
+        for provider in providers:
+            if provider in idle and not self.signal_present("requests", provider, when):
+                continue
+            unanswered = (obs is not None and self.signal_present("requests", provider, when)
+                          and _answered(obs, provider) < 1)
+            out.extend(SignalGap(provider, signal, self.mapper.preset.metrics_for(signal))
+                       for signal in NEEDED_SIGNALS if not self.signal_present(signal, provider, when)
+                       and not (signal == "latency" and unanswered))
+        return out
 
     def providers(self) -> list[str]:
         """The configured providers, else every provider seen in the store."""

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from controller.collect import Observations, is_route
+from controller.collect import Observations, SignalGap, is_route
 from controller.fit import ALL, Learned
 from controller.outlook import OutlookBuilder
 from controller.prices import Price
@@ -108,6 +108,13 @@ class Decided:
     observed: Mapping[tuple[str, str], float]
 
 
+def _by_provider(missing: Sequence[SignalGap]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for m in missing:
+        out[m.provider] = f"{out[m.provider]}; {m.describe()}" if m.provider in out else m.describe()
+    return out
+
+
 class DecideStage:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -117,7 +124,8 @@ class DecideStage:
         self._targets: deque[tuple[datetime, dict[str, float]]] = deque()
 
     def run(self, when: datetime, obs: Observations, learned: Learned, config: PolicyConfig,
-            previous: Decision | None, overrides: Sequence[Override], data_age_seconds: float | None) -> Decided:
+            previous: Decision | None, overrides: Sequence[Override], data_age_seconds: float | None,
+            missing: Sequence[SignalGap] = ()) -> Decided:
         view, observed = self.view(when, obs, learned, config, data_age_seconds)
         target = decide(view, previous, config, when)
         target = replace(target, reasons=(*target.reasons, *learned.reasons()))
@@ -125,7 +133,7 @@ class DecideStage:
         while self._targets and self._targets[0][0] < when - window:
             self._targets.popleft()
         decision = guard(target, previous, config, self.guardrails, data_age_seconds, when,
-                         window=list(self._targets), overrides=overrides)
+                         window=list(self._targets), overrides=overrides, missing=_by_provider(missing))
         self._targets.append((when, dict(target.weights)))
         self.outlook.record(decision, config)
         return Decided(decision, view, tuple(overrides), observed)

@@ -48,9 +48,11 @@ class ErrorThrottle:
     """Logs the first failure of a kind, then at most once per ``every`` seconds, and once
     when it recovers: a router that is down should not flood the log."""
 
-    def __init__(self, what: str, every: float = 60.0, clock: object = time.monotonic) -> None:
+    def __init__(self, what: str, every: float = 60.0, clock: object = time.monotonic, *,
+                 meanwhile: str = "retrying") -> None:
         self.what = what
         self.every = every
+        self.meanwhile = meanwhile
         self._clock = clock
         self.failures = 0
         self._last_log = -float("inf")
@@ -59,7 +61,8 @@ class ErrorThrottle:
         self.failures += 1
         now = self._clock()  # type: ignore[operator]
         if self.failures == 1:
-            log.warning("%s failed: %s (retrying; repeats are logged every %.0fs)", self.what, detail, self.every)
+            log.warning("%s failed: %s (%s; repeats are logged every %.0fs)", self.what, detail, self.meanwhile,
+                        self.every)
             self._last_log = now
         elif now - self._last_log >= self.every:
             log.warning("%s still failing after %d attempts: %s", self.what, self.failures, detail)

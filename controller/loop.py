@@ -35,8 +35,9 @@ from collectors.intervals import IngestStats
 from collectors.mapping import Mapper
 from collectors.store import Store
 from controller.actuators import OverrideStore, ReplicaScaler
-from controller.collect import CollectStage, Observations
+from controller.collect import NEEDED_SIGNALS, CollectStage, Observations, SignalGap
 from controller.decide import DecideStage, policy_config
+from controller.errors import ErrorThrottle
 from controller.fit import ALL, HOUR_OF_WEEK_SIGNALS, FitStage, SeriesForecast
 from controller.forecast.refit import Refitter
 from controller.forecast.slo_capacity import CapacityProfile
@@ -99,6 +100,10 @@ class Controller:
         self._now: datetime | None = None
         self._observations: Observations | None = None
         self._observed: dict[tuple[str, str], float] = {}
+        #: What the router's input lacked at the last tick, and its throttled warning.
+        self.missing: list[SignalGap] = []
+        self._missing_log = ErrorThrottle("reading the signals the weights policy needs", every=3600.0,
+                                          meanwhile="weights held at the baseline until they appear")
         self.metrics.initialise(mode=settings.guardrails.mode, publishers=[p.name for p in self.publish.publishers],
                                 prewarm_actions=[a.name for a in settings.policy.prewarm])
         self.registry.register(StateCollector(self, package_version))
@@ -193,8 +198,10 @@ class Controller:
             with self._lock:
                 with _tracer.start_as_current_span("decide") as span:
                     config = policy_config(self.settings.policy, self.collect.providers(), learned.knees)
+                    self._check_signals(list(config.providers), when, observations)
                     decided = self.decide.run(when, observations, learned, config, self.publish.decision,
-                                              self.overrides.active(when), self.collect.data_age_seconds(when))
+                                              self.overrides.active(when), self.collect.data_age_seconds(when),
+                                              self.missing)
                     self._observed = dict(decided.observed)
                     span.set_attribute("diurnal.decision.reasons", sorted({r.code for r in decided.decision.reasons}))
                     span.set_attribute("diurnal.providers", len(decided.view.providers))
@@ -208,6 +215,23 @@ class Controller:
         self.metrics.decisions.labels(mode).inc()
         self.metrics.tick_seconds.observe(time.perf_counter() - started)
         return decided.decision
+
+    def _check_signals(self, providers: list[str], when: datetime, obs: Observations) -> None:
+        """Which signals the weights policy needs are missing: one warning, then one an hour."""
+        previous = self.publish.decision
+        idle = frozenset(p for p, w in previous.weights.items() if w <= 1e-9) if previous is not None else frozenset()
+        self.missing = self.collect.missing_signals(providers, when, obs, idle)
+        if self.missing:
+            self._missing_log.failed("; ".join(m.describe() for m in self.missing))
+        else:
+            self._missing_log.succeeded()
+
+    def signal_presence(self) -> dict[tuple[str, str], bool]:
+        """Per (needed signal, configured provider): whether the router's input carried it
+        over the observation window before the last tick."""
+        when = self.now()
+        return {(sig, p): self.collect.signal_present(sig, p, when)
+                for p in self.collect.providers() for sig in NEEDED_SIGNALS}
 
     def refit_due(self, at: datetime | None = None) -> bool:
         """True when a local hour has started since the last refit (or the interval passed)."""

@@ -54,6 +54,7 @@ class StateSource(Protocol):
     def hour_of_week(self) -> dict[tuple[str, str], np.ndarray]: ...
     def current_slot(self) -> int | None: ...
     def fallback_reasons(self) -> list[str]: ...
+    def signal_presence(self) -> dict[tuple[str, str], bool]: ...
     def stored_series_count(self) -> int: ...
 
 
@@ -184,11 +185,18 @@ class StateCollector(Collector):
         yield from (observed, expected, forecast, made)
         fallback = GaugeMetricFamily(
             "diurnal_fallback", "1 while the decision holds every knob at its baseline, by reason (StaleInputs, "
-            "AllProvidersDegraded, KillSwitch).", labels=["reason"])
+            "MissingSignal, AllProvidersDegraded, KillSwitch).", labels=["reason"])
         held = ctl.fallback_reasons()
         for code in FALLBACK_CODES:
             fallback.add_metric([code], 1.0 if code in held else 0.0)
         yield fallback
+        present = GaugeMetricFamily(
+            "diurnal_signal_present", "1 while the router's input carries a signal the weights policy needs "
+            "(requests, latency) for a provider, over the observation window; 0 when it lacks it.",
+            labels=["signal", "provider"])
+        for (signal, provider), there in sorted(ctl.signal_presence().items()):
+            present.add_metric([signal, provider], 1.0 if there else 0.0)
+        yield present
         yield from _hour_of_week(ctl)
         yield from _slo_capacity(ctl)
         yield from _forecast_state(ctl)

@@ -99,6 +99,14 @@ def alerting_rules(runbook_base: str = RUNBOOK_BASE) -> list[dict[str, Any]]:
             "diurnal on {{ $labels.instance }} has been in fallback ({{ $labels.reason }}) for 30 minutes: it "
             "publishes the baseline configuration and does not steer.",
         ),
+        _alert(
+            runbook_base, "DiurnalSignalMissing",
+            "min by (job, instance, signal, provider) (diurnal_signal_present) == 0", "10m", "warning",
+            "diurnal gets no {{ $labels.signal }} for {{ $labels.provider }} from the router",
+            "The router's metrics (or pushed events) on {{ $labels.instance }} carry no {{ $labels.signal }} for "
+            "provider {{ $labels.provider }}: its preset finds none of the metric names it tries. diurnal holds "
+            "every weight at its baseline (MissingSignal) until the signal appears.",
+        ),
     ]
 
 

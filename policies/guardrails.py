@@ -4,7 +4,8 @@ recommendation stages do.
 
 Weights go through the stages in the HPA's order; a stage marked final ends the smoothing:
 
-0. **inputs**: the kill switch or stale inputs hold the baseline (final);
+0. **inputs**: the kill switch, stale inputs or a signal the policy needs missing from the
+   router's input (``missing``: latency or requests of a provider) hold the baseline (final);
 1. **dead band**: changes smaller than ``dead_band`` are not made (final);
 2. **asymmetric stabilization**: a protective move (share off a provider the policy says
    breaches or is at capacity) is taken at once; a relaxing move (share given back) waits
@@ -20,8 +21,8 @@ them), and the **mode**: ``observe`` publishes the baseline and keeps the recomm
 Routing thresholds go back to their baseline fractions with the kill switch, stale inputs and
 in ``observe`` mode; they are not step-limited (a fraction and its score threshold move together).
 
-Reason codes (knob ``weights``, or ``weights/<provider>`` for an override): ``KillSwitch``,
-``StaleInputs``, ``DesiredWithinDeadBand``, ``Stabilizing``, ``StepLimited``,
+Reason codes (knob ``weights``, or ``weights/<provider>`` for an override or a missing
+signal): ``KillSwitch``, ``StaleInputs``, ``MissingSignal``, ``DesiredWithinDeadBand``, ``Stabilizing``, ``StepLimited``,
 ``ManualOverride``, ``ObserveMode``.
 """
 
@@ -85,17 +86,17 @@ def stabilized(target: Weights, window: Window, baseline: Weights) -> Weights:
 
 def guard(target: Decision, previous: Decision | None, config: PolicyConfig, g: GuardrailConfig,
           data_age_seconds: float | None, now: datetime, *, window: Window = (),
-          overrides: Sequence[Override] = ()) -> Decision:
+          overrides: Sequence[Override] = (), missing: Mapping[str, str] | None = None) -> Decision:
     """The decision to publish. ``previous`` is the last published decision; ``window`` the
     policy's recent targets (for stabilization); ``overrides`` the pins (expired ones at
-    ``now`` are ignored)."""
+    ``now`` are ignored); ``missing`` what the router's input lacks, per provider (a message)."""
     baseline = config.baseline()
     prev: Weights = dict(previous.recommended_weights) if previous is not None else baseline
     if set(prev) != set(target.weights):
         prev = baseline
     codes = {r.knob.split("/", 1)[1]: r.code for r in target.reasons if r.knob.startswith("weights/")}
     stages: tuple[Callable[[Weights], Stage], ...] = (
-        lambda w: _inputs(w, baseline, g, data_age_seconds),
+        lambda w: _inputs(w, baseline, g, data_age_seconds, missing or {}),
         lambda w: _dead_band(w, prev, g),
         lambda w: _stabilization(w, prev, baseline, codes, g, [(t, r) for t, r in window
                                                                if t >= now - timedelta(seconds=g.stabilization_seconds)]),
@@ -124,8 +125,11 @@ def guard(target: Decision, previous: Decision | None, config: PolicyConfig, g: 
                    recommended_thresholds=thresholds, reasons=tuple(reasons), mode=g.mode)
 
 
-def _inputs(goal: Weights, baseline: Weights, g: GuardrailConfig, data_age_seconds: float | None) -> Stage:
-    """Stage 0: the kill switch, then stale inputs, hold the baseline."""
+def _inputs(goal: Weights, baseline: Weights, g: GuardrailConfig, data_age_seconds: float | None,
+            missing: Mapping[str, str]) -> Stage:
+    """Stage 0: the kill switch, then stale inputs, then a missing signal hold the baseline.
+    Without one provider's latency or requests the policy cannot compare providers at all,
+    so every weight stays at its baseline."""
     if g.kill_switch:
         return _because(baseline, ReasonCode.KillSwitch, "kill switch is on; every knob is at its baseline",
                         final=True)
@@ -133,6 +137,10 @@ def _inputs(goal: Weights, baseline: Weights, g: GuardrailConfig, data_age_secon
         age = "no router data yet" if data_age_seconds is None else f"newest router data is {data_age_seconds:.0f}s old"
         return _because(baseline, ReasonCode.StaleInputs,
                         f"{age} (limit {g.stale_after_seconds:.0f}s); reverted to baseline", final=True)
+    if missing:
+        return Stage(baseline, tuple(
+            Reason(f"weights/{provider}", ReasonCode.MissingSignal, f"{message}; every weight held at its baseline")
+            for provider, message in sorted(missing.items())), final=True)
     return Stage(goal)
 
 

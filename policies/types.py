@@ -56,6 +56,7 @@ class ReasonCode(StrEnum):
     # Guardrails (knob ``weights``, or ``weights/<provider>`` for an override).
     KillSwitch = "KillSwitch"
     StaleInputs = "StaleInputs"
+    MissingSignal = "MissingSignal"
     DesiredWithinDeadBand = "DesiredWithinDeadBand"
     Stabilizing = "Stabilizing"
     StepLimited = "StepLimited"
@@ -96,7 +97,7 @@ class ReasonCode(StrEnum):
 
 #: Codes under which a decision holds every knob at its baseline (``diurnal_fallback``).
 FALLBACK_CODES: tuple[ReasonCode, ...] = (
-    ReasonCode.AllProvidersDegraded, ReasonCode.KillSwitch, ReasonCode.StaleInputs)
+    ReasonCode.AllProvidersDegraded, ReasonCode.KillSwitch, ReasonCode.StaleInputs, ReasonCode.MissingSignal)
 
 
 @dataclass(frozen=True)

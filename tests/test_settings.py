@@ -118,7 +118,7 @@ def test_secrets_are_not_shown(tmp_path: Path) -> None:
 def test_documented_example_config_is_valid() -> None:
     example = Path(__file__).resolve().parent.parent / "docs" / "diurnal.example.yaml"
     s = load_settings(example)
-    assert s.router.metrics_url == "http://127.0.0.1:4000/metrics"
+    assert s.router.metrics_url == "http://127.0.0.1:4000/metrics/"
     assert set(s.policy.providers) == {"openai", "anthropic", "azure"}
     assert s.guardrails.mode == "observe"
 

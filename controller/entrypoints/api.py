@@ -76,10 +76,17 @@ class EventsResult(BaseModel):
     errors: list[EventError] = Field(description="The first 1,000 rejected lines.")
 
 
+class MissingSignalOut(BaseModel):
+    provider: str
+    signal: str
+    tried: list[str]
+
+
 class ReadyOut(BaseModel):
     status: str
     decision_at: str | None = None
     detail: str | None = None
+    missing_signals: list[MissingSignalOut] = []
 
 
 class OverrideOut(BaseModel):
@@ -210,12 +217,19 @@ def create_app(controller: Controller) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: a decision exists to serve.", response_model=ReadyOut,
+    @app.get("/readyz", summary="Readiness: a decision exists to serve. `degraded` (still 200) names the signals the router's input lacks.", response_model=ReadyOut,
              responses={503: {"model": ReadyOut, "description": "No decision yet"}})
     def readyz(c: Ctl) -> JSONResponse:
         if c.decision is None:
             return JSONResponse({"status": "starting", "detail": "no decision has been made yet"}, status_code=503)
-        return JSONResponse({"status": "ready", "decision_at": c.decision.at.isoformat()})
+        missing = [{"provider": m.provider, "signal": m.signal, "tried": list(m.tried)} for m in c.missing]
+        if not missing:
+            return JSONResponse({"status": "ready", "decision_at": c.decision.at.isoformat()})
+        # Still 200: in sidecar mode readiness gates the router's own pod, which must keep
+        # serving; the weights stay at the baseline meanwhile.
+        return JSONResponse({"status": "degraded", "decision_at": c.decision.at.isoformat(),
+                             "detail": "; ".join(m.describe() for m in c.missing) + "; weights held at the baseline",
+                             "missing_signals": missing})
 
     @app.get("/metrics", summary="Prometheus metrics.", response_class=Response)
     def metrics(c: Ctl) -> Response:
