@@ -81,6 +81,7 @@ def values_schema() -> dict[str, Any]:
                     "shape": {"enum": ["decision", "litellm"]},
                 }),
             }),
+            "litellmHook": _obj({"enabled": _bool("Create the ConfigMap holding the LiteLLM proxy hook.")}),
             "persistence": _obj({
                 "enabled": _bool("Use a PersistentVolumeClaim."),
                 "storageClass": _str("StorageClass."),

@@ -37,6 +37,8 @@ from dashboards.panels import (
 from dashboards.rules import RUNBOOK_BASE, rule_file
 
 HERE = Path(__file__).resolve().parent
+#: The hook a LiteLLM proxy loads; the chart ships a copy (a file that stands alone).
+LITELLM_HOOK = HERE.parent / "controller" / "actuators" / "litellm_hook.py"
 RULES = HERE / "rules" / "diurnal.rules.yml"
 TAGS = ["diurnal"]
 SEL = 'signal="$signal", provider="$provider"'
@@ -235,6 +237,8 @@ def render(runbook_base: str = RUNBOOK_BASE) -> dict[str, str]:
         out[f"../helm/diurnal/files/dashboards/{rel}"] = out[rel]
     out["../helm/diurnal/files/rules/diurnal.rules.yml"] = out["rules/diurnal.rules.yml"]
     out["../helm/diurnal/values.schema.json"] = json.dumps(values_schema(), indent=2) + "\n"
+    # The LiteLLM proxy hook, for the chart's ConfigMap (litellmHook.enabled).
+    out["../helm/diurnal/files/litellm/diurnal_litellm.py"] = LITELLM_HOOK.read_text()
     return out
 
 

@@ -307,6 +307,15 @@ def test_dashboards_configmaps_for_grafanas_sidecar_and_the_prometheus_rule() ->
     assert not render()["dashboards.yaml"]  # off by default
 
 
+def test_the_litellm_hook_configmap_holds_the_hook_as_diurnal_ships_it() -> None:
+    from controller.actuators import litellm_hook
+
+    [hook] = render({"litellmHook": {"enabled": True}})["litellm-hook.yaml"]
+    assert hook["kind"] == "ConfigMap" and hook["metadata"]["name"] == "diurnal-litellm-hook"
+    assert hook["data"]["diurnal_litellm.py"] == Path(litellm_hook.__file__).read_text().rstrip("\n")
+    assert not render()["litellm-hook.yaml"]  # off by default
+
+
 def test_persistence_uses_a_claim_with_recreate_and_one_replica() -> None:
     objects = render(scenario(CHART / "ci" / "persistence-values.yaml"))
     claim = one(objects, "PersistentVolumeClaim")

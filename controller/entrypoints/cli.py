@@ -287,6 +287,20 @@ def _logging(level: str, settings: Settings | None = None) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, getattr(logging, level)))
 
 
+def cmd_litellm_hook(args: argparse.Namespace) -> int:
+    """Print (or write) the LiteLLM proxy hook, a file that stands alone."""
+    from controller.actuators import litellm_hook
+
+    source = Path(litellm_hook.__file__).read_text()
+    if args.output is None:
+        sys.stdout.write(source)
+    else:
+        args.output.write_text(source)
+        print(f"wrote {args.output}; list it in the proxy's config as callbacks: "
+              f'["prometheus", "{args.output.stem}.hook"]', file=sys.stderr)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from bench.closedloop import main as bench_main
 
@@ -365,6 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 "oracle on simulated weeks (`diurnal bench --help`)")
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(func=cmd_bench)
+
+    hook = sub.add_parser("litellm-hook", help="print the LiteLLM proxy hook that applies diurnal's weights "
+                                                "(save it beside the proxy's config.yaml as diurnal_litellm.py)")
+    hook.add_argument("-o", "--output", type=Path, default=None, help="write it to this file instead")
+    hook.set_defaults(func=cmd_litellm_hook)
 
     check = sub.add_parser("check-config", help="validate a settings file and name any bad field")
     check.add_argument("file", type=Path)
