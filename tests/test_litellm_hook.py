@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -173,6 +174,22 @@ def test_no_router_yet_is_no_error(world: Any) -> None:
     hook.poll()
     assert not hook.following
     hook.close()
+
+
+def test_what_the_hook_cannot_steer_is_said_once(world: Any, caplog: pytest.LogCaptureFixture) -> None:
+    router, _, _, hook = world
+    router.routing_strategy = "latency-based-routing"
+    with caplog.at_level(logging.WARNING, logger="diurnal.litellm"):
+        hook.poll()
+        hook.poll()
+        router.model_list = [object()]  # a LiteLLM whose model list this hook cannot read
+        hook.poll()
+        hook.poll()
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 3, said
+    assert "ignores deployment weights" in said[0] and "'embed' keeps its configured" in said[1]
+    assert "nothing is steered" in said[2]
+    assert not hook.following
 
 
 def test_the_url_must_be_http() -> None:

@@ -118,6 +118,7 @@ class DiurnalWeights(_Base):  # type: ignore[misc]
         self._written: dict[str, float] = {}  # deployment id -> the weight this hook set
         self._providers: dict[str, str] = {}
         self._skipped: set[str] = set()
+        self._warned: set[str] = set()
         self.following = False
         self.applied: dict[tuple[str, str, str], float] = {}  # (group, id, provider) -> weight
         self.polls: dict[str, int] = {"ok": 0, "not_modified": 0, "error": 0}
@@ -205,10 +206,19 @@ class DiurnalWeights(_Base):  # type: ignore[misc]
         if router is None:
             return
         with self._lock:
+            strategy = getattr(router, "routing_strategy", None)
+            if strategy not in (None, "simple-shuffle"):
+                self._warn_once("strategy", "the proxy routes by %r, which ignores deployment weights: diurnal's "
+                                "weights are set but change nothing (router_settings.routing_strategy: "
+                                "simple-shuffle honours them)", strategy)
             groups: dict[str, list[Deployment]] = {}
-            for d in list(getattr(router, "model_list", None) or []):
+            listed = list(getattr(router, "model_list", None) or [])
+            for d in listed:
                 if isinstance(d, dict) and isinstance(d.get("litellm_params"), dict):
                     groups.setdefault(str(d.get("model_name", "")), []).append(d)
+            if listed and not groups:
+                self._warn_once("shape", "the proxy's model list holds no deployment this hook can read "
+                                "(%s); nothing is steered", type(listed[0]).__name__)
             applied: dict[tuple[str, str, str], float] = {}
             for group, deployments in groups.items():
                 if self.model_groups and group not in self.model_groups:
@@ -225,6 +235,11 @@ class DiurnalWeights(_Base):  # type: ignore[misc]
                         applied[(group, ident, self._providers[ident])] = target[ident]
             self.applied = applied
             self.following = bool(applied)
+
+    def _warn_once(self, kind: str, message: str, *args: object) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            log.warning("diurnal hook: " + message, *args)
 
     @staticmethod
     def _ident(d: Deployment) -> str:
