@@ -20,6 +20,16 @@ $(VENV)/.stamp-dev: pyproject.toml | $(BIN)/python
 	$(PIP) install -e '.[dev]'
 	touch $@ $(VENV)/.stamp-run
 
+# The real LiteLLM proxy for tests/test_litellm_proxy.py, in a venv of its own, from the
+# `litellm` extra's pins in pyproject.toml.
+LITELLM_VENV := .venv-litellm
+$(LITELLM_VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/python -m pip --disable-pip-version-check --quiet install --upgrade pip
+	$(PYTHON) -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["litellm"]))' > $(LITELLM_VENV)/requirements.txt
+	$(LITELLM_VENV)/bin/python -m pip --disable-pip-version-check --quiet install -r $(LITELLM_VENV)/requirements.txt
+	touch $@
+
 demo: $(VENV)/.stamp-run
 	$(BIN)/diurnal demo $(ARGS)
 
@@ -34,7 +44,7 @@ typecheck: $(VENV)/.stamp-dev
 # Prometheus or the wall clock, and a third worker fills those waits (measured: 4:18 against
 # 4:56 with two). PYTEST_WORKERS=0 runs it in one process (e.g. with a debugger).
 PYTEST_WORKERS ?= 3
-pytest: $(VENV)/.stamp-dev
+pytest: $(VENV)/.stamp-dev $(LITELLM_VENV)/.stamp
 	@$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing the run" >&2; exit 1; fi; exit $$rc
 
@@ -49,4 +59,4 @@ reliability-quick: $(VENV)/.stamp-dev
 test: lint typecheck pytest reliability-quick
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LITELLM_VENV) .pytest_cache .mypy_cache .ruff_cache
