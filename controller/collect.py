@@ -159,9 +159,11 @@ class CollectStage:
         self._histograms: list[HistPoint] = []
         # Requests per closed minute over the missed window (None: not loaded from the store yet).
         self._recent: dict[int, float] | None = None
-        #: (signal, provider) -> when the router's input last carried it; and when input began.
+        #: (signal, provider) -> when the router's input last carried it; when input (a scrape
+        #: with samples, mapped or not, or pushed events) first and last came.
         self._present: dict[tuple[str, str], float] = {}
         self._input_since: float | None = None
+        self._input_last: float | None = None
         self.history_changed()
 
     def history_changed(self) -> None:
@@ -190,7 +192,8 @@ class CollectStage:
         stats.samples = len(samples)
         if matched:
             self._seen(when)
-            self._carried(self.mapper.last_present, when.timestamp())
+        if samples:  # a router answering with none of the preset's metrics is input too
+            self._carried(self.mapper.last_present if matched else (), when.timestamp())
         m = self.metrics
         m.ingested_samples.inc(len(samples))
         if stats.counter_resets:
@@ -295,6 +298,7 @@ class CollectStage:
     def _carried(self, pairs: Iterable[tuple[str, str]], at: float) -> None:
         if self._input_since is None:
             self._input_since = at
+        self._input_last = at if self._input_last is None else max(self._input_last, at)
         for pair in pairs:
             self._present[pair] = at
 
@@ -319,17 +323,19 @@ class CollectStage:
         now = when.timestamp()
         if self._input_since is None or now - self._input_since < window:
             return []
-        if not any(t >= now - window for t in self._present.values()):
+        if self._input_last is None or self._input_last < now - window:
             return []
+        preset = self.mapper.preset
         out: list[SignalGap] = []
         for provider in providers:
-            if provider in idle and not self.signal_present("requests", provider, when):
+            has_requests = self.signal_present("requests", provider, when)
+            if provider in idle and not has_requests:
                 continue
-            unanswered = (obs is not None and self.signal_present("requests", provider, when)
-                          and _answered(obs, provider) < 1)
-            out.extend(SignalGap(provider, signal, self.mapper.preset.metrics_for(signal))
-                       for signal in NEEDED_SIGNALS if not self.signal_present(signal, provider, when)
-                       and not (signal == "latency" and unanswered))
+            if not has_requests:
+                out.append(SignalGap(provider, "requests", preset.metrics_for("requests")))
+            if not self.signal_present("latency", provider, when) and not (
+                    has_requests and obs is not None and _answered(obs, provider) < 1):
+                out.append(SignalGap(provider, "latency", preset.metrics_for("latency")))
         return out
 
     def providers(self) -> list[str]:

@@ -188,3 +188,14 @@ def test_a_provider_failing_every_call_has_no_latency_to_miss(tmp_path: Path) ->
     assert ctl.decision is not None
     reasons = {r.knob: r.code for r in ctl.decision.reasons}
     assert reasons["weights/deepseek"] != ReasonCode.MissingSignal
+
+
+def test_a_router_exporting_none_of_the_presets_metrics_is_named(tmp_path: Path) -> None:
+    """A LiteLLM without its prometheus callback answers /metrics with process metrics only:
+    the data is stale (nothing mapped), and the warning and /readyz name what was looked for."""
+    ctl = controller(tmp_path, {"preset": "litellm"}, ("openai", "anthropic"))
+    run(ctl, "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 12.5\n")
+    assert ctl.decision is not None and ctl.fallback_reasons() == [ReasonCode.StaleInputs]
+    assert {(m.provider, m.signal) for m in ctl.missing} == {
+        (p, s) for p in ("openai", "anthropic") for s in ("requests", "latency")}
+    assert "litellm_deployment_total_requests" in ctl.missing[0].describe()
