@@ -22,8 +22,8 @@ Routing thresholds go back to their baseline fractions with the kill switch, sta
 in ``observe`` mode; they are not step-limited (a fraction and its score threshold move together).
 
 Reason codes (knob ``weights``, or ``weights/<provider>`` for an override or a missing
-signal): ``KillSwitch``, ``StaleInputs``, ``MissingSignal``, ``DesiredWithinDeadBand``, ``Stabilizing``, ``StepLimited``,
-``ManualOverride``, ``ObserveMode``.
+signal): ``KillSwitch``, ``StaleInputs``, ``MissingSignal``, ``DesiredWithinDeadBand``,
+``Stabilizing``, ``StepLimited``, ``ManualOverride``, ``ObserveMode``.
 """
 
 from __future__ import annotations

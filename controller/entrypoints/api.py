@@ -217,7 +217,9 @@ def create_app(controller: Controller) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: a decision exists to serve. `degraded` (still 200) names the signals the router's input lacks.", response_model=ReadyOut,
+    @app.get("/readyz", response_model=ReadyOut,
+             summary="Readiness: a decision exists to serve. `degraded` (still 200) names the signals the "
+                     "router's input lacks.",
              responses={503: {"model": ReadyOut, "description": "No decision yet"}})
     def readyz(c: Ctl) -> JSONResponse:
         if c.decision is None:
