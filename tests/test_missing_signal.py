@@ -199,3 +199,13 @@ def test_a_router_exporting_none_of_the_presets_metrics_is_named(tmp_path: Path)
     assert {(m.provider, m.signal) for m in ctl.missing} == {
         (p, s) for p in ("openai", "anthropic") for s in ("requests", "latency")}
     assert "litellm_deployment_total_requests" in ctl.missing[0].describe()
+
+
+def test_a_generic_mapping_without_a_latency_histogram_says_so(tmp_path: Path) -> None:
+    router = {"preset": "generic", "mapping": {"counters": {"requests": {"metric": "myrouter_requests_total"}},
+                                               "provider_labels": ["upstream"]}}
+    ctl = controller(tmp_path, router, ("openai", "anthropic"))
+    run(ctl, GENERIC_TEXT)
+    assert ctl.decision is not None
+    messages = [r.message for r in ctl.decision.reasons if r.code == ReasonCode.MissingSignal]
+    assert len(messages) == 2 and all("router.mapping for `latency`" in m for m in messages)
