@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -45,7 +46,7 @@ MASTER_KEY = "sk-diurnal-e2e-master"
 DEPLOYMENTS = {"openai": "openai/gpt-4o", "deepseek": "deepseek/deepseek-chat",
                "mistral": "mistral/mistral-large-latest"}
 BASELINE = {"openai": 0.5, "deepseek": 0.3, "mistral": 0.2}
-SLO = 0.5
+SLO = 1.0  # loose against loopback latency under a loaded CI machine
 TOLERANCE = 0.05
 STALE_AFTER = 5.0
 #: The time budget of a control tick (DESIGN.md: 50 ms for 50 series).
@@ -242,17 +243,22 @@ def test_the_proxy_serves_by_diurnals_weights_moves_off_a_slow_deployment_and_re
               f"{TICK_BUDGET * 1e3:.0f} ms tick budget); HTTP round trip median {statistics.median(fetch) * 1e3:.1f} ms")
         assert statistics.median(process) < 0.10 * TICK_BUDGET
 
-        # 2. deepseek turns slow (1 s against the 0.5 s SLO): diurnal moves share off it.
-        upstream.set("deepseek", delay=1.0)
+        # 2. deepseek turns slow (2.5 s against the 1 s SLO): diurnal moves share off it.
+        upstream.set("deepseek", delay=2.5)
         slowed = time.monotonic()
         sent = 0
-        while (decision := sidecar.get("/v1/decision").json())["weights"]["deepseek"] >= BASELINE["deepseek"] - 0.1:
-            assert sent < 12_000 and time.monotonic() - slowed < 240, ("no share moved off deepseek", decision)
+        while published()["deepseek"] >= BASELINE["deepseek"] - 0.1:
+            assert sent < 12_000 and time.monotonic() - slowed < 240, ("no share moved off deepseek", published())
             send(proxy, 150, concurrency=16)
             sent += 150
         moved_after = time.monotonic() - slowed
-        reasons = {r["knob"]: r["code"] for r in decision["reasons"]}
-        assert reasons["weights/deepseek"] == "ObservedLatencyBreach", decision["reasons"]
+        # Why it moved, from the audit log (by the time it is read, the minute after may have
+        # closed without deepseek's latency, and the weights be held by the stabilization).
+        audit = [json.loads(line) for line in (sidecar.data_dir / "audit.jsonl").read_text().splitlines()]
+        first_moved = next(r for r in audit if r["weights"]["deepseek"] < BASELINE["deepseek"] - 1e-6)
+        assert {x["knob"]: x["code"] for x in first_moved["reasons"]}["weights/deepseek"] == "ObservedLatencyBreach", \
+            first_moved["reasons"]
+        assert first_moved["inputs"]["providers"]["deepseek"]["observed_p95_seconds"] > SLO
         wait_for("the weights settle", lambda: (w := published()) == published() and w["deepseek"] <= 0.05, 30, every=2)
         weights = published()
         time.sleep(1.5)  # two polls of the hook
