@@ -432,9 +432,11 @@ def data_dir_full(suite: Suite) -> None:
     stored = stored_requests(sc.data_dir)
     ok = refused > 0 and ticking and accepted_after and stored >= pusher.acked and code == 0
     suite.record("faults", "data dir full", ok,
-                 f"{refused} events refused with 503 while full (none acknowledged and lost), the loop kept ticking, "
-                 f"writes resumed by themselves; {pusher.acked} acknowledged, {stored:.0f} requests stored",
-                 refused=refused, acked=pusher.acked)
+                 f"{refused} events refused with 503 while full (none acknowledged and lost), the loop "
+                 f"{'kept ticking' if ticking else 'STOPPED ticking'}, writes "
+                 f"{'resumed by themselves' if accepted_after else 'DID NOT resume'}; {pusher.acked} acknowledged, "
+                 f"{stored:.0f} requests stored; exit code {code}",
+                 refused=refused, acked=pusher.acked, ticking=ticking, exit_code=code)
 
 
 def prefill(data_dir: Path, weeks: int = 3) -> None:

@@ -143,6 +143,8 @@ class CollectStage:
         self._monotonic = monotonic
         self._checkpointed = monotonic()
         self._checkpoint_errors = ErrorThrottle("checkpoint of the open minutes")
+        self._write_errors = ErrorThrottle("writing the closed minutes to the store",
+                                           meanwhile="kept in memory and written once the store takes them")
         if journal and (recovered := store.recover_open()):
             log.info("recovered %d series-minutes that the last run had open (it did not stop cleanly)",
                      recovered)
@@ -215,6 +217,7 @@ class CollectStage:
             try:
                 self.store.checkpoint(self.aggregator.snapshot())
             except StoreError as exc:  # e.g. a full disk: the minutes stay in memory meanwhile
+                self.metrics.store_write_errors.inc()
                 self._checkpoint_errors.failed(str(exc))
             else:
                 self._checkpoint_errors.succeeded()
@@ -256,9 +259,16 @@ class CollectStage:
         rows = self.aggregator.close_before(when.timestamp())
         try:
             written = self.store.write(rows, settled_before=limit if self.journal else None)
-        except Exception:
+        except StoreError as exc:  # a full or read-only volume: the tick goes on without them
             self.aggregator.add_cells(_cells(rows))  # kept open: written by a later close
+            self.metrics.store_write_errors.inc()
+            self._write_errors.failed(str(exc))
+            rows, written = [], 0
+        except Exception:
+            self.aggregator.add_cells(_cells(rows))
             raise
+        else:
+            self._write_errors.succeeded()
         now = int(when.timestamp())
         self._remember(rows, now - int(self.settings.control.observation_window_minutes * 60))
         recent = self._recent_requests(rows, now)

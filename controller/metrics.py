@@ -37,6 +37,10 @@ class Metrics:
             "diurnal_events", "Pushed per-request events, by result (accepted, rejected).", ["result"],
             registry=registry,
         )
+        self.store_write_errors = Counter(
+            "diurnal_store_write_errors", "Writes to the embedded store that failed (a full or read-only volume): "
+            "closed minutes stay in memory and are written once the store takes them; pushed events are refused "
+            "(503) meanwhile.", registry=registry)
         self.ticks = Counter("diurnal_control_ticks", "Control ticks run.", registry=registry)
         self.decisions = Counter(
             "diurnal_decisions", "Decisions made, by mode (observe: recommended only; act: published).",
