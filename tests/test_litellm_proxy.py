@@ -221,6 +221,7 @@ def test_the_proxy_serves_by_diurnals_weights_moves_off_a_slow_deployment_and_re
         served = by_provider(send(proxy, 2000), providers)
         counted = delta(proxy.metric("litellm_deployment_total_requests_total", api_provider="*"), before)
         assert counted == dict(served)  # the proxy's own metrics agree with its responses
+        print(f"\nfollowing diurnal: published {weights}; served {dict(served)} of 2000")
         assert published() == weights, "the decision moved while its share was measured"
         for provider, share in shares(served).items():
             assert share == pytest.approx(weights[provider], abs=TOLERANCE), (provider, shares(served), weights)
@@ -238,7 +239,7 @@ def test_the_proxy_serves_by_diurnals_weights_moves_off_a_slow_deployment_and_re
             agg.ingest(mapper.map(parser.parse(text)), 1000.0 + i)
             process.append(time.perf_counter() - t0)
         samples = len(parse_exposition(texts[-1]))
-        print(f"\nscrape of the real proxy ({samples} samples): diurnal's parse+map+aggregate median "
+        print(f"scrape of the real proxy ({samples} samples): diurnal's parse+map+aggregate median "
               f"{statistics.median(process) * 1e3:.2f} ms ({statistics.median(process) / TICK_BUDGET:.1%} of the "
               f"{TICK_BUDGET * 1e3:.0f} ms tick budget); HTTP round trip median {statistics.median(fetch) * 1e3:.1f} ms")
         assert statistics.median(process) < 0.10 * TICK_BUDGET
