@@ -21,6 +21,7 @@ import httpx
 
 from collectors.errors import CollectorError
 from collectors.exposition import Sample
+from collectors.fleet import FleetQuery, fleet_cells
 from collectors.hour_of_week import local_hour_start_at
 from collectors.intervals import IngestStats, MinuteAggregator
 from collectors.mapping import Mapper
@@ -34,7 +35,13 @@ MAX_POINTS = 10_000
 
 
 class BackfillError(CollectorError):
-    """The Prometheus API could not be read (after retries) or refused the query."""
+    """The Prometheus API could not be read (after retries) or refused the query. ``kind``:
+    ``unreachable`` (no answer), ``http_error`` (an error status, refused credentials or
+    query) or ``malformed`` (an answer that is not the API's)."""
+
+    def __init__(self, message: str, kind: str = "http_error") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass
@@ -66,8 +73,15 @@ class PrometheusAPI:
             self._headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
 
     def query_range(self, query: str, start: int, end: int, step: int) -> list[dict[str, object]]:
-        params = {"query": query, "start": str(start), "end": str(end), "step": str(step)}
-        url = f"{self.base_url}/api/v1/query_range"
+        return self._post("query_range", {"query": query, "start": str(start), "end": str(end), "step": str(step)})
+
+    def query(self, query: str, at: float) -> list[dict[str, object]]:
+        """An instant query evaluated at ``at`` (Unix seconds): the result vector."""
+        return self._post("query", {"query": query, "time": f"{at:.3f}"})
+
+    def _post(self, endpoint: str, params: dict[str, str]) -> list[dict[str, object]]:
+        query = params["query"]
+        url = f"{self.base_url}/api/v1/{endpoint}"
         shown = redact(url)  # errors and logs never carry the URL's credentials
         for attempt in range(self.retries + 1):
             problem: str
@@ -77,19 +91,28 @@ class PrometheusAPI:
                 problem = redact(f"cannot reach {shown}: {exc}")
             else:
                 if resp.status_code == 200:
-                    body = resp.json()
-                    if body.get("status") != "success":
-                        raise BackfillError(f"{shown} answered {body.get('errorType')}: {body.get('error')}")
-                    result: list[dict[str, object]] = body["data"]["result"]
+                    try:
+                        body = resp.json()
+                    except ValueError as exc:
+                        raise BackfillError(f"{shown} answered something that is not JSON", "malformed") from exc
+                    if not isinstance(body, dict) or body.get("status") != "success":
+                        error = body if not isinstance(body, dict) else f"{body.get('errorType')}: {body.get('error')}"
+                        raise BackfillError(f"{shown} answered {error}"[:500])
+                    try:
+                        result: list[dict[str, object]] = body["data"]["result"]
+                    except (KeyError, TypeError) as exc:
+                        raise BackfillError(f"{shown} answered without data.result", "malformed") from exc
                     return result
                 if resp.status_code in (401, 403):
                     raise BackfillError(f"{shown} refused the credentials (HTTP {resp.status_code}); "
                                         "check prometheus.bearer_token / basic auth")
                 if resp.status_code == 400 or resp.status_code == 422:
-                    raise BackfillError(f"{shown} rejected the query {query!r}: {resp.text[:300]}")
+                    shown_query = query if len(query) <= 300 else query[:300] + "…"
+                    raise BackfillError(f"{shown} rejected the query {shown_query!r}: {resp.text[:300]}")
                 problem = f"{shown} answered HTTP {resp.status_code}"
             if attempt == self.retries:
-                raise BackfillError(f"{problem} (gave up after {self.retries + 1} attempts)")
+                raise BackfillError(f"{problem} (gave up after {self.retries + 1} attempts)",
+                                    "unreachable" if problem.startswith("cannot reach") else "http_error")
             delay = self.backoff * 2**attempt * (0.5 + random.random())  # noqa: S311 - jitter, not crypto
             log.warning("%s; retrying in %.1fs", problem, delay)
             self.retried += 1
@@ -145,6 +168,38 @@ def backfill(store: Store, mapper: Mapper, api: PrometheusAPI, *, start: int, en
         stats.chunks += 1
         if progress is not None:
             progress(f"  backfilled up to {time.strftime('%Y-%m-%d %H:%M', time.gmtime(hi))} UTC "
+                     f"({stats.samples} samples)")
+    stats.rows_written += store.write(agg.close_all(), fill_only=True)
+    stats.retries = api.retried
+    return stats
+
+
+def backfill_fleet(store: Store, mapper: Mapper, api: PrometheusAPI, query: FleetQuery, *, start: int, end: int,
+                   chunk_seconds: int = 6 * 3600, progress: Callable[[str], None] | None = None) -> BackfillStats:
+    """Read ``[start, end]`` with the fleet query, one window per step (the live input's
+    query, at the live input's windows), and store it fill-only in whole local hours."""
+    step = query.window_seconds
+    if end <= start:
+        raise ValueError("backfill needs end > start")
+    start = start // step * step + step  # window ends, aligned as the live input's
+    agg = MinuteAggregator()
+    stats = BackfillStats(ingest=IngestStats())
+    for lo, hi in _chunks(start, end, step, chunk_seconds):
+        by_ts: dict[float, list[Sample]] = defaultdict(list)
+        for series in api.query_range(query.expr, lo, hi, step):
+            labels = dict(series["metric"])  # type: ignore[call-overload]
+            name = str(labels.pop("__name__", ""))
+            label_tuple = tuple(sorted((str(k), str(v)) for k, v in labels.items()))
+            for ts, value in series["values"]:  # type: ignore[attr-defined]
+                by_ts[float(ts)].append(Sample(name, label_tuple, float(value)))
+        for ts in sorted(by_ts):
+            agg.add_cells(fleet_cells(mapper, by_ts[ts], int(ts), step))
+            stats.samples += len(by_ts[ts])
+        upto = local_hour_start_at(int(hi), store.tz)
+        stats.rows_written += store.write(agg.close_before(upto), fill_only=True)
+        stats.chunks += 1
+        if progress is not None:
+            progress(f"  backfilled the fleet up to {time.strftime('%Y-%m-%d %H:%M', time.gmtime(hi))} UTC "
                      f"({stats.samples} samples)")
     stats.rows_written += store.write(agg.close_all(), fill_only=True)
     stats.retries = api.retried

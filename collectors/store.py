@@ -350,12 +350,20 @@ class Store:
         return [(minute, self._series_id(key), c.value, c.count, c.sum, _encode_buckets(c.buckets))
                 for minute, per_key in cells.items() for key, c in per_key.items() if self._finite(c, key)]
 
-    def journal(self, cells: OpenCells) -> None:
+    def journal(self, cells: OpenCells, meta: dict[str, str] | None = None) -> None:
         """Append cells of open minutes to the journal, committed when this returns (pushed
-        events, before the API acknowledges them)."""
+        events, before the API acknowledges them); ``meta`` is set in the same transaction
+        (the fleet input's cursor: what it has read is exactly what the journal holds)."""
         def body() -> None:
             self._w.executemany("INSERT INTO open_cell VALUES(?,?,?,?,?,?)", self._journal_rows(cells))
+            for key, value in (meta or {}).items():
+                self._set_meta(key, value)
         self._transaction("journal events in", body)
+
+    def meta(self, key: str) -> str | None:
+        """A value kept with the store (e.g. the fleet input's cursor)."""
+        with self._wlock:
+            return self._meta(key)
 
     def checkpoint(self, cells: OpenCells) -> None:
         """Replace the journal with the collector's open minutes (which hold every event

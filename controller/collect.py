@@ -228,6 +228,18 @@ class CollectStage:
         return parse_events(body, now=now, oldest=now - self.store.minute_retention,
                             max_cost=self.settings.api.max_event_cost)
 
+    def add_fleet(self, cells: dict[int, dict[SeriesKey, MinuteCell]], window_end: int, cursor_key: str) -> None:
+        """A fleet window's cells (:mod:`collectors.fleet`): journaled with the cursor past
+        ``window_end`` in one transaction (a restart reads on from there, neither twice nor
+        with a gap), then added to the open minutes."""
+        if self.journal:  # the cells come from the mapper: its label policy applied already
+            self.store.journal(cells, meta={cursor_key: str(window_end)})
+        self.aggregator.add_cells(cells)
+        at = float(window_end)
+        self._carried(self.mapper.last_present, at)
+        if cells:
+            self._seen(datetime.fromtimestamp(at, UTC))
+
     def add_events(self, batch: EventBatch, when: datetime) -> None:
         """Journal the batch's cells (committed when this returns: the API may acknowledge
         them) and add them to the open minutes. A store error leaves both unchanged."""

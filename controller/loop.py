@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry
 
 from collectors.events import EventBatch
 from collectors.exposition import Sample
+from collectors.fleet import fleet_cells
 from collectors.hour_of_week import slot
 from collectors.intervals import IngestStats
 from collectors.mapping import Mapper
@@ -151,6 +152,23 @@ class Controller:
         with self._lock:
             self.collect.add_events(batch, when)
         return batch
+
+    #: Store meta key of the fleet input's cursor: the end of the last window read.
+    FLEET_CURSOR = "fleet_window_end"
+
+    def ingest_fleet(self, samples: list[Sample], window_end: int, window_seconds: int) -> int:
+        """One window of the fleet query's result (increases summed over the router's
+        replicas, :mod:`collectors.fleet`); journaled with the fleet cursor. Returns the
+        series-minutes it fed."""
+        with self._lock:
+            cells = fleet_cells(self.collect.mapper, samples, window_end, window_seconds)
+            self.collect.add_fleet(cells, window_end, self.FLEET_CURSOR)
+        return sum(len(c) for c in cells.values())
+
+    def fleet_cursor(self) -> int | None:
+        """The end of the last fleet window read into the store (None: never)."""
+        raw = self.store.meta(self.FLEET_CURSOR)
+        return int(raw) if raw else None
 
     def invalidate_history(self) -> None:
         """Forget cached hourly history (after a backfill or import wrote older data), so the

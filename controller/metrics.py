@@ -3,7 +3,7 @@ stages increment them; the state gauges are built on each scrape by :mod:`contro
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["PUBLISH_RESULTS", "SCRAPE_RESULTS", "Metrics"]
 
@@ -30,9 +30,18 @@ class Metrics:
             "many series it has.", registry=registry
         )
         self.scrapes = Counter(
-            "diurnal_scrapes", "Scrapes of the router, by result (ok, unreachable, http_error, malformed).",
+            "diurnal_scrapes", "Scrapes of the router, or fleet queries (router.source prometheus), by result (ok, "
+            "unreachable, http_error, malformed, error).",
             ["result"], registry=registry,
         )
+        self.fleet_lag = Gauge(
+            "diurnal_fleet_lag_seconds", "router.source prometheus: how far behind now the newest window read ends "
+            "(prometheus.lag_seconds, the API's scrape interval and rule delay, plus up to a window).",
+            registry=registry)
+        self.fleet_query_seconds = Histogram(
+            "diurnal_fleet_query_duration_seconds", "router.source prometheus: one window's query (every series of the "
+            "fleet in one round trip).", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry)
         self.events = Counter(
             "diurnal_events", "Pushed per-request events, by result (accepted, rejected).", ["result"],
             registry=registry,

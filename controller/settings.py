@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextvars
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -127,12 +128,23 @@ class RouterSettings(_Group):
     bearer_token: SecretStr | None = Field(
         default=None, description="Bearer token sent to the router's /metrics, if it needs one."
     )
+    source: Literal["scrape", "prometheus"] = Field(
+        default="scrape",
+        description="Where live router data comes from: `scrape` reads `metrics_url` (one router); "
+        "`prometheus` queries `prometheus.url` each window for the router's series summed over all its "
+        "replicas (a fleet), with Prometheus' own reset and staleness handling.",
+    )
 
     @model_validator(mode="after")
     def _generic_needs_mapping(self) -> RouterSettings:
         if self.preset == "generic" and (self.mapping is None or "requests" not in self.mapping.counters):
             raise ValueError("preset `generic` needs router.mapping with at least counters.requests")
         return self
+
+
+_MATCHER = r'\s*[A-Za-z_][A-Za-z0-9_]*\s*(=|!=|=~|!~)\s*"(?:[^"\\]|\\.)*"\s*'
+#: A comma-separated list of PromQL label matchers (what goes between a selector's braces).
+_MATCHERS = rf"{_MATCHER}(,{_MATCHER})*,?\s*"
 
 
 class PrometheusSettings(_Group):
@@ -153,6 +165,34 @@ class PrometheusSettings(_Group):
     )
     timeout_seconds: float = Field(
         default=30.0, gt=0, description="Deadline of one whole query (each attempt). Measured in seconds.")
+    selector: str = Field(
+        default="", max_length=1000,
+        description="PromQL label matchers that pick the router's series out of everything the API holds, "
+        'e.g. `job="litellm", namespace="llm"` (router.source prometheus). Empty: every series of the '
+        "preset's metric names.")
+    window_seconds: int = Field(
+        default=60,
+        description="Each fleet query reads the increase over this window (router.source prometheus; "
+        "backfill then reads history with the same query at this step). A divisor of 60. Measured in seconds.")
+    lag_seconds: float = Field(
+        default=30.0, ge=0, le=3600,
+        description="How far behind now a window must end before it is read: the API's scrape interval plus "
+        "its rule and ingest delay (router.source prometheus). Measured in seconds.")
+
+    @field_validator("selector")
+    @classmethod
+    def _matchers(cls, value: str) -> str:
+        value = value.strip()
+        if value and not re.fullmatch(_MATCHERS, value):
+            raise ValueError('expected label matchers such as job="litellm", namespace=~"llm-.*" (no braces)')
+        return value
+
+    @field_validator("window_seconds")
+    @classmethod
+    def _divides_a_minute(cls, value: int) -> int:
+        if value <= 0 or 60 % value:
+            raise ValueError("must divide 60 (10, 15, 20, 30 or 60): windows are summed into minutes")
+        return value
 
     @model_validator(mode="after")
     def _auth_pair(self) -> PrometheusSettings:
@@ -586,6 +626,12 @@ class Settings(BaseSettings):
     control: ControlSettings = Field(default_factory=ControlSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+
+    @model_validator(mode="after")
+    def _fleet_needs_prometheus(self) -> Settings:
+        if self.router.source == "prometheus" and self.prometheus.url is None:
+            raise ValueError("router.source prometheus needs prometheus.url (the API to read the fleet from)")
+        return self
 
     @model_validator(mode="after")
     def _price_windows_exist_locally(self) -> Settings:

@@ -255,6 +255,7 @@ def _shared_unit(nodeid: str) -> str | None:
 #: The longest tests (a minute or so each on 2 cores): started first, so that the short ones
 #: fill the workers at the end. Only an order; a stale entry costs nothing.
 LONGEST_FIRST = (
+    "test_fleet_totals_through_prometheus_match_the_replicas_own_counters",
     "test_the_proxy_serves_by_diurnals_weights_moves_off_a_slow_deployment_and_reverts_without_diurnal",
     "test_backfill_from_promtool_blocks_matches_direct_ingest", "test_diurnal_run_against_the_simulated_router_over_http",
     "test_the_readme_picture_is_drawn_from_a_backfilled_prometheus", "test_dockerfile_install_steps_work_in_a_fresh_venv",

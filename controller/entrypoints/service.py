@@ -15,9 +15,17 @@ import httpx
 import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from collectors.backfill import BackfillStats, PrometheusAPI, backfill
-from collectors.errors import CollectorError, ExpositionError, ScrapeError
+from collectors.backfill import (
+    BackfillError,
+    BackfillStats,
+    PrometheusAPI,
+    backfill,
+    backfill_fleet,
+)
+from collectors.errors import CollectorError, ExpositionError, ScrapeError, StoreError
 from collectors.exposition import OPENMETRICS_CONTENT_TYPE
+from collectors.fleet import FleetQuery, vector_samples
+from collectors.hour_of_week import local_hour_start_at
 from collectors.redact import redact
 from controller.entrypoints.api import create_app
 from controller.entrypoints.tracing import setup_tracing
@@ -124,6 +132,83 @@ def schedule_prewarm(sched: BackgroundScheduler, controller: Controller) -> None
         sched.add_job(tick, "date", args=[controller, sched], run_date=at, id=jid, replace_existing=True)
 
 
+class FleetReader:
+    """router.source prometheus: reads each window of the fleet query (:mod:`collectors.fleet`)
+    once it ended ``prometheus.lag_seconds`` ago, in order, from where the store's cursor
+    says the last run stopped; at most ``max_windows`` per run, so a long outage is caught
+    up over several runs rather than in one long stall."""
+
+    def __init__(self, controller: Controller, api: PrometheusAPI, query: FleetQuery, settings: Settings, *,
+                 start: int, max_windows: int = 60) -> None:
+        self.controller = controller
+        self.api = api
+        self.query = query
+        self.lag = settings.prometheus.lag_seconds
+        self.next_end = start  # the end of the next window to read
+        self.max_windows = max_windows
+        self.closed = False
+        self.throttle = ErrorThrottle(f"fleet query of {redact(api.base_url)}")
+
+    def newest_end(self, now: float) -> int:
+        w = self.query.window_seconds
+        return int((now - self.lag) // w * w)
+
+    def read_once(self) -> int:
+        """Read the windows due; never raises. Returns how many were read."""
+        if self.closed:
+            return 0
+        m = self.controller.metrics
+        w = self.query.window_seconds
+        newest = self.newest_end(self.controller.clock_now().timestamp())
+        read = 0
+        while self.next_end <= newest and read < self.max_windows and not self.closed:
+            started = time.perf_counter()
+            try:
+                result = self.api.query(self.query.expr, self.next_end)
+            except BackfillError as exc:
+                m.scrapes.labels(exc.kind).inc()
+                self.throttle.failed(str(exc))
+                break
+            except Exception as exc:  # the loop must survive anything
+                if self.closed:
+                    break
+                m.scrapes.labels("error").inc()
+                log.exception("unexpected error while querying the fleet")
+                self.throttle.failed(repr(exc))
+                break
+            m.fleet_query_seconds.observe(time.perf_counter() - started)
+            try:
+                self.controller.ingest_fleet(vector_samples(result), self.next_end, w)
+            except StoreError as exc:  # not read: the same window again next run
+                self.throttle.failed(str(exc))
+                break
+            m.scrapes.labels("ok").inc()
+            self.throttle.succeeded()
+            self.next_end += w
+            read += 1
+        m.fleet_lag.set(max(0.0, self.controller.clock_now().timestamp() - (self.next_end - w)))
+        return read
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def fleet_start(controller: Controller, settings: Settings, *, catch_up_seconds: float = 24 * 3600) -> int:
+    """The end of the first window the fleet input reads: on from the store's cursor when
+    that is within ``catch_up_seconds``, else the first window of the current local hour
+    (backfill, with the same query, then ends where this begins: no seam, nothing twice)."""
+    w = settings.prometheus.window_seconds
+    now = controller.clock_now().timestamp() - settings.prometheus.lag_seconds
+    cursor = controller.fleet_cursor()
+    if cursor is not None and cursor >= now - catch_up_seconds:
+        return cursor + w
+    if cursor is not None:
+        log.warning("the fleet input stopped %.1f h ago, more than it catches up (%.0f h): the store has a gap "
+                    "before this hour", (now - cursor) / 3600, catch_up_seconds / 3600)
+    hour = local_hour_start_at(int(now), settings.timezone)
+    return hour + w
+
+
 def refit_when_due(controller: Controller) -> None:
     """Refit at each new local hour (off the tick, in the worker pool); never raises."""
     try:
@@ -133,7 +218,8 @@ def refit_when_due(controller: Controller) -> None:
         log.exception("refit failed; the forecasts in use are kept")
 
 
-def build_scheduler(controller: Controller, scraper: Scraper | None, settings: Settings) -> BackgroundScheduler:
+def build_scheduler(controller: Controller, scraper: Scraper | FleetReader | None,
+                    settings: Settings) -> BackgroundScheduler:
     sched = BackgroundScheduler(
         timezone=UTC,
         job_defaults={
@@ -143,9 +229,13 @@ def build_scheduler(controller: Controller, scraper: Scraper | None, settings: S
         },
     )
     start = controller.clock_now()
-    if scraper is not None:
+    if isinstance(scraper, Scraper):
         sched.add_job(scraper.scrape_once, "interval", seconds=settings.router.scrape_interval_seconds,
                       id="scrape", next_run_time=start)
+    elif isinstance(scraper, FleetReader):  # each window once it is due; checked as often as a scrape
+        sched.add_job(scraper.read_once, "interval", seconds=min(settings.router.scrape_interval_seconds,
+                                                                 settings.prometheus.window_seconds),
+                      id="fleet", next_run_time=start)
     sched.add_job(tick, "interval", args=[controller, sched], seconds=settings.control.tick_interval_seconds,
                   id="tick", next_run_time=start)
     # Checked every minute, runs when a local hour has started: refits take seconds to
@@ -202,7 +292,7 @@ def serve(controller: Controller, settings: Settings, *, stop: threading.Event |
         raise OSError(f"the API could not listen on {settings.api.host}:{settings.api.port} (see the log above)")
 
 
-def prometheus_api(settings: Settings, client: httpx.Client) -> PrometheusAPI:
+def prometheus_api(settings: Settings, client: httpx.Client, *, retries: int = 4) -> PrometheusAPI:
     p = settings.prometheus
     if p.url is None:
         raise ConfigError("prometheus.url is not set (DIURNAL_PROMETHEUS__URL); nothing to backfill from")
@@ -210,28 +300,39 @@ def prometheus_api(settings: Settings, client: httpx.Client) -> PrometheusAPI:
     if p.basic_auth_username is not None and p.basic_auth_password is not None:
         basic = (p.basic_auth_username, p.basic_auth_password.get_secret_value())
     token = p.bearer_token.get_secret_value() if p.bearer_token is not None else None
-    return PrometheusAPI(client, p.url, bearer_token=token, basic_auth=basic)
+    return PrometheusAPI(client, p.url, bearer_token=token, basic_auth=basic, retries=retries)
+
+
+def fleet_query(controller: Controller, settings: Settings) -> FleetQuery:
+    p = settings.prometheus
+    return FleetQuery.build(controller.mapper, p.selector, p.window_seconds)
 
 
 def run_backfill(controller: Controller, settings: Settings, *, weeks: float | None = None,
                  end: datetime | None = None, progress: Callable[[str], None] | None = None) -> BackfillStats:
-    """Backfill ``weeks`` of history up to ``end`` (default: now) into the controller's store."""
+    """Backfill ``weeks`` of history up to ``end`` (default: now) into the controller's store:
+    the raw series, as a scrape reads them, or with router.source prometheus the fleet query
+    the live input evaluates."""
     span = weeks if weeks is not None else settings.prometheus.backfill_weeks
     stop_at = end or controller.clock_now()
+    start, stop = int((stop_at - timedelta(weeks=span)).timestamp()), int(stop_at.timestamp())
     with bounded_client(settings.prometheus.timeout_seconds) as client:
         api = prometheus_api(settings, client)
-        stats = backfill(controller.store, controller.mapper, api,
-                         start=int((stop_at - timedelta(weeks=span)).timestamp()), end=int(stop_at.timestamp()),
-                         step=settings.prometheus.step_seconds, progress=progress)
+        if settings.router.source == "prometheus":
+            stats = backfill_fleet(controller.store, controller.mapper, api, fleet_query(controller, settings),
+                                   start=start, end=stop, progress=progress)
+        else:
+            stats = backfill(controller.store, controller.mapper, api, start=start, end=stop,
+                             step=settings.prometheus.step_seconds, progress=progress)
     controller.invalidate_history()
     log.info("backfill done: %d samples, %d minute rows stored, %d retries", stats.samples, stats.rows_written,
              stats.retries)
     return stats
 
 
-def _backfill_in_background(controller: Controller, settings: Settings) -> None:
+def _backfill_in_background(controller: Controller, settings: Settings, end: datetime | None = None) -> None:
     try:
-        run_backfill(controller, settings)
+        run_backfill(controller, settings, end=end)
     except (CollectorError, ConfigError) as exc:
         log.warning("backfill at start failed, continuing with what is stored: %s", exc)
     except Exception:
@@ -278,14 +379,26 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
     stop_tracing = setup_tracing(settings.tracing, package_version())
     controller = Controller.from_settings(settings, refit_in_step=False)
     url = settings.router.metrics_url
-    if url is None:
-        log.warning("router.metrics_url is not set: nothing will be scraped")
-    client = bounded_client(settings.router.scrape_timeout_seconds, follow_redirects=True)
-    scraper = Scraper(controller, client, url, settings) if url else None
-    sched = build_scheduler(controller, scraper, settings)
+    backfill_end: datetime | None = None
+    reader: Scraper | FleetReader | None = None
+    if settings.router.source == "prometheus":
+        client = bounded_client(settings.prometheus.timeout_seconds)
+        query = fleet_query(controller, settings)
+        start = fleet_start(controller, settings)
+        reader = FleetReader(controller, prometheus_api(settings, client, retries=1), query, settings, start=start)
+        backfill_end = datetime.fromtimestamp(start - query.window_seconds, UTC)  # where the live input begins
+        log.info("reading the router fleet from %s: %d metrics in one query per %ds window, %.0fs behind now, "
+                 "from %s", redact(settings.prometheus.url or ""), query.metrics, query.window_seconds,
+                 settings.prometheus.lag_seconds, datetime.fromtimestamp(start, UTC).isoformat())
+    else:
+        if url is None:
+            log.warning("router.metrics_url is not set: nothing will be scraped")
+        client = bounded_client(settings.router.scrape_timeout_seconds, follow_redirects=True)
+        reader = Scraper(controller, client, url, settings) if url else None
+    sched = build_scheduler(controller, reader, settings)
     sched.start()
     if settings.prometheus.url and settings.prometheus.backfill_weeks > 0:
-        threading.Thread(target=_backfill_in_background, args=(controller, settings), daemon=True,
+        threading.Thread(target=_backfill_in_background, args=(controller, settings, backfill_end), daemon=True,
                          name="backfill").start()
     log.info("diurnal running in %s mode; store at %s", settings.guardrails.mode, controller.store.path)
     try:
@@ -295,8 +408,8 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
         started = time.monotonic()
         sched.shutdown(wait=False)  # no new job; a scrape in flight ends by its own deadline
         controller.fit.refitter.close()  # a refit in flight gives up (its forecasts are kept)
-        if scraper is not None:
-            scraper.close()
+        if reader is not None:
+            reader.close()
         client.close()
         controller.close()  # waits for a tick in flight, then writes the open minutes
         stop_tracing()
