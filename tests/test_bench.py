@@ -41,3 +41,15 @@ def test_refit_benchmark_small(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "refit of 6 series x 8 weeks hourly (synthetic), 2 workers" in printed
     assert "failed fits: 0" in printed
     assert printed.count("budget p99 50 ms") == 3
+
+
+@pytest.mark.integration
+def test_fleet_benchmark_small() -> None:
+    """bench.fleet on two replicas: the fleet query answers the summed series in one round trip."""
+    from bench.fleet import run
+    from tests.conftest import need_binary
+
+    need_binary("prometheus")
+    r = run(replicas=2, fill_seconds=15, queries=3)
+    assert r["raw_series"] > r["fleet_series"] > 0 and r["query_terms"] == 18
+    assert r["fleet_query_median_ms"] > 0 and r["scrape_all_median_ms"] > 0
