@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -46,7 +47,7 @@ from controller.metrics import Metrics
 from controller.publish import PublishStage
 from controller.settings import Settings
 from controller.telemetry import StateCollector
-from policies import FALLBACK_CODES, Decision, PolicyConfig
+from policies import FALLBACK_CODES, Decision, PolicyConfig, Reason, ReasonCode
 
 __all__ = ["Clock", "Controller", "package_version"]
 
@@ -83,6 +84,9 @@ class Controller:
         (``diurnal backfill``): it must not replay or replace that run's journal of open
         minutes (see :mod:`controller.collect`)."""
         self.settings = settings
+        #: Whether this replica may act (publish, scale): with ``ha.enabled``, whether it holds
+        #: the Lease right now (the service sets it to its elector's ``is_leader``).
+        self.acting: Callable[[], bool] = lambda: True
         self.clock = clock
         self.store = store if store is not None else Store(settings.data_dir, tz=settings.timezone)
         self.registry = CollectorRegistry()
@@ -224,7 +228,14 @@ class Controller:
                     span.set_attribute("diurnal.decision.reasons", sorted({r.code for r in decided.decision.reasons}))
                     span.set_attribute("diurnal.providers", len(decided.view.providers))
                 with _tracer.start_as_current_span("publish") as span:
-                    changed = self.publish.run(decided)
+                    acting = self.acting()
+                    if not acting:
+                        decided = replace(decided, decision=replace(decided.decision, reasons=(
+                            *decided.decision.reasons, Reason("actuators", ReasonCode.NotLeader,
+                                                              "another replica holds the lease and acts; this one "
+                                                              "serves the decision it computes and acts on nothing"))))
+                    self.metrics.leader.set(1.0 if acting else 0.0)
+                    changed = self.publish.run(decided, acting)
                     span.set_attribute("diurnal.decision.changed", changed)
                     span.set_attribute("diurnal.publishers",
                                        [p.name for p in self.publish.publishers] if mode == "act" else [])

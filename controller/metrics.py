@@ -34,6 +34,10 @@ class Metrics:
             "unreachable, http_error, malformed, error).",
             ["result"], registry=registry,
         )
+        self.leader = Gauge(
+            "diurnal_leader", "1 while this replica acts (publishes, writes the decision file, scales); 0 while "
+            "another holds the Lease (ha.enabled).", registry=registry)
+        self.leader.set(1.0)
         self.fleet_lag = Gauge(
             "diurnal_fleet_lag_seconds", "router.source prometheus: how far behind now the newest window read ends "
             "(prometheus.lag_seconds, the API's scrape interval and rule delay, plus up to a window).",

@@ -87,9 +87,12 @@ class PublishStage:
                                        owned=frozenset(a.name for a in settings.policy.prewarm if a.scale_in))
         self.decision: Decision | None = None
         self.etag: str | None = None
+        self._pushed: str | None = None  # the ETag last pushed by this replica
 
-    def run(self, decided: Decided) -> bool:
-        """Make the decision current; push it if it changed. Returns whether it changed."""
+    def run(self, decided: Decided, acting: bool = True) -> bool:
+        """Make the decision current; push it if it changed. Returns whether it changed.
+        ``acting`` False (another replica holds the Lease): nothing is pushed or scaled; the
+        decision is still served and audited here."""
         decision, view = decided.decision, decided.view
         self.decision = decision
         body = decision_body(decision)
@@ -114,15 +117,19 @@ class PublishStage:
                     "overrides": [o.id for o in decided.overrides],
                 },
             })
-            if decision.mode == "act":  # observe mode pushes nothing
+        if decision.mode == "act" and acting:  # observe mode pushes nothing; nor does a follower
+            if etag != self._pushed:  # new, or in force when this replica took the lease
                 for pub in self.publishers:
                     pub.publish(body, etag)
-        elif decision.mode == "act":  # unchanged: sent again only where it was given up on
-            for pub in self.publishers:
-                if pub.retry_due(etag):
-                    pub.publish(body, etag)
+                self._pushed = etag
+            else:  # unchanged: sent again only where it was given up on
+                for pub in self.publishers:
+                    if pub.retry_due(etag):
+                        pub.publish(body, etag)
+        else:  # observe mode, or a follower: what is in force is pushed once it acts again
+            self._pushed = None
         self.etag = etag
-        if decision.mode == "act":  # each tick: it acts only on a changed amount, and retries a failed one
+        if decision.mode == "act" and acting:  # each tick: it acts only on a changed amount, and retries a failed one
             self.prewarm.submit(decision.prewarm, decision.at)
         for r in decision.reasons:
             self.metrics.decision_reasons.labels(r.knob.split("/", 1)[0], r.code).inc()

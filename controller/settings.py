@@ -578,6 +578,35 @@ class PublishSettings(_Group):
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
 
 
+class HaSettings(_Group):
+    """Two or more replicas: every one reads, forecasts and serves the API; only the holder of
+    a Kubernetes Lease acts (publishers, the decision file, prewarm). The Kubernetes API is
+    reached as `publish.kubernetes` says."""
+
+    enabled: bool = Field(default=False, description="Elect one acting replica through a Lease.")
+    lease_name: str = Field(default="diurnal", min_length=1, max_length=253, description="Name of the Lease.")
+    namespace: str | None = Field(
+        default=None, description="Namespace of the Lease. Unset: the pod's (POD_NAMESPACE, else the "
+                                  "service account's namespace file).")
+    identity: str | None = Field(
+        default=None, description="This replica's name in the Lease. Unset: POD_NAME, else the host name.")
+    lease_duration_seconds: float = Field(
+        default=15.0, gt=0, description="How long a lease outlives its last renewal for the other replicas. "
+                                        "Measured in seconds.")
+    renew_deadline_seconds: float = Field(
+        default=10.0, gt=0, description="A leader that could not renew for this long stops acting (less than "
+                                        "the lease duration: it stops before another can take over). Measured "
+                                        "in seconds.")
+    retry_period_seconds: float = Field(
+        default=2.0, gt=0, description="How often the lease is renewed, or tried for. Measured in seconds.")
+
+    @model_validator(mode="after")
+    def _nested(self) -> HaSettings:
+        if not self.retry_period_seconds < self.renew_deadline_seconds < self.lease_duration_seconds:
+            raise ValueError("need retry_period_seconds < renew_deadline_seconds < lease_duration_seconds")
+        return self
+
+
 class TracingSettings(_Group):
     """OpenTelemetry traces of the control loop: one span per cycle (collect, fit, decide,
     publish). Off unless an endpoint is set."""
@@ -626,6 +655,7 @@ class Settings(BaseSettings):
     control: ControlSettings = Field(default_factory=ControlSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    ha: HaSettings = Field(default_factory=HaSettings)
 
     @model_validator(mode="after")
     def _fleet_needs_prometheus(self) -> Settings:

@@ -62,6 +62,8 @@ class ReasonCode(StrEnum):
     StepLimited = "StepLimited"
     ManualOverride = "ManualOverride"
     ObserveMode = "ObserveMode"
+    # High availability (knob ``actuators``): another replica holds the Lease and acts.
+    NotLeader = "NotLeader"
     # Routing thresholds (knobs ``thresholds/<route>``, ``…/score``, ``…/segments``).
     BaselineFraction = "BaselineFraction"
     NoLoadData = "NoLoadData"

@@ -198,6 +198,7 @@ EXPORTS = {
     "controller.forecast": ["DEFAULT_COVERAGE", "MIN_HISTORY", "WEEKLY_HISTORY", "Fit", "ForecastError", "Selection",
                             "fit", "forecast", "gate", "wall_clock_seconds"],
     "controller.actuators": ["AuditLog", "FilePublisher", "KubernetesError", "KubernetesScaler", "LatestWins",
+                             "LeaderElector", "LeaseClient", "LeaseConflict", "LeaseError", "LeaseRecord",
                              "OverrideStore", "PrewarmExecutor", "Publisher", "ReplicaScaler", "WebhookPublisher",
                              "atomic_write", "build_publishers", "litellm_config"],
     "controller.entrypoints": [],
@@ -243,12 +244,12 @@ def test_every_error_is_a_diurnal_error() -> None:
         ScrapeError,
         StoreError,
     )
-    from controller.actuators import KubernetesError
+    from controller.actuators import KubernetesError, LeaseError
     from controller.forecast import ForecastError
     from controller.forecast.refit import RefitTimeout
 
     for err in (BackfillError, CsvImportError, ConfigError, ExpositionError, NotReadyError, ScrapeError, StoreError,
-                KubernetesError, ForecastError, RefitTimeout):
+                KubernetesError, LeaseError, ForecastError, RefitTimeout):
         assert issubclass(err, DiurnalError), err
     with pytest.raises(DiurnalError):
         from collectors.exposition import parse_exposition

@@ -1,10 +1,18 @@
 """Actuators: what touches the world outside the process. Decision publishers (file,
-webhook), the prewarm executor and its Kubernetes scale client, the manual-override store and
-the audit log. Each is driven by the loop's publish stage (or the API, for overrides) and
+webhook), the prewarm executor and its Kubernetes scale client, the Lease that elects the one
+replica that acts (``lease``), the manual-override store and the audit log; and the hook a
+LiteLLM proxy loads (``litellm_hook``, a file that stands alone, not imported here). Each is driven by the loop's publish stage (or the API, for overrides) and
 never blocks a tick: network calls run on background threads, files are written atomically."""
 
 from controller.actuators.atomic import atomic_write
 from controller.actuators.audit import AuditLog
+from controller.actuators.lease import (
+    LeaderElector,
+    LeaseClient,
+    LeaseConflict,
+    LeaseError,
+    LeaseRecord,
+)
 from controller.actuators.overrides import OverrideStore
 from controller.actuators.prewarm import (
     KubernetesError,
@@ -27,6 +35,11 @@ __all__ = [
     "KubernetesError",
     "KubernetesScaler",
     "LatestWins",
+    "LeaderElector",
+    "LeaseClient",
+    "LeaseConflict",
+    "LeaseError",
+    "LeaseRecord",
     "OverrideStore",
     "PrewarmExecutor",
     "Publisher",

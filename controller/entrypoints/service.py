@@ -6,6 +6,8 @@ import contextlib
 import logging
 import os
 import signal
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +29,7 @@ from collectors.exposition import OPENMETRICS_CONTENT_TYPE
 from collectors.fleet import FleetQuery, vector_samples
 from collectors.hour_of_week import local_hour_start_at
 from collectors.redact import redact
+from controller.actuators import LeaderElector, LeaseClient
 from controller.entrypoints.api import create_app
 from controller.entrypoints.tracing import setup_tracing
 from controller.errors import ConfigError, ErrorThrottle, RepeatFilter
@@ -209,6 +212,32 @@ def fleet_start(controller: Controller, settings: Settings, *, catch_up_seconds:
     return hour + w
 
 
+def leader_elector(settings: Settings) -> LeaderElector:
+    """The elector ``ha`` asks for, on the Kubernetes API ``publish.kubernetes`` names (else
+    the in-cluster one) with the pod's service account."""
+    ha, k = settings.ha, settings.publish.kubernetes
+    api_url = k.api_url
+    if not api_url:
+        host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        if not host:
+            raise ConfigError("ha.enabled needs the Kubernetes API: not in a cluster (KUBERNETES_SERVICE_HOST "
+                              "unset) and publish.kubernetes.api_url is not set")
+        api_url = f"https://{host}:{port}"
+    namespace = ha.namespace or os.environ.get("POD_NAMESPACE")
+    if not namespace:
+        ns_file = k.token_path.parent / "namespace"
+        try:
+            namespace = ns_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"ha.namespace is not set, nor POD_NAMESPACE, and {ns_file} cannot be read") from exc
+    identity = ha.identity or os.environ.get("POD_NAME") or socket.gethostname()
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(k.ca_path)) if k.ca_path.exists() else True
+    client = LeaseClient(api_url, namespace, ha.lease_name, k.token_path,
+                         timeout=min(k.timeout_seconds, ha.retry_period_seconds), verify=verify)
+    return LeaderElector(client, identity, lease_duration=ha.lease_duration_seconds,
+                         renew_deadline=ha.renew_deadline_seconds, retry_period=ha.retry_period_seconds)
+
+
 def refit_when_due(controller: Controller) -> None:
     """Refit at each new local hour (off the tick, in the worker pool); never raises."""
     try:
@@ -378,6 +407,11 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
     deadline = ShutdownDeadline(settings.control.shutdown_seconds)
     stop_tracing = setup_tracing(settings.tracing, package_version())
     controller = Controller.from_settings(settings, refit_in_step=False)
+    elector = leader_elector(settings).start() if settings.ha.enabled else None
+    if elector is not None:
+        controller.acting = elector.is_leader
+        log.info("high availability: replica %s campaigns for the lease %s/%s; only its holder acts",
+                 elector.identity, elector.client.namespace, elector.client.name)
     url = settings.router.metrics_url
     backfill_end: datetime | None = None
     reader: Scraper | FleetReader | None = None
@@ -410,6 +444,8 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
         controller.fit.refitter.close()  # a refit in flight gives up (its forecasts are kept)
         if reader is not None:
             reader.close()
+        if elector is not None:
+            elector.stop(release=True)  # another replica acts at once, without waiting out the lease
         client.close()
         controller.close()  # waits for a tick in flight, then writes the open minutes
         stop_tracing()
