@@ -181,3 +181,29 @@ def test_settings_for_the_fleet_fail_at_start_naming_the_field() -> None:
 def test_sample_values_pass_through_exactly() -> None:
     [s] = vector_samples([vector("x", {"b": "2", "a": "1"}, 3.25)])
     assert s == Sample("x", (("a", "1"), ("b", "2")), 3.25)
+
+
+def test_prometheus_down_reverts_to_the_baseline_through_staleness(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from controller import ReasonCode
+
+    settings = load_settings(data_dir=str(tmp_path / "data"), router={"source": "prometheus"},
+                             prometheus={"url": "http://prometheus:9090", "lag_seconds": 30},
+                             guardrails={"mode": "act", "stale_after_seconds": 180},
+                             policy={"providers": {"openai": {"baseline_weight": 1.0}}})
+    clock = Clock(T0)
+    ctl = Controller.from_settings(settings, clock=clock)
+    api = FakeAPI()
+    reader = FleetReader(ctl, api, FleetQuery.build(ctl.mapper), settings,  # type: ignore[arg-type]
+                         start=int(T0.timestamp()) - 240)
+    reader.read_once()
+    assert not [r for r in ctl.step().reasons if r.code == ReasonCode.StaleInputs]
+    api.down = True
+    for minutes in range(1, 6):  # the loop goes on; the data ages
+        clock.at = T0 + timedelta(minutes=minutes)
+        reader.read_once()
+        decision = ctl.step()
+    assert [r for r in decision.reasons if r.code == ReasonCode.StaleInputs]
+    assert ctl.registry.get_sample_value("diurnal_fleet_lag_seconds") > 180
+    ctl.close()

@@ -175,3 +175,47 @@ def test_ha_settings_nest_and_fail_naming_the_field() -> None:
 
     with pytest.raises(ConfigError, match="retry_period_seconds < renew_deadline_seconds < lease_duration_seconds"):
         load_settings(ha={"enabled": True, "lease_duration_seconds": 10, "renew_deadline_seconds": 12})
+
+
+@pytest.mark.timeout(180)
+def test_two_diurnal_run_processes_elect_one_actor_and_the_other_takes_over_after_sigkill(tmp_path: Path) -> None:
+    """The service wiring: two real `diurnal run` with ha.enabled against the Lease API."""
+    from bench.sidecar import Sidecar
+
+    def config(name: str) -> str:
+        token = tmp_path / f"token-{name}"
+        token.write_text(f"token-{name}")
+        return ("guardrails:\n  mode: act\n"
+                f"publish:\n  file:\n    path: {tmp_path / name / 'decision.json'}\n"
+                f"  kubernetes:\n    api_url: {api.url}\n    token_path: {token}\n    timeout_seconds: 0.5\n"
+                f"ha:\n  enabled: true\n  namespace: llm\n  identity: {name}\n  lease_duration_seconds: 3\n"
+                "  renew_deadline_seconds: 2\n  retry_period_seconds: 0.5\n"
+                "control:\n  tick_interval_seconds: 0.5\n"
+                "policy:\n  providers:\n    openai: {baseline_weight: 0.5}\n    anthropic: {baseline_weight: 0.5}\n")
+
+    with LeaseAPI() as api:
+        sidecars = {}
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            sidecars[name] = Sidecar(tmp_path / name, config(name)).start()
+        try:
+            def leaders() -> list[str]:
+                return [n for n, sc in sidecars.items() if sc.alive() and sc.metric("diurnal_leader") == 1]
+
+            wait_for(lambda: len(leaders()) == 1, 30)
+            [first] = leaders()
+            other = "b" if first == "a" else "a"
+            time.sleep(1.5)
+            assert leaders() == [first]
+            assert (tmp_path / first / "decision.json").exists()
+            assert not (tmp_path / other / "decision.json").exists()  # the follower writes nothing
+            follower = sidecars[other].get("/v1/decision").json()
+            assert any(r["code"] == "NotLeader" for r in follower["reasons"])
+            sidecars[first].kill()
+            took = wait_for(lambda: leaders() == [other], 15)
+            assert (tmp_path / other / "decision.json").exists()  # the decision in force, pushed at once
+            print(f"\nSIGKILL of the acting diurnal: {other} acts {took:.1f}s later")
+        finally:
+            for sc in sidecars.values():
+                if sc.alive():
+                    sc.stop()
