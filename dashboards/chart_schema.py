@@ -48,7 +48,8 @@ def values_schema() -> dict[str, Any]:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "diurnal chart values",
         **_obj({
-            "mode": {"enum": ["standalone", "sidecar"], "description": "Deployment shape."},
+            "mode": {"enum": ["standalone", "sidecar", "fleet"], "description": "Deployment shape."},
+            "fleet": _obj({"replicas": _int("Replicas in mode fleet.", 2, 10)}),
             "nameOverride": _str("Overrides the chart name."),
             "fullnameOverride": _str("Overrides the full name.", maxLength=63),
             "image": _obj({
@@ -118,5 +119,13 @@ def values_schema() -> dict[str, Any]:
             "podAnnotations": _MAP,
             "podLabels": _MAP,
         }, required=["mode", "image", "config"]),
+        # mode fleet reads the router fleet from Prometheus, and each replica keeps its own store
+        "allOf": [{
+            "if": {"properties": {"mode": {"const": "fleet"}}, "required": ["mode"]},
+            "then": {"properties": {
+                "config": {"required": ["prometheus"], "properties": {"prometheus": {"required": ["url"]}}},
+                "persistence": {"properties": {"enabled": {"const": False}}},
+            }},
+        }],
         "$defs": defs,
     }

@@ -75,7 +75,7 @@ def test_lint_is_clean_in_strict_mode(values: Path | None) -> None:
 
 def test_every_mode_has_a_ci_scenario() -> None:
     modes = {scenario(p)["mode"] for p in SCENARIOS}
-    assert modes == {"standalone", "sidecar"}
+    assert modes == {"standalone", "sidecar", "fleet"}
     assert any(scenario(p).get("persistence", {}).get("enabled") for p in SCENARIOS)
 
 
@@ -314,6 +314,45 @@ def test_the_litellm_hook_configmap_holds_the_hook_as_diurnal_ships_it() -> None
     assert hook["kind"] == "ConfigMap" and hook["metadata"]["name"] == "diurnal-litellm-hook"
     assert hook["data"]["diurnal_litellm.py"] == Path(litellm_hook.__file__).read_text().rstrip("\n")
     assert not render()["litellm-hook.yaml"]  # off by default
+
+
+def test_fleet_mode_runs_two_replicas_one_acting_through_a_lease(tmp_path: Path) -> None:
+    objects = render(scenario(CHART / "ci" / "fleet-values.yaml"))
+    deploy = one(objects, "Deployment")
+    spec = deploy["spec"]
+    assert spec["replicas"] == 2 and spec["strategy"]["type"] == "RollingUpdate"
+    assert {c["topologyKey"] for c in spec["template"]["spec"]["topologySpreadConstraints"]} == {
+        "topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+    assert spec["template"]["spec"]["automountServiceAccountToken"] is True
+    env = {e["name"]: e for e in spec["template"]["spec"]["containers"][0]["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    pdb = one(objects, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    roles = [o for o in objects["rbac.yaml"] if o["kind"] == "Role"]
+    [lease] = [r for r in roles if r["metadata"]["name"].endswith("-lease")]
+    assert {(tuple(r["resources"]), tuple(r["verbs"])) for r in lease["rules"]} == {
+        (("leases",), ("create",)), (("leases",), ("get", "update"))}
+    assert "namespace" not in lease["metadata"]  # the release's namespace only
+    [config_map] = [o for o in objects["configmap.yaml"] if o["kind"] == "ConfigMap"]
+    config_file = tmp_path / "diurnal.yaml"
+    config_file.write_text(config_map["data"]["diurnal.yaml"])
+    settings = load_settings(config_file)
+    assert settings.ha.enabled and settings.ha.namespace == "llm" and settings.ha.lease_name == "diurnal"
+    assert settings.router.source == "prometheus"
+    assert one(objects, "Service") and one(objects, "ServiceMonitor")
+    # the other modes keep their shape
+    assert one(render(scenario(CHART / "ci" / "standalone-values.yaml")), "Deployment")["spec"]["replicas"] == 1
+    assert not render()["pdb.yaml"]
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"mode": "fleet", "config": {}}, "prometheus"),
+    ({"mode": "fleet", "config": {"prometheus": {"url": "http://p:9090"}}, "persistence": {"enabled": True}},
+     "enabled"),
+])
+def test_fleet_mode_needs_prometheus_and_no_shared_volume(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(Exception, match=message):
+        render(values)
 
 
 def test_persistence_uses_a_claim_with_recreate_and_one_replica() -> None:

@@ -51,7 +51,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* Whether the pod needs the Kubernetes API (and so a service-account token). */}}
 {{- define "diurnal.needsApi" -}}
-{{- if .Values.rbac.scale.enabled }}true{{ end }}
+{{- if or .Values.rbac.scale.enabled (eq .Values.mode "fleet") }}true{{ end }}
 {{- end }}
 
 {{/* diurnal's settings file: the user's config with what the chart owns set over it. */}}
@@ -64,6 +64,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $file := dict "path" (printf "%s/%s" .Values.sidecar.decisionFile.mountPath .Values.sidecar.decisionFile.fileName) "shape" .Values.sidecar.decisionFile.shape "format" (ternary "json" "yaml" (hasSuffix ".json" .Values.sidecar.decisionFile.fileName)) }}
 {{- $_ := set $owned "publish" (dict "file" $file) }}
 {{- end }}
+{{- end }}
+{{- if eq .Values.mode "fleet" }}
+{{- $_ := set $owned "ha" (dict "enabled" true "namespace" .Release.Namespace "lease_name" (include "diurnal.fullname" .)) }}
+{{- $_ := set $owned "router" (dict "source" "prometheus") }}
 {{- end }}
 {{- toYaml (mustMergeOverwrite $config $owned) }}
 {{- end }}
@@ -89,9 +93,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
       valueFrom: {secretKeyRef: {name: {{ include "diurnal.secretName" . }}, key: router-bearer-token, optional: true}}
     - name: MPLCONFIGDIR
       value: /tmp/matplotlib
-    {{- if eq .Values.mode "standalone" }}
+    {{- if or (eq .Values.mode "standalone") (eq .Values.mode "fleet") }}
     - name: DIURNAL_CONTROL__SHUTDOWN_SECONDS
       value: {{ sub .Values.terminationGracePeriodSeconds 10 | quote }}
+    {{- end }}
+    {{- if eq .Values.mode "fleet" }}
+    - name: POD_NAME  # this replica's name in the Lease
+      valueFrom: {fieldRef: {fieldPath: metadata.name}}
     {{- end }}
     {{- with .Values.extraEnv }}
     {{- toYaml . | nindent 4 }}
