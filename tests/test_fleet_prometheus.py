@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from bench.sidecar import free_port
+from collectors.backfill import backfill_fleet
 from collectors.exposition import parse_exposition
 from collectors.fleet import FleetQuery
 from controller import Controller, load_settings
@@ -161,9 +162,19 @@ def test_fleet_totals_through_prometheus_match_the_replicas_own_counters(
     seen = sum(p.value for p in fleet.store.counters("requests", 0, 2**40))
     one.flush()
     one_seen = sum(p.value for p in one.store.counters("requests", 0, 2**40))
+    # Backfill evaluates the same expression at the same window ends: the same history, no seam.
+    history = Controller.from_settings(load_settings(
+        data_dir=str(tmp_path / "history"), timezone=spec.tz, router={"source": "prometheus"},
+        prometheus={"url": prometheus.url, "selector": selector, "window_seconds": WINDOW}))
+    with httpx.Client(timeout=30) as client:
+        backfill_fleet(history.store, history.mapper, prometheus_api(settings, client),
+                       FleetQuery.build(history.mapper, selector, WINDOW), start=t0, end=t1)
+    backfilled = sum(p.value for p in history.store.counters("requests", 0, 2**40))
+    history.close()
     print(f"\nfleet requests over {t1 - t0}s: replicas' own counters {expected:.0f}, diurnal through Prometheus "
-          f"{seen:.0f} ({seen / expected - 1:+.2%}); scrape-mode diurnal on one replica {one_seen:.0f} "
-          f"({one_seen / seen:.1%} of the fleet)")
+          f"{seen:.0f} ({seen / expected - 1:+.2%}), backfilled afterwards {backfilled:.0f}; scrape-mode diurnal "
+          f"on one replica {one_seen:.0f} ({one_seen / seen:.1%} of the fleet)")
+    assert backfilled == pytest.approx(seen, rel=1e-6)
     assert seen == pytest.approx(expected, rel=0.01)
     assert own1[ports[0]] - own0[ports[0]] == pytest.approx(one_seen, rel=0.05)
     assert 0.15 < one_seen / seen < 0.45  # about 1/N of 3 to 4 replicas
