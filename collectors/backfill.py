@@ -140,13 +140,15 @@ def _chunks(start: int, end: int, step: int, chunk_seconds: int) -> Iterator[tup
 
 
 def backfill(store: Store, mapper: Mapper, api: PrometheusAPI, *, start: int, end: int, step: int = 60,
-             chunk_seconds: int = 6 * 3600, progress: Callable[[str], None] | None = None) -> BackfillStats:
-    """Read ``[start, end]`` at ``step`` seconds and store it like scraped data (fill-only)."""
+             chunk_seconds: int = 6 * 3600, progress: Callable[[str], None] | None = None,
+             selector: str = "") -> BackfillStats:
+    """Read ``[start, end]`` at ``step`` seconds and store it like scraped data (fill-only).
+    ``selector`` (PromQL label matchers, ``prometheus.selector``) picks the router's series."""
     if step <= 0 or end <= start:
         raise ValueError("backfill needs step > 0 and end > start")
     start = start // step * step  # step-aligned, so repeated backfills read the same instants
     names = _metric_names(mapper)
-    query = '{__name__=~"' + "|".join(names) + '"}'
+    query = '{__name__=~"' + "|".join(names) + '"' + (f", {selector}" if selector else "") + "}"
     agg = MinuteAggregator()
     stats = BackfillStats(ingest=IngestStats())
     assert stats.ingest is not None

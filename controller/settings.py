@@ -168,8 +168,8 @@ class PrometheusSettings(_Group):
     selector: str = Field(
         default="", max_length=1000,
         description="PromQL label matchers that pick the router's series out of everything the API holds, "
-        'e.g. `job="litellm", namespace="llm"` (router.source prometheus). Empty: every series of the '
-        "preset's metric names.")
+        'e.g. `job="litellm", namespace="llm"` (the fleet input and every backfill). Empty: every series of '
+        "the preset's metric names.")
     window_seconds: int = Field(
         default=60,
         description="Each fleet query reads the increase over this window (router.source prometheus; "

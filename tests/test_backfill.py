@@ -243,8 +243,9 @@ def test_prometheus_scrapes_the_router_and_backfill_matches_direct_scrape(tmp_pa
     direct.flush()
     backfilled = Store(tmp_path / "backfilled", tz=TZ)
     with httpx.Client(timeout=60) as client:
+        # the shared Prometheus also scrapes other tests' routers: this one's series only
         backfill(backfilled, Mapper(LITELLM, spec.model_providers()), PrometheusAPI(client, prometheus.url),
-                 start=int(first) - 60, end=int(last) + 60, step=1)
+                 start=int(first) - 60, end=int(last) + 60, step=1, selector=f'instance="{target}"')
     lo, hi = int(first) - 7200, int(last) + 7200
     for counter in ("requests", "spend", "cache_hits", "errors_429"):
         d = sum(p.value for p in direct.store.hour_counters(counter, lo, hi))

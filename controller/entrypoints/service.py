@@ -352,7 +352,8 @@ def run_backfill(controller: Controller, settings: Settings, *, weeks: float | N
                                    start=start, end=stop, progress=progress)
         else:
             stats = backfill(controller.store, controller.mapper, api, start=start, end=stop,
-                             step=settings.prometheus.step_seconds, progress=progress)
+                             step=settings.prometheus.step_seconds, progress=progress,
+                             selector=settings.prometheus.selector)
     controller.invalidate_history()
     log.info("backfill done: %d samples, %d minute rows stored, %d retries", stats.samples, stats.rows_written,
              stats.retries)
