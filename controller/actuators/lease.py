@@ -193,11 +193,11 @@ class LeaderElector:
             if self._on_change is not None:
                 self._on_change(True)
 
-    def _lost(self, why: str) -> None:
+    def _lost(self, why: str, level: int = logging.WARNING) -> None:
         with self._lock:
             was, self._leading = self._leading, False
         if was:
-            log.warning("this replica (%s) stopped acting: %s", self.identity, why)
+            log.log(level, "this replica (%s) stopped acting: %s", self.identity, why)
             if self._on_change is not None:
                 self._on_change(False)
 
@@ -236,7 +236,7 @@ class LeaderElector:
         if self._thread is not None:
             self._thread.join(timeout=self.retry_period + 5)
         was_leader = self.is_leader()
-        self._lost("stopping")
+        self._lost("shutting down", logging.INFO)
         if release and was_leader and self._observed is not None:
             try:
                 self.client.update(replace(self._observed, holder="", renew_time=_micro(self._wall())))
