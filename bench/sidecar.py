@@ -5,6 +5,7 @@ restarted on the same data dir."""
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -22,10 +23,31 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 
 
+#: Ports handed out for servers that bind later: below the kernel's ephemeral range
+#: (net.ipv4.ip_local_port_range, 32768-60999 by default), from which every ``bind(0)``
+#: server and every outgoing connection takes its port. A port picked from that range stays
+#: free until its server binds it (a process may take seconds to start), and a server bound
+#: to port 0 meanwhile can be given it.
+_PORTS = (15000, 32000)
+_handed: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port that is free now and outside the ephemeral range (not handed out twice
+    by this process)."""
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(*_PORTS)
+        if port in _handed:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed.add(port)
+        return port
+    raise RuntimeError(f"no free port in {_PORTS[0]}-{_PORTS[1]}")
 
 
 class Sidecar:

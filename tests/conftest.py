@@ -8,7 +8,6 @@ import fcntl
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bench.sidecar import free_port
 from controller.entrypoints.demo import demo_settings
 from controller.loop import Controller
 from controller.settings import Settings
@@ -56,12 +56,6 @@ def need_real_data(path: Path) -> Path:
     """A file or folder of ../shared/data/real (never copied into the repo)."""
     need(path.exists(), f"{path} is not here (../shared/data/real beside the checkout)")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_http(url: str, timeout: float = 30.0, ok: tuple[int, ...] = (200,)) -> None:

@@ -105,7 +105,9 @@ def test_fleet_totals_through_prometheus_match_the_replicas_own_counters(
     fleet = Controller.from_settings(settings)
     one = Controller.from_settings(load_settings(data_dir=str(tmp_path / "one"), timezone=spec.tz))
     replicas = [Replica(spec, seed, sim_start, ports[seed]) for seed in range(3)]
+    fourth = Replica(spec, 3, sim_start, ports[3], running=False)  # bound now, discovered later
     with contextlib.ExitStack() as stack:
+        stack.callback(fourth.stop)
         for r in replicas:
             stack.enter_context(prometheus.scraping(r.target))
             stack.callback(r.stop)
@@ -141,8 +143,7 @@ def test_fleet_totals_through_prometheus_match_the_replicas_own_counters(
                 restarted = True
             if added is None and now >= t0 + 9 * WINDOW:
                 # a fourth replica: discovered, scraped at zero, then serving
-                added = Replica(spec, 3, replicas[0].clock(), ports[3], running=False)
-                stack.callback(added.stop)
+                added = fourth
                 stack.enter_context(prometheus.scraping(added.target))
                 wait_scraped(prometheus, added.target, 0.0)
                 added.clock.resume()
