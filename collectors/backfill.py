@@ -21,7 +21,7 @@ import httpx
 
 from collectors.errors import CollectorError
 from collectors.exposition import Sample
-from collectors.fleet import FleetQuery, fleet_cells
+from collectors.fleet import FleetQuery, fleet_cells, series_identity
 from collectors.hour_of_week import local_hour_start_at
 from collectors.intervals import IngestStats, MinuteAggregator
 from collectors.mapping import Mapper
@@ -139,40 +139,53 @@ def _chunks(start: int, end: int, step: int, chunk_seconds: int) -> Iterator[tup
         t += size
 
 
+def _replay(store: Store, api: PrometheusAPI, query: str, *, start: int, end: int, step: int, chunk_seconds: int,
+            feed: Callable[[MinuteAggregator, list[Sample], float], None], what: str,
+            progress: Callable[[str], None] | None) -> BackfillStats:
+    """Evaluate ``query`` over ``[start, end]`` at ``step`` in chunks, hand each timestamp's
+    samples to ``feed`` in time order, and store whole local hours fill-only (an hour that has
+    any data is skipped, so nothing is counted twice)."""
+    agg = MinuteAggregator()
+    stats = BackfillStats(ingest=IngestStats())
+    for lo, hi in _chunks(start, end, step, chunk_seconds):
+        by_ts: dict[float, list[Sample]] = defaultdict(list)
+        for series in api.query_range(query, lo, hi, step):
+            name, labels = series_identity(series["metric"])  # type: ignore[arg-type]
+            for ts, value in series["values"]:  # type: ignore[attr-defined]
+                by_ts[float(ts)].append(Sample(name, labels, float(value)))
+        for ts in sorted(by_ts):
+            feed(agg, by_ts[ts], ts)
+            stats.samples += len(by_ts[ts])
+        upto = local_hour_start_at(int(hi), store.tz)
+        stats.rows_written += store.write(agg.close_before(upto), fill_only=True)
+        stats.chunks += 1
+        if progress is not None:
+            progress(f"  backfilled {what}up to {time.strftime('%Y-%m-%d %H:%M', time.gmtime(hi))} UTC "
+                     f"({stats.samples} samples)")
+    stats.rows_written += store.write(agg.close_all(), fill_only=True)
+    stats.retries = api.retried
+    return stats
+
+
 def backfill(store: Store, mapper: Mapper, api: PrometheusAPI, *, start: int, end: int, step: int = 60,
              chunk_seconds: int = 6 * 3600, progress: Callable[[str], None] | None = None,
              selector: str = "") -> BackfillStats:
-    """Read ``[start, end]`` at ``step`` seconds and store it like scraped data (fill-only).
-    ``selector`` (PromQL label matchers, ``prometheus.selector``) picks the router's series."""
+    """Read ``[start, end]`` at ``step`` seconds and store it like scraped data (fill-only):
+    the raw series, replayed through the delta tracker a scrape goes through. ``selector``
+    (PromQL label matchers, ``prometheus.selector``) picks the router's series."""
     if step <= 0 or end <= start:
         raise ValueError("backfill needs step > 0 and end > start")
     start = start // step * step  # step-aligned, so repeated backfills read the same instants
     names = _metric_names(mapper)
     query = '{__name__=~"' + "|".join(names) + '"' + (f", {selector}" if selector else "") + "}"
-    agg = MinuteAggregator()
-    stats = BackfillStats(ingest=IngestStats())
-    assert stats.ingest is not None
-    for lo, hi in _chunks(start, end, step, chunk_seconds):
-        result = api.query_range(query, lo, hi, step)
-        by_ts: dict[float, list[Sample]] = defaultdict(list)
-        for series in result:
-            labels = dict(series["metric"])  # type: ignore[call-overload]
-            name = str(labels.pop("__name__", ""))
-            label_tuple = tuple(sorted((str(k), str(v)) for k, v in labels.items()))
-            for ts, value in series["values"]:  # type: ignore[attr-defined]
-                by_ts[float(ts)].append(Sample(name, label_tuple, float(value)))
-        for ts in sorted(by_ts):
-            stats.ingest.add(agg.ingest(mapper.map(by_ts[ts]), ts))
-            stats.samples += len(by_ts[ts])
-        # Write whole local hours only: fill-only writes skip an hour that has any data.
-        upto = local_hour_start_at(int(hi), store.tz)
-        stats.rows_written += store.write(agg.close_before(upto), fill_only=True)
-        stats.chunks += 1
-        if progress is not None:
-            progress(f"  backfilled up to {time.strftime('%Y-%m-%d %H:%M', time.gmtime(hi))} UTC "
-                     f"({stats.samples} samples)")
-    stats.rows_written += store.write(agg.close_all(), fill_only=True)
-    stats.retries = api.retried
+    ingest = IngestStats()
+
+    def feed(agg: MinuteAggregator, samples: list[Sample], ts: float) -> None:
+        ingest.add(agg.ingest(mapper.map(samples), ts))
+
+    stats = _replay(store, api, query, start=start, end=end, step=step, chunk_seconds=chunk_seconds, feed=feed,
+                    what="", progress=progress)
+    stats.ingest = ingest
     return stats
 
 
@@ -184,25 +197,9 @@ def backfill_fleet(store: Store, mapper: Mapper, api: PrometheusAPI, query: Flee
     if end <= start:
         raise ValueError("backfill needs end > start")
     start = start // step * step + step  # window ends, aligned as the live input's
-    agg = MinuteAggregator()
-    stats = BackfillStats(ingest=IngestStats())
-    for lo, hi in _chunks(start, end, step, chunk_seconds):
-        by_ts: dict[float, list[Sample]] = defaultdict(list)
-        for series in api.query_range(query.expr, lo, hi, step):
-            labels = dict(series["metric"])  # type: ignore[call-overload]
-            name = str(labels.pop("__name__", ""))
-            label_tuple = tuple(sorted((str(k), str(v)) for k, v in labels.items()))
-            for ts, value in series["values"]:  # type: ignore[attr-defined]
-                by_ts[float(ts)].append(Sample(name, label_tuple, float(value)))
-        for ts in sorted(by_ts):
-            agg.add_cells(fleet_cells(mapper, by_ts[ts], int(ts), step))
-            stats.samples += len(by_ts[ts])
-        upto = local_hour_start_at(int(hi), store.tz)
-        stats.rows_written += store.write(agg.close_before(upto), fill_only=True)
-        stats.chunks += 1
-        if progress is not None:
-            progress(f"  backfilled the fleet up to {time.strftime('%Y-%m-%d %H:%M', time.gmtime(hi))} UTC "
-                     f"({stats.samples} samples)")
-    stats.rows_written += store.write(agg.close_all(), fill_only=True)
-    stats.retries = api.retried
-    return stats
+
+    def feed(agg: MinuteAggregator, samples: list[Sample], ts: float) -> None:
+        agg.add_cells(fleet_cells(mapper, samples, int(ts), step))
+
+    return _replay(store, api, query.expr, start=start, end=end, step=step, chunk_seconds=chunk_seconds, feed=feed,
+                   what="the fleet ", progress=progress)

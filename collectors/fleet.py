@@ -24,7 +24,7 @@ from collectors.exposition import Sample
 from collectors.intervals import MinuteCell
 from collectors.mapping import Mapper, SeriesKey
 
-__all__ = ["FleetQuery", "OpenCells", "fleet_cells", "vector_samples"]
+__all__ = ["FleetQuery", "OpenCells", "fleet_cells", "series_identity", "vector_samples"]
 
 OpenCells = dict[int, dict[SeriesKey, MinuteCell]]
 
@@ -66,14 +66,19 @@ class FleetQuery:
         return cls(" or ".join(parts), window_seconds, by, len(reads))
 
 
+def series_identity(metric: dict[str, object]) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """A Prometheus API result series' name and sorted labels, as a :class:`Sample` has them."""
+    labels = dict(metric)
+    name = str(labels.pop("__name__", ""))
+    return name, tuple(sorted((str(k), str(v)) for k, v in labels.items()))
+
+
 def vector_samples(result: Iterable[dict[str, object]]) -> list[Sample]:
     """An instant query's result vector as samples (the value at the evaluation time)."""
     out = []
     for series in result:
-        labels = dict(series["metric"])  # type: ignore[call-overload]
-        name = str(labels.pop("__name__", ""))
-        value = series["value"][1]  # type: ignore[index]
-        out.append(Sample(name, tuple(sorted((str(k), str(v)) for k, v in labels.items())), float(value)))
+        name, labels = series_identity(series["metric"])  # type: ignore[arg-type]
+        out.append(Sample(name, labels, float(series["value"][1])))  # type: ignore[index]
     return out
 
 
