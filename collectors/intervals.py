@@ -145,11 +145,21 @@ def merge_cells(target: dict[int, dict[SeriesKey, MinuteCell]], cells: dict[int,
 
 
 class MinuteAggregator:
-    """Accumulates deltas into open minutes; closed minutes are handed to the store."""
+    """Accumulates deltas into open minutes; closed minutes are handed to the store.
 
-    def __init__(self) -> None:
+    With ``track_changes``, it also keeps what the scrapes added since the last
+    :meth:`take_changes` (the collector's checkpoint appends just that to the journal); cells
+    added with :meth:`add_cells` are journaled by their caller and not tracked."""
+
+    def __init__(self, *, track_changes: bool = False) -> None:
         self.tracker = DeltaTracker()
         self._open: dict[int, dict[SeriesKey, MinuteCell]] = defaultdict(dict)
+        self._track = track_changes
+        self._changed: dict[int, dict[SeriesKey, MinuteCell]] = defaultdict(dict)
+
+    def __len__(self) -> int:
+        """Open series-minutes."""
+        return sum(len(per_key) for per_key in self._open.values())
 
     def ingest(self, matched: list[Matched], at: float) -> IngestStats:
         stats = IngestStats(matched=len(matched))
@@ -168,12 +178,9 @@ class MinuteAggregator:
             _add_part(cell, m, delta)
         for prev_at, cells in pending.items():
             for minute, fraction in _overlaps(prev_at, at):
-                target = self._open[minute]
-                for key, cell in cells.items():
-                    dest = target.get(key)
-                    if dest is None:
-                        dest = target[key] = MinuteCell()
-                    dest.merge(cell, fraction)
+                _spread(self._open[minute], cells, fraction)
+                if self._track:
+                    _spread(self._changed[minute], cells, fraction)
         return stats
 
     def add_cells(self, cells: dict[int, dict[SeriesKey, MinuteCell]],
@@ -182,17 +189,45 @@ class MinuteAggregator:
         (see :func:`merge_cells`)."""
         merge_cells(self._open, cells, key_map)
 
+    def oldest(self) -> int | None:
+        """The start of the oldest open minute."""
+        return min(self._open) if self._open else None
+
     def close_before(self, ts: float) -> list[MinuteRow]:
-        """Hand over every minute that ends at or before ``ts``."""
+        """Hand over every minute that ends at or before ``ts``. What they gained since the
+        last :meth:`take_changes` stays tracked until :meth:`settled` says they were stored."""
         limit = int(ts // MINUTE) * MINUTE
         done = sorted(m for m in self._open if m < limit)
         return [MinuteRow(m, k, c) for m in done for k, c in self._open.pop(m).items()]
 
+    def settled(self, before: int | None) -> None:
+        """The minutes before ``before`` (all: None) were stored: forget their changes."""
+        for m in [m for m in self._changed if before is None or m < before]:
+            del self._changed[m]
+
+    def take_changes(self) -> dict[int, dict[SeriesKey, MinuteCell]]:
+        """What the scrapes added to open minutes since the last call (for a checkpoint that
+        appends only that); the tracking starts afresh. Give it back with
+        :meth:`restore_changes` if the checkpoint failed."""
+        changed, self._changed = dict(self._changed), defaultdict(dict)
+        return {m: per_key for m, per_key in changed.items() if per_key}
+
+    def restore_changes(self, changed: dict[int, dict[SeriesKey, MinuteCell]]) -> None:
+        merge_cells(self._changed, changed)
+
     def snapshot(self) -> dict[int, dict[SeriesKey, MinuteCell]]:
-        """A copy of the open minutes (for a checkpoint)."""
+        """A copy of the open minutes (for a compaction of the journal)."""
         return {m: {k: MinuteCell(c.value, c.count, c.sum, dict(c.buckets)) for k, c in per_key.items()}
                 for m, per_key in self._open.items()}
 
     def close_all(self) -> list[MinuteRow]:
         done = sorted(self._open)
         return [MinuteRow(m, k, c) for m in done for k, c in self._open.pop(m).items()]
+
+
+def _spread(target: dict[SeriesKey, MinuteCell], cells: dict[SeriesKey, MinuteCell], fraction: float) -> None:
+    for key, cell in cells.items():
+        dest = target.get(key)
+        if dest is None:
+            dest = target[key] = MinuteCell()
+        dest.merge(cell, fraction)

@@ -14,11 +14,11 @@ in WAL mode keeps committed data across a process crash; only a power loss can d
 last transactions (``durable=True`` selects ``FULL``).
 
 The minutes still open live in the collector's memory; so that a process killed with SIGKILL
-loses none of what it acknowledged, they are also kept in a journal (``open_cell``): pushed
-events are appended to it before the API answers, and the collector checkpoints its open
-minutes into it every few seconds. Closing minutes writes them and drops their journal rows in
-one transaction, so nothing is counted twice; the next run replays what is left
-(:meth:`Store.recover_open`).
+loses none of what it acknowledged, they are also kept in a journal (``open_cell``,
+:mod:`collectors.journal`): pushed events are appended to it before the API answers, and the
+collector appends what its open minutes gained every few seconds. Closing minutes writes them
+and drops their journal rows in one transaction, so nothing is counted twice; the next run
+replays what is left (:meth:`Store.recover_open`).
 
 The store never holds a non-finite number: a cell with one is dropped at write (and counted),
 and :meth:`Store.non_finite` checks every table.
@@ -26,9 +26,8 @@ and :meth:`Store.non_finite` checks every table.
 Writes are serialised by one lock; reads use their own connection and, with WAL, never wait
 for a writer.
 
-Why one long module: the schema, its migrations, the batched writes and the reads share
-the SQLite connection handling and the row layout; split, each part would need the others'
-private details.
+The schema, its migrations, the batched writes and the reads share the SQLite connection
+handling and the row layout, and stay together here; the journal has its own module.
 """
 
 from __future__ import annotations
@@ -45,11 +44,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
-
 from collectors.errors import StoreError
 from collectors.hour_of_week import local_hour_start_at
 from collectors.intervals import MinuteCell, MinuteRow
+from collectors.journal import SCHEMA as JOURNAL_SCHEMA
+from collectors.journal import OpenCells, OpenJournal, decode_buckets, encode_buckets
 from collectors.mapping import HISTOGRAM_SIGNALS, SeriesKey
 
 log = logging.getLogger("diurnal.store")
@@ -98,18 +97,6 @@ CREATE TABLE IF NOT EXISTS hour_hist (
 """
 
 
-_SCHEMA_V3 = """
-CREATE TABLE IF NOT EXISTS open_cell (
-    minute INTEGER NOT NULL, series_id INTEGER NOT NULL REFERENCES series(id),
-    value REAL NOT NULL, count REAL NOT NULL, sum REAL NOT NULL, buckets BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS open_cell_minute ON open_cell(minute);
-"""
-
-#: Open minutes: minute start -> series -> cell (the collector's aggregator holds them so).
-OpenCells = dict[int, dict[SeriesKey, MinuteCell]]
-
-
 def finite_cell(cell: MinuteCell) -> bool:
     """Whether every number of ``cell`` is finite (a bucket's ``le`` may be +Inf)."""
     return (math.isfinite(cell.value) and math.isfinite(cell.count) and math.isfinite(cell.sum)
@@ -134,18 +121,8 @@ class HistPoint:
     minutes: int = 1
 
 
-def _encode_buckets(buckets: dict[float, float]) -> bytes:
-    """Packed little-endian float64 pairs (le, cumulative count), sorted by le."""
-    return np.array(sorted(buckets.items()), dtype="<f8").reshape(-1).tobytes()
-
-
 def _copy(cell: MinuteCell) -> MinuteCell:
     return MinuteCell(value=cell.value, count=cell.count, sum=cell.sum, buckets=dict(cell.buckets))
-
-
-def _decode_buckets(blob: bytes) -> dict[float, float]:
-    pairs = np.frombuffer(blob, dtype="<f8").reshape(-1, 2)
-    return dict(zip(pairs[:, 0].tolist(), pairs[:, 1].tolist(), strict=True))
 
 
 class Store:
@@ -176,6 +153,7 @@ class Store:
                 self.path.chmod(mode & ~0o007)
             self._w = self._connect(durable)
             self._migrate()
+            self._journal = OpenJournal(self._w, self._series_id, self._finite)
             self._r = self._connect(durable)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
@@ -217,7 +195,7 @@ class Store:
                 self._w.executescript(_SCHEMA_V2)
                 self._rebuild_hours()  # v1 stores had minutes only
             if version < 3:
-                self._w.executescript(_SCHEMA_V3)
+                self._w.executescript(JOURNAL_SCHEMA)
                 self._drop_non_finite()  # older versions could store an infinite sum
             self._set_meta("schema_version", str(SCHEMA_VERSION))
             if self._meta("rollup_tz") != self.tz:
@@ -239,7 +217,7 @@ class Store:
         counters = {(sid, ts): value for sid, ts, value in
                     self._w.execute("SELECT series_id, ts, value FROM minute_counter")}
         self._put_counters(counters, rollup_only=True)
-        hists = {(sid, ts): MinuteCell(count=count, sum=total, buckets=_decode_buckets(blob))
+        hists = {(sid, ts): MinuteCell(count=count, sum=total, buckets=decode_buckets(blob))
                  for sid, ts, count, total, blob in
                  self._w.execute("SELECT series_id, ts, count, sum, buckets FROM minute_hist")}
         self._put_hists(hists, rollup_only=True)
@@ -274,8 +252,11 @@ class Store:
             self._added = {}
             try:
                 with self._w:
-                    return body()
+                    done = body()
+                self._journal.committed()
+                return done
             except sqlite3.Error as exc:
+                self._journal.rolled_back()
                 for key, sid in self._added.items():  # the transaction rolled back
                     self._series.pop(key, None)
                     self._series_by_id.pop(sid, None)
@@ -311,7 +292,7 @@ class Store:
         def body() -> int:
             written = self._write_rows(rows, fill_only)
             if settled_before is not None:
-                self._w.execute("DELETE FROM open_cell WHERE minute < ?", (settled_before,))
+                self._journal.settle(settled_before)
             return written
         return self._transaction("write to", body)
 
@@ -344,18 +325,14 @@ class Store:
         self._put_hists(hists)
         return written
 
-    # ---- the journal of open minutes ----------------------------------------------------
-
-    def _journal_rows(self, cells: OpenCells) -> list[tuple[int, int, float, float, float, bytes]]:
-        return [(minute, self._series_id(key), c.value, c.count, c.sum, _encode_buckets(c.buckets))
-                for minute, per_key in cells.items() for key, c in per_key.items() if self._finite(c, key)]
+    # ---- the journal of open minutes (collectors.journal) --------------------------------
 
     def journal(self, cells: OpenCells, meta: dict[str, str] | None = None) -> None:
         """Append cells of open minutes to the journal, committed when this returns (pushed
         events, before the API acknowledges them); ``meta`` is set in the same transaction
         (the fleet input's cursor: what it has read is exactly what the journal holds)."""
         def body() -> None:
-            self._w.executemany("INSERT INTO open_cell VALUES(?,?,?,?,?,?)", self._journal_rows(cells))
+            self._journal.append(cells)
             for key, value in (meta or {}).items():
                 self._set_meta(key, value)
         self._transaction("journal events in", body)
@@ -365,30 +342,35 @@ class Store:
         with self._wlock:
             return self._meta(key)
 
-    def checkpoint(self, cells: OpenCells) -> None:
-        """Replace the journal with the collector's open minutes (which hold every event
-        journaled so far), committed when this returns."""
-        def body() -> None:
-            self._w.execute("DELETE FROM open_cell")
-            self._w.executemany("INSERT INTO open_cell VALUES(?,?,?,?,?,?)", self._journal_rows(cells))
-        self._transaction("checkpoint open minutes in", body)
+    def checkpoint(self, changed: OpenCells, *, open_cells: OpenCells | None = None) -> None:
+        """Append what the open minutes gained since the last checkpoint (``changed``), so a
+        checkpoint costs what changed. With ``open_cells`` (every open minute, whole; pass it
+        when :meth:`journal_compaction_due`) the journal is rewritten as exactly those instead.
+        Committed when this returns."""
+        if open_cells is None:
+            self._transaction("checkpoint open minutes in", lambda: self._journal.append(changed))
+        else:
+            self._transaction("compact the journal of open minutes in", lambda: self._journal.replace(open_cells))
+
+    def journal_compaction_due(self, open_count: int) -> bool:
+        """Whether the journal has grown several times longer than the ``open_count``
+        series-minutes open (each checkpoint appends): time to rewrite it."""
+        return self._journal.compaction_due(open_count)
+
+    @property
+    def journal_rows(self) -> int:
+        """Rows in the journal (committed)."""
+        return self._journal.rows
 
     def recover_open(self) -> int:
         """Store what the journal holds (the open minutes of a run that was killed) and empty
         it, in one transaction. Call it before collecting. Returns the series-minutes recovered."""
         def body() -> int:
-            merged: dict[tuple[int, int], MinuteCell] = {}
-            for minute, sid, value, count, total, blob in self._w.execute(
-                    "SELECT minute, series_id, value, count, sum, buckets FROM open_cell"):
-                cell = MinuteCell(value=value, count=count, sum=total, buckets=_decode_buckets(blob))
-                if (had := merged.get((sid, minute))) is None:
-                    merged[(sid, minute)] = cell
-                else:
-                    had.merge(cell)
+            merged = self._journal.take()
             hist = {at for at in merged if self._series_by_id[at[0]].signal in HISTOGRAM_SIGNALS}
-            self._put_counters({at: c.value for at, c in merged.items() if at not in hist})
+            self._put_counters({(sid, minute): c.value for (sid, minute), c in merged.items()
+                                if (sid, minute) not in hist})
             self._put_hists({at: c for at, c in merged.items() if at in hist})
-            self._w.execute("DELETE FROM open_cell")
             return len(merged)
         return self._transaction("recover open minutes into", body)
 
@@ -466,21 +448,21 @@ class Store:
                 acc[1][0] += (sid, ts) not in old
         if not rollup_only:
             for at, (count, total, blob) in old.items():
-                hists[at].merge(MinuteCell(count=count, sum=total, buckets=_decode_buckets(blob)))
+                hists[at].merge(MinuteCell(count=count, sum=total, buckets=decode_buckets(blob)))
             self._w.executemany(
                 "INSERT OR REPLACE INTO minute_hist(series_id, ts, count, sum, buckets) VALUES(?,?,?,?,?)",
                 # A merge that overflowed keeps the stored row (the increment is dropped).
-                [(sid, ts, c.count, c.sum, _encode_buckets(c.buckets)) for (sid, ts), c in hists.items()
+                [(sid, ts, c.count, c.sum, encode_buckets(c.buckets)) for (sid, ts), c in hists.items()
                  if finite_cell(c)],
             )
         for at, (count, total, blob, minutes) in self._stored("hour_hist", "t.count, t.sum, t.buckets, t.minutes",
                                                               hours).items():
             cell, new = hours[at]
-            cell.merge(MinuteCell(count=count, sum=total, buckets=_decode_buckets(blob)))
+            cell.merge(MinuteCell(count=count, sum=total, buckets=decode_buckets(blob)))
             new[0] += int(minutes)
         self._w.executemany(
             "INSERT OR REPLACE INTO hour_hist(series_id, ts, count, sum, buckets, minutes) VALUES(?,?,?,?,?,?)",
-            [(sid, h, c.count, c.sum, _encode_buckets(c.buckets), m[0]) for (sid, h), (c, m) in hours.items()
+            [(sid, h, c.count, c.sum, encode_buckets(c.buckets), m[0]) for (sid, h), (c, m) in hours.items()
              if finite_cell(c)],
         )
 
@@ -516,7 +498,7 @@ class Store:
                                  else ("series_id, ts", pk, "0.0"))
             for a, b, v, count, total, blob in conn.execute(f"SELECT {key}, {value}, count, sum, buckets FROM {table}"):
                 if None in (v, count, total) or not finite_cell(
-                        MinuteCell(value=v, count=count, sum=total, buckets=_decode_buckets(blob))):
+                        MinuteCell(value=v, count=count, sum=total, buckets=decode_buckets(blob))):
                     out.append((table, where, (a, b) if table != "open_cell" else (a,)))
         return out
 
@@ -577,7 +559,7 @@ class Store:
     def histograms(self, signal: str, start: int, end: int, provider: str | None = None) -> list[HistPoint]:
         """Histogram minutes of ``signal`` with ``start <= ts < end``."""
         rows = self._select("minute_hist", "count, sum, buckets", signal, start, end, provider)
-        return [HistPoint(int(ts), self._key_of(int(sid)), float(c), float(s), _decode_buckets(b))
+        return [HistPoint(int(ts), self._key_of(int(sid)), float(c), float(s), decode_buckets(b))
                 for sid, ts, c, s, b in rows]
 
     def hour_counters(self, signal: str, start: int, end: int, provider: str | None = None) -> list[CounterPoint]:
@@ -589,7 +571,7 @@ class Store:
     def hour_histograms(self, signal: str, start: int, end: int, provider: str | None = None) -> list[HistPoint]:
         """Local-hour rollups of a histogram signal with ``start <= hour start < end``."""
         rows = self._select("hour_hist", "count, sum, buckets, minutes", signal, start, end, provider)
-        return [HistPoint(int(ts), self._key_of(int(sid)), float(c), float(s), _decode_buckets(b), int(n))
+        return [HistPoint(int(ts), self._key_of(int(sid)), float(c), float(s), decode_buckets(b), int(n))
                 for sid, ts, c, s, b, n in rows]
 
     def span(self) -> tuple[int, int] | None:

@@ -5,11 +5,18 @@ aggregated per minute; :meth:`CollectStage.close` writes the minutes that ended 
 and hands the decide stage an :class:`Observations` of the last ``observation_window``.
 Not thread-safe by itself: the loop calls it under its lock.
 
+Minutes close as the ingest clock moves, too: once input newer than a minute's end by
+``control.close_grace_seconds`` has been ingested, the minute is written, whether or not a
+tick runs (an embedder feeding weeks of history keeps only the grace open, and its memory
+and checkpoints stay bounded).
+
 Durability: with ``journal`` on (the default), pushed events are appended to the store's
-journal before :meth:`CollectStage.add_events` returns, and the open minutes are checkpointed
-there at most every ``control.checkpoint_seconds`` of scraping; closing minutes settles
-them in the same transaction. A run killed with SIGKILL thus loses no acknowledged event and
-at most that many seconds of scraped increase; the next run replays the journal at start.
+journal before :meth:`CollectStage.add_events` returns, and what the scrapes added to the
+open minutes is appended there at most every ``control.checkpoint_seconds`` of scraping
+(only the cells that changed; the journal is compacted once it is several times longer than
+what is open); closing minutes settles them in the same transaction. A run killed with
+SIGKILL thus loses no acknowledged event and at most that many seconds of scraped increase;
+the next run replays the journal at start.
 """
 
 from __future__ import annotations
@@ -151,7 +158,10 @@ class CollectStage:
         self.mapper = build_mapper(settings)
         self.mapper.remember(store.series())
         self.parser = ExpositionParser()
-        self.aggregator = MinuteAggregator()
+        self.aggregator = MinuteAggregator(track_changes=journal)
+        #: The newest input time ingested (scrapes, fleet windows): minutes that ended
+        #: ``close_grace_seconds`` before it are closed without waiting for a tick.
+        self._ingest_clock: float | None = None
         #: When the newest router data was taken.
         self.last_data_at: datetime | None = None
         #: (minute, route, segment) -> [routed requests, escalated], from pushed events.
@@ -203,8 +213,22 @@ class CollectStage:
         for kind in ("non_finite", "out_of_order", "absurd"):
             if n := getattr(stats, kind):
                 m.ingest_errors.labels(kind).inc(n)
+        self._ingested_up_to(when.timestamp())
         self._checkpoint_if_due()
         return stats
+
+    def _ingested_up_to(self, at: float) -> None:
+        """The ingest clock moved to ``at``: close the minutes that ended a grace before it.
+        They are closed in batches (once the oldest is a further grace, or a minute, old), one
+        transaction per batch: open minutes stay under twice the grace plus a minute."""
+        if self._ingest_clock is not None and at <= self._ingest_clock:
+            return
+        self._ingest_clock = at
+        grace = self.settings.control.close_grace_seconds
+        limit = int((at - grace) // 60) * 60
+        oldest = self.aggregator.oldest()
+        if oldest is not None and oldest < limit - max(grace, 60.0) + 60:
+            self._settle(self.aggregator.close_before(limit), limit, int(at))
 
     def _checkpoint_if_due(self) -> None:
         """Checkpoint the open minutes when ``checkpoint_seconds`` have passed. A failure (a
@@ -214,9 +238,15 @@ class CollectStage:
         now = self._monotonic()
         if now - self._checkpointed >= self.settings.control.checkpoint_seconds:
             self._checkpointed = now
+            changed = self.aggregator.take_changes()
+            agg = self.aggregator
             try:
-                self.store.checkpoint(self.aggregator.snapshot())
+                if self.store.journal_compaction_due(len(agg)):
+                    self.store.checkpoint(changed, open_cells=agg.snapshot())
+                elif changed:
+                    self.store.checkpoint(changed)
             except StoreError as exc:  # e.g. a full disk: the minutes stay in memory meanwhile
+                agg.restore_changes(changed)  # appended by the next checkpoint that succeeds
                 self.metrics.store_write_errors.inc()
                 self._checkpoint_errors.failed(str(exc))
             else:
@@ -239,6 +269,7 @@ class CollectStage:
         self._carried(self.mapper.last_present, at)
         if cells:
             self._seen(datetime.fromtimestamp(at, UTC))
+        self._ingested_up_to(at)
 
     def add_events(self, batch: EventBatch, when: datetime) -> None:
         """Journal the batch's cells (committed when this returns: the API may acknowledge
@@ -262,28 +293,38 @@ class CollectStage:
 
     def flush(self) -> int:
         """Write every open minute to the store (shutdown)."""
-        return self.store.write(self.aggregator.close_all(), settled_before=_FOREVER if self.journal else None)
+        written = self.store.write(self.aggregator.close_all(), settled_before=_FOREVER if self.journal else None)
+        self.aggregator.settled(None)
+        return written
+
+    def _settle(self, rows: list[MinuteRow], limit: int, now: int) -> tuple[list[MinuteRow], int]:
+        """Write closed ``rows`` (every minute before ``limit``) and settle their journal rows
+        in one transaction; remember them for the observations. A store that cannot take them
+        keeps them open (written by a later close). Returns the rows stored and their count."""
+        try:
+            written = self.store.write(rows, settled_before=limit if self.journal else None)
+        except StoreError as exc:  # a full or read-only volume: the tick goes on without them
+            self.aggregator.add_cells(_cells(rows))  # kept open (and journaled): written by a later close
+            self.metrics.store_write_errors.inc()
+            self._write_errors.failed(str(exc))
+            return [], 0
+        except Exception:
+            self.aggregator.add_cells(_cells(rows))
+            raise
+        self.aggregator.settled(limit)
+        self._write_errors.succeeded()
+        self._remember(rows, now - int(self.settings.control.observation_window_minutes * 60))
+        if self._recent is not None:
+            self._add_recent(rows, now)
+        return rows, written
 
     def close(self, when: datetime) -> tuple[Observations, int]:
         """Close the minutes that ended before ``when``, store them, and return the
         observations of the window with the number of rows written."""
         limit = int(when.timestamp() // 60) * 60
-        rows = self.aggregator.close_before(when.timestamp())
-        try:
-            written = self.store.write(rows, settled_before=limit if self.journal else None)
-        except StoreError as exc:  # a full or read-only volume: the tick goes on without them
-            self.aggregator.add_cells(_cells(rows))  # kept open: written by a later close
-            self.metrics.store_write_errors.inc()
-            self._write_errors.failed(str(exc))
-            rows, written = [], 0
-        except Exception:
-            self.aggregator.add_cells(_cells(rows))
-            raise
-        else:
-            self._write_errors.succeeded()
         now = int(when.timestamp())
-        self._remember(rows, now - int(self.settings.control.observation_window_minutes * 60))
-        recent = self._recent_requests(rows, now)
+        rows, written = self._settle(self.aggregator.close_before(when.timestamp()), limit, now)
+        recent = self._recent_requests(now)
         since = now - SEGMENT_WINDOW_SECONDS
         self._segments = {k: v for k, v in self._segments.items() if k[0] >= since}
         segments: dict[tuple[str, str], tuple[int, int]] = {}
@@ -293,20 +334,25 @@ class CollectStage:
                 segments[(route, segment)] = (had[0] + n, had[1] + esc)
         return Observations(when, list(self._counters), list(self._histograms), segments, recent), written
 
-    def _recent_requests(self, rows: list[MinuteRow], now: int) -> dict[int, float]:
+    def _recent_requests(self, now: int) -> dict[int, float]:
         """Requests per minute over the missed window: from the store at the first tick (a
-        restart keeps its window), then from the minutes closed."""
+        restart keeps its window), then from the minutes closed (:meth:`_add_recent`)."""
         since = now - int(self.settings.policy.missed_window_minutes * 60)
         if self._recent is None:
             self._recent = {}
             for p in self.store.counters("requests", since, now):
                 self._recent[p.ts] = self._recent.get(p.ts, 0.0) + p.value
-        else:
-            for r in rows:
-                if r.key.signal == "requests":
-                    self._recent[r.ts] = self._recent.get(r.ts, 0.0) + r.cell.value
         self._recent = {ts: v for ts, v in self._recent.items() if ts >= since}
         return dict(self._recent)
+
+    def _add_recent(self, rows: list[MinuteRow], now: int) -> None:
+        assert self._recent is not None
+        since = now - int(self.settings.policy.missed_window_minutes * 60)
+        recent = {ts: v for ts, v in self._recent.items() if ts >= since}
+        for r in rows:
+            if r.key.signal == "requests" and r.ts >= since:
+                recent[r.ts] = recent.get(r.ts, 0.0) + r.cell.value
+        self._recent = recent
 
     def _remember(self, rows: list[MinuteRow], keep_from: int) -> None:
         for r in rows:

@@ -45,10 +45,12 @@ class RepeatFilter(logging.Filter):
 
 
 class ErrorThrottle:
-    """Logs the first failure of a kind, then at most once per ``every`` seconds, and once
-    when it recovers: a router that is down should not flood the log."""
+    """Logs the first failure of a kind, again when its detail changes, then at most once per
+    ``every`` seconds (never again while it stays the same: ``every=None``), and once when it
+    recovers: a router that is down, or a prewarm with no cluster, should not flood the log.
+    ``failures`` counts the attempts (the caller's counter metric counts them too)."""
 
-    def __init__(self, what: str, every: float = 60.0, clock: object = time.monotonic, *,
+    def __init__(self, what: str, every: float | None = 60.0, clock: object = time.monotonic, *,
                  meanwhile: str = "retrying") -> None:
         self.what = what
         self.every = every
@@ -56,19 +58,26 @@ class ErrorThrottle:
         self._clock = clock
         self.failures = 0
         self._last_log = -float("inf")
+        self._detail: str | None = None
 
     def failed(self, detail: str) -> None:
         self.failures += 1
         now = self._clock()  # type: ignore[operator]
         if self.failures == 1:
-            log.warning("%s failed: %s (%s; repeats are logged every %.0fs)", self.what, detail, self.meanwhile,
-                        self.every)
-            self._last_log = now
-        elif now - self._last_log >= self.every:
+            repeats = ("repeats are not logged until it changes or recovers" if self.every is None
+                       else f"repeats are logged every {self.every:.0f}s")
+            log.warning("%s failed: %s (%s; %s)", self.what, detail, self.meanwhile, repeats)
+        elif detail != self._detail:
+            log.warning("%s still failing after %d attempts, now with: %s", self.what, self.failures, detail)
+        elif self.every is not None and now - self._last_log >= self.every:
             log.warning("%s still failing after %d attempts: %s", self.what, self.failures, detail)
-            self._last_log = now
+        else:
+            return
+        self._last_log = now
+        self._detail = detail
 
     def succeeded(self) -> None:
         if self.failures:
             log.info("%s recovered after %d failed attempts", self.what, self.failures)
         self.failures = 0
+        self._detail = None

@@ -522,6 +522,14 @@ class ControlSettings(_Group):
                     "scraped data a SIGKILL can lose. Pushed events are stored before they are "
                     "acknowledged, whatever this is. Measured in seconds.",
     )
+    close_grace_seconds: float = Field(
+        default=120.0, ge=0, le=3600,
+        description="A minute is closed (written to the store, and its memory freed) once input newer "
+                    "than its end by this much has been ingested, whether or not a control tick ran: "
+                    "feeding weeks of history keeps at most about twice this much open (minutes close in "
+                    "batches). Input for a minute already "
+                    "closed is added to it (never lost). Measured in seconds.",
+    )
     shutdown_seconds: float = Field(
         default=20.0, gt=0,
         description="On SIGTERM the process exits within this, whatever the router, Prometheus or a "

@@ -29,6 +29,7 @@ import httpx
 from collectors.errors import DiurnalError
 from collectors.redact import redact
 from controller.actuators.publishers import LatestWins, WebhookPublisher
+from controller.errors import ErrorThrottle
 from controller.httpclient import bounded_client
 from policies import PrewarmAction
 
@@ -132,6 +133,8 @@ class PrewarmExecutor:
         self._webhook_factory = webhook_factory or (lambda url: WebhookPublisher(url))
         self._webhooks: dict[str, WebhookPublisher] = {}
         self._applied: dict[str, float] = {}
+        #: Per action: its failures said once, then when they change or recover.
+        self._errors: dict[str, ErrorThrottle] = {}
         #: replicas found before a prewarm raised them, and what it set: (found, set)
         self._raised: dict[str, tuple[int, int]] = {}
         self._queue: LatestWins[tuple[tuple[PrewarmAction, ...], Any]] = LatestWins(
@@ -157,9 +160,17 @@ class PrewarmExecutor:
                     self._webhook(p)
                 self._applied[name] = p.amount
                 self._report(name, "ok")
+                self._throttle(name).succeeded()
             except KubernetesError as exc:
-                self._report(name, "error")
-                log.warning("prewarm %s: %s (will retry on the next tick)", name, exc)
+                self._report(name, "error")  # diurnal_prewarm_actions_total{result="error"} counts each
+                self._throttle(name).failed(str(exc))
+
+    def _throttle(self, name: str) -> ErrorThrottle:
+        throttle = self._errors.get(name)
+        if throttle is None:
+            throttle = self._errors[name] = ErrorThrottle(f"prewarm {name}", every=None,
+                                                          meanwhile="retried on every tick")
+        return throttle
 
     def _replicas(self, p: PrewarmAction, now: Any) -> None:
         if self._scaler is None:

@@ -28,6 +28,7 @@ import yaml
 
 from collectors.redact import redact
 from controller.actuators.atomic import atomic_write
+from controller.errors import ErrorThrottle
 from controller.httpclient import bounded_client
 
 __all__ = ["FilePublisher", "LatestWins", "Publisher", "Report", "WebhookPublisher", "build_publishers",
@@ -128,6 +129,8 @@ class FilePublisher:
         self.group = group
         self._report = report or (lambda *_: None)
         self._failed: tuple[str, float] | None = None
+        #: Failures said once, then when they change or recover (counted by ``report``).
+        self._errors = ErrorThrottle(f"writing the decision to {path}", every=None)
 
     def retry_due(self, etag: str) -> bool:
         """Whether the write of this decision failed (a full disk) and is worth trying again."""
@@ -147,10 +150,11 @@ class FilePublisher:
             atomic_write(self.path, self.render(body))
         except OSError as exc:
             self._report(self.name, "error")
-            log.warning("cannot write the decision to %s: %s", self.path, exc)
+            self._errors.failed(str(exc))
             self._failed = (etag, time.monotonic())
             return
         self._failed = None
+        self._errors.succeeded()
         self._report(self.name, "ok")
 
     def close(self) -> None:
@@ -168,6 +172,8 @@ class WebhookPublisher:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self._report = report or (lambda *_: None)
+        self._errors = ErrorThrottle(f"webhook {redact(url)}", every=None, meanwhile="the decision in force is "
+                                     "sent again while it is current")
         headers = {"Content-Type": "application/json", "User-Agent": "diurnal"}
         if bearer_token:
             headers["Authorization"] = f"Bearer {bearer_token}"
@@ -209,12 +215,12 @@ class WebhookPublisher:
                 resp = self._client.post(self.url, content=data, headers={"Idempotency-Key": etag.strip('"')})
                 if resp.status_code < 300:
                     self._failed = None
+                    self._errors.succeeded()
                     self._report(self.name, "ok")
                     return
                 if resp.status_code < 500 and resp.status_code != 429:
                     self._report(self.name, "rejected")
-                    log.warning("webhook %s refused the decision: HTTP %d %s", redact(self.url), resp.status_code,
-                                resp.text[:200])
+                    self._errors.failed(f"refused the decision: HTTP {resp.status_code} {resp.text[:200]}")
                     return  # a 4xx will not get better by retrying
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
                 problem = f"HTTP {resp.status_code}"
@@ -223,8 +229,7 @@ class WebhookPublisher:
             if attempt == self.max_attempts:
                 self._failed = (etag, time.monotonic())
                 self._report(self.name, "failed")
-                log.warning("webhook %s: gave up on decision %s after %d attempts (%s)", redact(self.url), etag,
-                            attempt, problem)
+                self._errors.failed(f"gave up on a decision after {attempt} attempts ({problem})")
                 return
             self._report(self.name, "retry")
             cap = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
