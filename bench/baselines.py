@@ -34,7 +34,7 @@ import numpy as np
 from policies.planner import Offer, split_demand
 from sim import SimulatedRouter
 from sim.scenarios import BENCH_WEIGHTS, POOL, Scenario, pool_spec
-from sim.world import PoolSpec, ProviderSpec, WorldSpec
+from sim.world import PoolSpec, ProviderSpec, WorldSpec, slo_capacity_rpm
 
 
 @dataclass
@@ -261,19 +261,11 @@ class Cron(Autoscaled):
 ORACLE_MARGIN = 0.9
 #: The most replicas the oracle orders (diurnal's prewarm action is bounded the same).
 ORACLE_MAX_REPLICAS = 60
-#: z of the 95th percentile: a lognormal's p95 is its median x exp(Z95 x sigma).
-Z95 = 1.645
 
 
 def true_capacity_rpm(spec: WorldSpec, p: ProviderSpec, limit: float, latency_factor: float) -> float:
-    """The load at which ``p``'s strong model's p95 reaches the SLO under the world's latency
-    model (median x busy x (1 + 0.5 u^4), u the load over ``limit``), never above the limit
-    (past it, 429s); 0 where it is over the SLO at any load."""
-    idle = p.median_seconds * latency_factor * math.exp(Z95 * p.sigma)
-    room = spec.slo_seconds / idle - 1.0
-    if room <= 0 or limit <= 0:
-        return 0.0
-    return float(limit * min(1.0, (room / 0.5) ** 0.25))
+    """``p``'s true SLO capacity under the world's latency model (:func:`sim.world.slo_capacity_rpm`)."""
+    return slo_capacity_rpm(p, limit, latency_factor, spec.slo_seconds)
 
 
 def price_per_request(spec: WorldSpec, p: ProviderSpec, escalation: float) -> float:

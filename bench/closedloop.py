@@ -194,6 +194,10 @@ class Score:
     idle_replica_hours: float
     quality: float
     seconds: float
+    #: Per provider: minutes its load (attempts) was over its true SLO capacity, and the
+    #: 99th percentile of load over that capacity (what the plan sent against the truth).
+    over_capacity_minutes: dict[str, int] = field(default_factory=dict)
+    load_over_capacity_p99: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -325,7 +329,20 @@ def score(scenario: Scenario, policy: str, t: pd.DataFrame, seconds: float) -> S
         idle_replica_hours=float(idle),
         quality=float((t["quality"] * answered).sum() / max(float(answered.sum()), 1.0)),
         seconds=seconds,
+        **_against_capacity(scenario, t),
     )
+
+
+def _against_capacity(scenario: Scenario, t: pd.DataFrame) -> dict[str, Any]:
+    """Per provider, its load against its true SLO capacity minute by minute."""
+    over: dict[str, int] = {}
+    p99: dict[str, float] = {}
+    for p in scenario.spec.providers:
+        load, cap = t[f"attempts_{p.name}"].to_numpy(float), t[f"slo_capacity_{p.name}"].to_numpy(float)
+        ratio = np.divide(load, cap, out=np.where(load > 0, np.inf, 0.0), where=cap > 0)
+        over[p.name] = int((ratio > 1.0).sum())
+        p99[p.name] = round(float(np.quantile(ratio, 0.99)), 3) if len(ratio) else math.nan
+    return {"over_capacity_minutes": over, "load_over_capacity_p99": p99}
 
 
 def _timeline(scenario: Scenario, t: pd.DataFrame) -> tuple[list[str], dict[str, list[float]]]:
@@ -473,13 +490,15 @@ def groups(names: Sequence[str], seed: int = 0) -> list[list[str]]:
 
 def table(results: Sequence[ScenarioResult]) -> str:
     head = (f"{'scenario':<26} {'policy':<17} {'SLO min':>7} {'peak':>5} {'p95 p95':>8} {'p99 p95':>8} "
-            f"{'failed':>7} {'cost $':>9} {'idle r-h':>8} {'quality':>7}")
+            f"{'failed':>7} {'cost $':>9} {'idle r-h':>8} {'quality':>7}  load/SLO capacity p99 (min over)")
     lines = [head, "-" * len(head)]
     for r in results:
         for s in r.scores.values():
             lines.append(f"{r.scenario:<26} {s.policy:<17} {s.slo_minutes:7d} {s.peak_slo_minutes:5d} "
                          f"{s.p95_of_p95:8.2f} {s.p99_of_p95:8.2f} {s.failed_requests:7d} {s.cost_usd:9.0f} "
-                         f"{s.idle_replica_hours:8.1f} {s.quality:7.3f}")
+                         f"{s.idle_replica_hours:8.1f} {s.quality:7.3f}  "
+                         + " ".join(f"{n} {s.load_over_capacity_p99.get(n, math.nan):.2f} ({m})"
+                                    for n, m in s.over_capacity_minutes.items()))
         v = r.verdict()
         if v:
             gap = (f"; oracle gap {v['oracle_gap_slo_minutes']:+d} SLO min, cost x{v['oracle_cost_ratio']:.3f}"

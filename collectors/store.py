@@ -342,6 +342,10 @@ class Store:
         with self._wlock:
             return self._meta(key)
 
+    def put_meta(self, key: str, value: str) -> None:
+        """Keep ``value`` with the store under ``key`` (e.g. the planner's learned headroom)."""
+        self._transaction(f"keep {key}", lambda: self._set_meta(key, value))
+
     def checkpoint(self, changed: OpenCells, *, open_cells: OpenCells | None = None) -> None:
         """Append what the open minutes gained since the last checkpoint (``changed``), so a
         checkpoint costs what changed. With ``open_cells`` (every open minute, whole; pass it

@@ -96,6 +96,10 @@ class Controller:
         self.fit = FitStage(settings, self.store, refitter or Refitter(fs.workers, fs.refit_timeout_seconds),
                             self.metrics)
         self.decide = DecideStage(settings)
+        self.decide.outlook.headroom.loads(self.store.meta(self.HEADROOM))
+        self._headroom_saved: datetime | None = None
+        self._headroom_log = ErrorThrottle("keeping the learned headroom in the store", every=None,
+                                           meanwhile="kept in memory; tried again at the next change")
         self.publish = PublishStage(settings, self.metrics, scaler)
         self.overrides = OverrideStore(Path(settings.data_dir) / "overrides.json")
         #: ``step`` refits when due (embedding); the service runs :meth:`refit` on its own job.
@@ -225,6 +229,7 @@ class Controller:
                                               self.overrides.active(when), self.collect.data_age_seconds(when),
                                               self.missing)
                     self._observed = dict(decided.observed)
+                    self._save_headroom(when)
                     span.set_attribute("diurnal.decision.reasons", sorted({r.code for r in decided.decision.reasons}))
                     span.set_attribute("diurnal.providers", len(decided.view.providers))
                 with _tracer.start_as_current_span("publish") as span:
@@ -373,8 +378,30 @@ class Controller:
     def stored_series_count(self) -> int:
         return self.store.series_count()
 
+    #: The store's meta key of the planner's learned headroom (controller.headroom).
+    HEADROOM = "planner_headroom"
+    #: It is written at most this often while it changes (and at close).
+    HEADROOM_SAVE_EVERY = 300.0
+
+    def _save_headroom(self, when: datetime | None, *, force: bool = False) -> None:
+        learner = self.decide.outlook.headroom
+        if not learner.changed:
+            return
+        if not force and self._headroom_saved is not None and when is not None \
+                and abs((when - self._headroom_saved).total_seconds()) < self.HEADROOM_SAVE_EVERY:
+            return
+        try:
+            self.store.put_meta(self.HEADROOM, learner.dumps())
+            self._headroom_saved = when
+            self._headroom_log.succeeded()
+        except Exception as exc:  # noqa: BLE001 - losing it costs relearning, never the tick
+            learner.changed = True
+            self._headroom_log.failed(str(exc))
+
     def close(self) -> None:
         try:
+            with self._lock:
+                self._save_headroom(self._now, force=True)
             self.flush()
         finally:
             self.publish.close()

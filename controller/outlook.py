@@ -19,7 +19,9 @@ The planner is driven by what the weights do not change:
 - **the pool**: the first prewarm action sizing a provider's self-hosted pool, with the units
   that can be counted on now (the fewest in force over the last warm-up lead).
 
-The builder keeps the only state: the breach caps and the pool amounts it published.
+The builder keeps the only state: the breach caps, the pool amounts it published and the
+headroom learned per provider from the breaches realised (:mod:`controller.headroom`), which
+each step's capacity carries to the planner.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from zoneinfo import ZoneInfo
 from collectors.hour_of_week import slot, slot_name
 from controller.collect import Observations
 from controller.fit import ALL, Learned
+from controller.headroom import HeadroomLearner
 from controller.settings import Settings
 from policies import (
     Ahead,
@@ -59,6 +62,9 @@ class OutlookBuilder:
         self._breaches: dict[str, tuple[float, datetime, tuple[ReasonCode, str]]] = {}
         #: Per pool action: (since when, amount) in force, newest last.
         self._amounts: dict[str, deque[tuple[datetime, float]]] = {}
+        pol = settings.policy
+        self.headroom = HeadroomLearner(pol.capacity_headroom, pol.min_headroom, pol.headroom_recovery_per_hour,
+                                        settings.timezone)
 
     def build(self, when: datetime, obs: Observations, learned: Learned, config: PolicyConfig,
               providers: dict[str, ProviderView]) -> Outlook | None:
@@ -80,7 +86,8 @@ class OutlookBuilder:
         self._note_breaches(when, providers, config, learned)
         tokens = self._tokens_per_request(obs, config)
         steps = [
-            Ahead(at=at, demand_rpm=rpm, capacity={n: self._capacity(n, at, learned, config, providers) for n in config.providers},
+            Ahead(at=at, demand_rpm=rpm,
+                  capacity={n: self._capacity(n, at, when, learned, config, providers) for n in config.providers},
                   price_per_request={n: self._price(n, at, config, tokens) for n in config.providers},
                   price_factor={n: p.price.factor_at(at, tz) if p.price is not None else 1.0
                                 for n, p in config.providers.items()})
@@ -113,30 +120,45 @@ class OutlookBuilder:
         """A provider over the SLO or the error budget now: plan it below the load it has; at
         nothing (its minimum share) when that load is one it served within the SLO at this
         hour before: then the breach is not the load's doing (an incident), and less load will
-        not cure it."""
+        not cure it. Every provider's state, breach or not, teaches the headroom learner."""
         slo, budget = config.latency_slo_seconds, config.error_budget
         hold = timedelta(seconds=self.settings.guardrails.stabilization_seconds)
         hour = slot(when, self.settings.timezone)
+        pool = self._pool(when, config, providers)
         for name, pv in providers.items():
             load = pv.observed_rpm
             if not load or load <= 0:
                 continue
             over: list[tuple[float, ReasonCode, str]] = []
-            if pv.observed_p95_seconds is not None and pv.observed_p95_seconds > slo:
-                over.append((slo / pv.observed_p95_seconds, ReasonCode.ObservedLatencyBreach,
-                             f"p95 {pv.observed_p95_seconds:.2f}s over the {slo:.2f}s SLO at {load:.0f} rpm"))
-            if pv.observed_error_ratio is not None and pv.observed_error_ratio > budget:
-                over.append((budget / pv.observed_error_ratio, ReasonCode.ErrorBudgetBreach,
-                             f"{pv.observed_error_ratio:.1%} of its requests failing (429/5xx) at {load:.0f} rpm, "
-                             f"over the {budget:.1%} error budget"))
+            badness: list[float] = []
+            if pv.observed_p95_seconds is not None:
+                badness.append(pv.observed_p95_seconds / slo)
+                if pv.observed_p95_seconds > slo:
+                    over.append((slo / pv.observed_p95_seconds, ReasonCode.ObservedLatencyBreach,
+                                 f"p95 {pv.observed_p95_seconds:.2f}s over the {slo:.2f}s SLO at {load:.0f} rpm"))
+            if pv.observed_error_ratio is not None:
+                badness.append(pv.observed_error_ratio / budget)
+                if pv.observed_error_ratio > budget:
+                    over.append((budget / pv.observed_error_ratio, ReasonCode.ErrorBudgetBreach,
+                                 f"{pv.observed_error_ratio:.1%} of its requests failing (429/5xx) at {load:.0f} rpm, "
+                                 f"over the {budget:.1%} error budget"))
+            profile = learned.capacity.get(name)
+            known = profile.at(hour) if profile is not None else None
+            not_load = bool(over) and known is not None and known.rpm is not None \
+                and str(known.evidence) in ("measured", "lower_bound") and load <= known.rpm
+            if pool is not None and pool.provider == name:
+                capacity: float | None = pool.ready_units * pool.rpm_per_unit
+            else:
+                capacity = _learned_rpm(self._capacity(name, when, when, learned, config, providers))
+            self.headroom.observe(name, when, badness=max(badness) if badness else None, load_rpm=load,
+                                  capacity_rpm=capacity,
+                                  what=min(over)[2].split(" at ")[0] if over else "")
             if not over:
                 continue
             ratio, code, what = min(over)
             cap = load * max(MAX_BREACH_CUT, ratio)
-            profile = learned.capacity.get(name)
-            known = profile.at(hour) if profile is not None else None
-            if known is not None and known.rpm is not None and str(known.evidence) in ("measured", "lower_bound") \
-                    and load <= known.rpm:
+            if not_load:
+                assert known is not None and known.rpm is not None
                 cap = 0.0
                 what += f", a load it served within the SLO at this hour before (up to {known.rpm:.0f} rpm): not load"
             before = self._breaches.get(name)
@@ -146,7 +168,7 @@ class OutlookBuilder:
             local = until.astimezone(ZoneInfo(self.settings.timezone))
             self._breaches[name] = (cap, until, (code, f"{what}: planned at most {cap:.0f} rpm until {local:%H:%M}"))
 
-    def _capacity(self, name: str, at: datetime, learned: Learned, config: PolicyConfig,
+    def _capacity(self, name: str, at: datetime, now: datetime, learned: Learned, config: PolicyConfig,
                   providers: dict[str, ProviderView]) -> SloCapacity:
         tz = self.settings.timezone
         profile = learned.capacity.get(name)
@@ -165,9 +187,12 @@ class OutlookBuilder:
         limit = config.providers[name].limit_rpm(providers.get(name))
         breach = self._breaches.get(name)
         live = breach is not None and at < breach[1]  # a step starting before the cap expires
+        headroom = self.headroom.at(name, at, now)
         return SloCapacity(rpm=rpm, evidence=evidence, note=note, limit_rpm=limit,
                            breach_rpm=breach[0] if breach is not None and live else None,
-                           breach=breach[2] if breach is not None and live else None)
+                           breach=breach[2] if breach is not None and live else None,
+                           headroom=headroom.value if headroom is not None else None,
+                           headroom_note=headroom.note if headroom is not None else "")
 
     # ---- prices and the pool -------------------------------------------------------------
 
@@ -200,7 +225,8 @@ class OutlookBuilder:
         if action is None:
             return None
         observed = providers[action.provider].observed_rpm if action.provider in providers else None
-        need = math.ceil((observed or 0.0) / (action.rpm_per_unit * config.capacity_headroom) - 1e-9)
+        headroom = min(config.capacity_headroom, self.headroom.current(action.provider))
+        need = math.ceil((observed or 0.0) / (action.rpm_per_unit * headroom) - 1e-9)
         return Pool(action=action.name, provider=action.provider, rpm_per_unit=action.rpm_per_unit,
                     unit_price_per_hour=action.unit_price_per_hour, min_units=action.min_units, max_units=action.max_units,
                     lead=action.lead, release_after=action.release_after,
@@ -216,6 +242,12 @@ class OutlookBuilder:
         in_force_then = [amount for since, amount in history if since <= when - action.lead]
         start = in_force_then[-1] if in_force_then else action.min_units
         return int(max(action.min_units, min([start, *recent])))
+
+
+def _learned_rpm(c: SloCapacity) -> float | None:
+    """The SLO capacity learned, within the hard limit (no breach cap): what the headroom is of."""
+    known = [x for x in (c.rpm, c.limit_rpm) if x is not None]
+    return min(known) if known else None
 
 
 def _planned_rpm(c: SloCapacity) -> float:

@@ -58,7 +58,8 @@ def plan_body(decision: Decision) -> list[dict[str, object]]:
 
     return [
         {"at": p.at.isoformat(), "demand_rpm": num(p.demand_rpm),
-         "providers": {n: {"load_rpm": num(p.load_rpm.get(n, 0.0)), "capacity_rpm": num(p.capacity_rpm.get(n))}
+         "providers": {n: {"load_rpm": num(p.load_rpm.get(n, 0.0)), "capacity_rpm": num(p.capacity_rpm.get(n)),
+                           "headroom": num(p.headroom.get(n))}
                        for n in sorted(p.load_rpm)},
          "pool_units": p.pool_units, "cost_per_hour": num(p.cost_per_hour),
          "baseline_cost_per_hour": num(p.baseline_cost_per_hour)}

@@ -337,6 +337,18 @@ class PolicySettings(_Group):
         description="Fraction of a provider's capacity (capacity_rpm, capacity_tpm or its measured knee) the "
                     "weights plan to use at most; the rest absorbs what the forecast misses. A fraction.",
     )
+    min_headroom: float = Field(
+        default=0.5, gt=0, le=1,
+        description="The planner's headroom is learned per provider from the breaches it realises (p95 over the "
+                    "SLO, or errors over the budget, at a load it planned as safe): it is cut by how far over and "
+                    "for how long, and won back slowly while the provider is comfortably inside. This is the lowest "
+                    "it may go; set it to capacity_headroom for a fixed headroom. A fraction.",
+    )
+    headroom_recovery_per_hour: float = Field(
+        default=0.05, ge=0, le=1,
+        description="How fast a learned headroom is won back while the provider is loaded near its plan and "
+                    "comfortably inside the SLO: this much of its capacity per hour. A fraction per hour.",
+    )
     weights_policy: Literal["planner", "heuristic"] = Field(
         default="planner",
         description="`planner`: the least-cost split of the forecast demand within each provider's learned SLO "

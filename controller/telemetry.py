@@ -292,6 +292,10 @@ def _plan_now(now: PlannedInterval | None) -> Iterator[GaugeMetricFamily]:
                                "observed with a wider margin).")
     load = GaugeMetricFamily("diurnal_planned_load_rpm", "Requests per minute the plan sends each provider now.",
                              labels=["provider"])
+    headroom = GaugeMetricFamily("diurnal_planned_headroom_ratio",
+                                 "Share of each provider's SLO capacity the plan uses at most now: the configured "
+                                 "capacity_headroom, or lower where learned from realised breaches.",
+                                 labels=["provider"])
     cost = GaugeMetricFamily("diurnal_planned_cost_per_hour",
                              "Expected spend per hour (USD) of the plan now and of the baseline weights at the same "
                              "demand; absent where a provider carrying load has no price.", labels=["weights"])
@@ -299,10 +303,12 @@ def _plan_now(now: PlannedInterval | None) -> Iterator[GaugeMetricFamily]:
         demand.add_metric([], now.demand_rpm)
         for name, rpm in sorted(now.load_rpm.items()):
             load.add_metric([name], rpm)
+        for name, share in sorted(now.headroom.items()):
+            headroom.add_metric([name], share)
         for kind, usd in (("plan", now.cost_per_hour), ("baseline", now.baseline_cost_per_hour)):
             if usd is not None:
                 cost.add_metric([kind], usd)
-    yield from (demand, load, cost)
+    yield from (demand, load, headroom, cost)
 
 
 def _slo_capacity(ctl: StateSource) -> Iterator[GaugeMetricFamily]:

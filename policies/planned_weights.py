@@ -14,7 +14,8 @@ The rules:
   first, up to their hard limits;
 - a provider of unknown capacity and no limit takes at most its baseline share;
 - the margin is ``capacity_headroom``, or ``untrusted_headroom`` where the demand is the load
-  observed now rather than a trusted forecast.
+  observed now rather than a trusted forecast; lower for a provider whose headroom was learned
+  lower from the breaches it realised (``controller.headroom``), and the reason says so.
 
 The weights are the split of the first step (now); a self-hosted pool's planned load becomes
 its prewarm action's load forecast (``PoolPlanned``).
@@ -67,16 +68,19 @@ def _capacity(sc: SloCapacity, explore: float, baseline_rpm: float) -> tuple[flo
 
 def _offer(name: str, p: ProviderConfig, step: Ahead, config: PolicyConfig, margin: float) -> Offer:
     sc = step.capacity.get(name)
-    baseline_rpm = p.baseline_weight * step.demand_rpm / margin
+    own = min(margin, sc.headroom) if sc is not None and sc.headroom is not None else None
+    baseline_rpm = p.baseline_weight * step.demand_rpm / (own or margin)
     rpm, code, note, bound = _capacity(sc, config.explore_above_seen, baseline_rpm) if sc is not None \
         else (None, None, "", False)
     if rpm is None:  # nothing learned and no limit: no more than the operator gave it
         rpm, code = baseline_rpm, ReasonCode.CapacityForecastLimited
         note = "capacity not learned yet: at most its baseline share"
+    if own is not None and sc is not None:
+        note = f"{note}; {sc.headroom_note}" if note else sc.headroom_note
     return Offer(name=name, min_weight=p.min_weight, max_weight=p.max_weight, capacity_rpm=rpm,
                  baseline_weight=p.baseline_weight, price_per_request=step.price_per_request.get(name),
                  price_factor=step.price_factor.get(name, 1.0), capacity_code=code, capacity_note=note,
-                 lower_bound=bound, limit_rpm=sc.limit_rpm if sc is not None else None)
+                 lower_bound=bound, limit_rpm=sc.limit_rpm if sc is not None else None, margin=own)
 
 
 def _cost_per_hour(load: Mapping[str, float], offers: Sequence[Offer], pool: Pool | None,
@@ -115,16 +119,21 @@ def decide_plan(view: View, config: PolicyConfig
     for i, (iv, split) in enumerate(zip(intervals, result.splits, strict=True)):
         units = result.units[i] if pool is not None else None
         base_load = {n: iv.demand_rpm * p.baseline_weight for n, p in config.providers.items()}
-        base_units = pool_units(base_load[pool.provider], pool, margin) if pool is not None else None
+        pool_margin = next((o.headroom(margin) for o in iv.offers if pool is not None and o.name == pool.provider),
+                           margin)
+        base_units = pool_units(base_load[pool.provider], pool, pool_margin) if pool is not None else None
         capacity = {o.name: o.capacity_rpm for o in iv.offers}
         if pool is not None:
             capacity[pool.provider] = (units or 0) * pool.rpm_per_unit
         explained.append(PlannedInterval(
             at=iv.at, demand_rpm=iv.demand_rpm, load_rpm=dict(split.load_rpm), capacity_rpm=capacity,
             pool_units=units, cost_per_hour=_cost_per_hour(split.load_rpm, iv.offers, pool, units),
-            baseline_cost_per_hour=_cost_per_hour(base_load, iv.offers, pool, base_units)))
+            baseline_cost_per_hour=_cost_per_hour(base_load, iv.offers, pool, base_units),
+            headroom={o.name: o.headroom(margin) for o in iv.offers}))
     points: tuple[LoadPoint, ...] = ()
     if pool is not None:  # the units the plan holds in each step, as the load they serve
-        points = tuple(LoadPoint(iv.at, split.load_rpm.get(pool.provider, 0.0) / margin, u * pool.rpm_per_unit)
+        points = tuple(LoadPoint(iv.at, split.load_rpm.get(pool.provider, 0.0) / next(
+                           (o.headroom(margin) for o in iv.offers if o.name == pool.provider), margin),
+                           u * pool.rpm_per_unit)
                        for iv, split, u in zip(intervals, result.splits, result.units, strict=True))
     return weights, reasons, tuple(explained), points

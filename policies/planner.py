@@ -7,7 +7,7 @@ Per interval (:func:`split_demand`; :func:`plan` repeats it over the hours ahead
 1. every provider gets its ``min_weight`` share;
 2. the priced providers are filled cheapest first (those within ``PRICE_TIE`` of each other
    share by baseline weight), each up to the lower of its ``max_weight`` share and
-   ``margin`` × its SLO capacity (``CheapestWithinSlo``; one held below what its
+   its margin × its SLO capacity (``CheapestWithinSlo``; one held below what its
    price would give it by its capacity says so: ``CapacityForecastLimited``);
 3. then the providers without a price, planned by latency only: what is left is shared by
    their baseline weights, each within its capacity (``PriceUnknown``);
@@ -61,6 +61,12 @@ class Offer:
     lower_bound: bool = False
     #: Hard cap in requests per minute (RPM or TPM limit); None: none.
     limit_rpm: float | None = None
+    #: The share of its SLO capacity to plan at most, where it differs from the plan's margin
+    #: (learned from realised breaches: ``controller.headroom``); None: the plan's.
+    margin: float | None = None
+
+    def headroom(self, margin: float) -> float:
+        return margin if self.margin is None else min(margin, self.margin)
 
 
 @dataclass(frozen=True)
@@ -72,13 +78,14 @@ class Split:
 
 def split_demand(demand_rpm: float, offers: Sequence[Offer], margin: float) -> Split:
     """The least-cost split of ``demand_rpm`` (see the module docstring). ``margin`` is the
-    share of a provider's SLO capacity the plan uses at most (``capacity_headroom``)."""
+    share of a provider's SLO capacity the plan uses at most (``capacity_headroom``), for each
+    offer without a margin of its own (a learned one)."""
     if not offers:
         return Split({}, {}, {})
     demand = max(demand_rpm, 1.0)  # (almost) no load: the shares of 1 rpm, still cheapest first
     top = {o.name: o.max_weight * demand for o in offers}
-    safe = {o.name: min(top[o.name], margin * o.capacity_rpm if o.capacity_rpm is not None else top[o.name])
-            for o in offers}
+    safe = {o.name: min(top[o.name], o.headroom(margin) * o.capacity_rpm if o.capacity_rpm is not None
+                        else top[o.name]) for o in offers}
     load = {o.name: o.min_weight * demand for o in offers}
     rest = demand - sum(load.values())
     priced = sorted((o for o in offers if o.price_per_request is not None),
@@ -89,18 +96,19 @@ def split_demand(demand_rpm: float, offers: Sequence[Offer], margin: float) -> S
         before = {o.name: load[o.name] for o in tier}
         rest = _fill_by_baseline(rest, tier, load, safe)
         for o in tier:
-            reasons[o.name] = _why(o, load[o.name], safe[o.name], top[o.name], rest, margin,
+            reasons[o.name] = _why(o, load[o.name], safe[o.name], top[o.name], rest, o.headroom(margin),
                                    at_floor=load[o.name] - before[o.name] <= _EPS * demand)
     if unpriced:
         rest = _fill_by_baseline(rest, unpriced, load, safe)
         for o in unpriced:
-            reasons[o.name] = _why(o, load[o.name], safe[o.name], top[o.name], rest, margin, at_floor=False)
+            reasons[o.name] = _why(o, load[o.name], safe[o.name], top[o.name], rest, o.headroom(margin),
+                                   at_floor=False)
     explorers = [o for o in offers if o.lower_bound]
     if rest > _EPS * demand and explorers:
         # Beyond what is known to be safe, first where no breach was ever seen: it may well
         # take more (up to its hard limit), where a provider that breached will not.
         before = dict(load)
-        room = {o.name: min(top[o.name], margin * o.limit_rpm if o.limit_rpm is not None else top[o.name])
+        room = {o.name: min(top[o.name], o.headroom(margin) * o.limit_rpm if o.limit_rpm is not None else top[o.name])
                 for o in explorers}
         rest = _spread_evenly(rest, explorers, load, {**top, **room})
         for o in explorers:
@@ -242,10 +250,12 @@ def plan(intervals: Sequence[Interval], margin: float, now: datetime, pool: Pool
     need: list[int] = []
     for iv in intervals:
         offers = iv.offers
+        pool_margin = margin
         if pool is not None:
             units = pool.max_units if iv.at >= now + pool.lead else max(pool.ready_units, pool.min_units)
+            pool_margin = next((o.headroom(margin) for o in offers if o.name == pool.provider), margin)
             per_request = None if pool.unit_price_per_hour is None else \
-                pool.unit_price_per_hour / (60.0 * pool.rpm_per_unit * margin)
+                pool.unit_price_per_hour / (60.0 * pool.rpm_per_unit * pool_margin)
             ready = "" if iv.at >= now + pool.lead else ", the units ready before more can warm up"
             offers = tuple(
                 replace(o, capacity_rpm=units * pool.rpm_per_unit, price_per_request=per_request, price_factor=1.0,
@@ -254,7 +264,7 @@ def plan(intervals: Sequence[Interval], margin: float, now: datetime, pool: Pool
         s = split_demand(iv.demand_rpm, offers, margin)
         splits.append(s)
         if pool is not None:
-            need.append(pool_units(s.load_rpm.get(pool.provider, 0.0), pool, margin))
+            need.append(pool_units(s.load_rpm.get(pool.provider, 0.0), pool, pool_margin))
     if pool is None or not intervals:
         return Plan(tuple(splits), (), ())
     held = _held(intervals, need, pool)

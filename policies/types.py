@@ -181,6 +181,10 @@ class SloCapacity:
     #: Seen over the SLO or the error budget recently: the load it can take now at most, and why.
     breach_rpm: float | None = None
     breach: tuple[ReasonCode, str] | None = None
+    #: The share of the capacity to plan on at most, where learned from realised breaches to
+    #: be below ``capacity_headroom`` (:mod:`controller.headroom`), and why; None: the configured one.
+    headroom: float | None = None
+    headroom_note: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -240,6 +244,9 @@ class PlannedInterval:
     pool_units: int | None
     cost_per_hour: float | None
     baseline_cost_per_hour: float | None
+    #: The share of each provider's capacity the step was planned to use at most (the plan's
+    #: margin, or lower where learned from realised breaches).
+    headroom: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)

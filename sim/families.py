@@ -13,9 +13,15 @@ size, price and warm-up time (2 to 20 minutes). The families differ in what goes
 - ``dear-fast``: the fastest API is the dearest, and the pool is dear too;
 - ``surprises``: a capacity busy window, plus what history does not announce: the scored
   Monday is a holiday, or a flash crowd comes, or incidents slow a provider at random;
-- ``flat``: no seasonality at all and random incidents (the negative control).
+- ``flat``: no seasonality at all and random incidents (the negative control);
+- ``smooth``: no cliff anywhere: every provider's latency rises along a curve,
+  p95 = base x (1 + k rho^4 / (1 - rho)) (k and the saturation drawn per provider), so its SLO
+  capacity is where the curve crosses the SLO, well before its rate limit; a busy window
+  shrinks one API's capacity, and 429s are retried on the next provider;
+- ``smooth-pool``: the same curves, and the self-hosted pool is the cheapest per request, so
+  a cost-only plan loads it up its curve (its latency rises before its rate limit).
 
-``suite(seeds)`` draws every family once per seed: 6 families x 4 seeds = 24 worlds.
+``suite(seeds)`` draws every family once per seed: 8 families x 4 seeds = 32 worlds.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from sim.world import BusyWindow, Flash, PoolSpec, ProviderSpec, WorldSpec
 
 __all__ = ["FAMILIES", "draw", "static_replicas", "suite"]
 
-FAMILIES = ("capacity-busy", "latency-busy", "cheap-pool", "dear-fast", "surprises", "flat")
+FAMILIES = ("capacity-busy", "latency-busy", "cheap-pool", "dear-fast", "surprises", "flat", "smooth", "smooth-pool")
+SMOOTH = ("smooth", "smooth-pool")
 ZONES = ("America/New_York", "America/Los_Angeles", "Europe/Berlin", "Asia/Tokyo", "Australia/Sydney", "UTC")
 #: Scored Mondays to draw from: ordinary weeks with three weeks before them (none holds a
 #: DST change in the zones above, except Sydney's October one, two weeks before).
@@ -66,6 +73,11 @@ def _pool(rng: np.random.Generator, *, usd_per_request: tuple[float, float], war
                                       usd_per_replica_hour=round(usd, 2), replicas=6))
 
 
+def _curve(rng: np.random.Generator, p: ProviderSpec) -> ProviderSpec:
+    """``p`` on a smooth latency curve: k in [0.15, 0.6], the saturation 0.85 to 1.1 x its limit."""
+    return replace(p, curve_k=float(rng.uniform(0.15, 0.6)), saturation=float(rng.uniform(0.85, 1.1)))
+
+
 def _busy(rng: np.random.Generator, kind: str, weekdays: tuple[int, ...], start: float) -> tuple[BusyWindow, ...]:
     hours = float(rng.integers(2, 5))
     factor = float(rng.uniform(0.35, 0.6)) if kind == "capacity" else float(rng.uniform(1.8, 2.8))
@@ -90,18 +102,23 @@ def draw(family: str, seed: int) -> Scenario:
         order = rng.permutation(2)
         prices = dict(zip(("openai", "anthropic"), (cheap, dear) if order[0] else (dear, cheap), strict=True))
         medians = dict(zip(("openai", "anthropic"), (fast, slow) if order[1] else (slow, fast), strict=True))
-    pool_price = {"cheap-pool": (0.0002, 0.0007), "dear-fast": (0.004, 0.008)}.get(family, (0.0005, 0.005))
+    pool_price = {"cheap-pool": (0.0002, 0.0007), "smooth-pool": (0.0002, 0.0007),
+                  "dear-fast": (0.004, 0.008)}.get(family, (0.0005, 0.005))
     apis = [_api(rng, "openai", "gpt-4o", "gpt-4o-mini", median=medians["openai"], price=prices["openai"]),
             _api(rng, "anthropic", "claude-sonnet-4", "claude-haiku-3.5", median=medians["anthropic"],
                  price=prices["anthropic"])]
-    pool = _pool(rng, usd_per_request=pool_price, warmup=(10, 21) if family == "cheap-pool" else (2, 21))
+    pool = _pool(rng, usd_per_request=pool_price, warmup=(10, 21) if family in ("cheap-pool", "smooth-pool") else (2, 21))
     victim = int(rng.integers(2))
     weekdays = (0,) if rng.random() < 0.4 else (0, 1, 2, 3, 4)
     busy_start = float(np.clip(surge_start + rng.integers(-1, 2), 0, 21))
-    kind = {"capacity-busy": "capacity", "latency-busy": "latency", "surprises": "capacity"}.get(
+    kind = {"capacity-busy": "capacity", "latency-busy": "latency", "surprises": "capacity", "smooth": "capacity",
+            "smooth-pool": "capacity"}.get(
         family, "capacity" if rng.random() < 0.5 else "latency")
     if family != "flat":
         apis[victim] = replace(apis[victim], busy=_busy(rng, kind, weekdays, busy_start))
+    if family in SMOOTH:  # drawn last, so the other families' worlds stay what they were
+        apis = [_curve(rng, p) for p in apis]
+        pool = _curve(rng, pool)
     spec = replace(base_world(tz), peak_rpm=float(rng.uniform(600, 1400)), surge_factor=surge[2],
                    surge_start=surge[0], surge_end=surge[1], day_noise=float(rng.uniform(0.03, 0.08)),
                    cache_hit_base=float(rng.uniform(0.2, 0.45)), cache_dip=float(rng.uniform(0.1, 0.5)),
@@ -130,13 +147,15 @@ def draw(family: str, seed: int) -> Scenario:
     assert p is not None
     busy = apis[victim].busy
     shape = f"Monday surge x{surge[2]:.1f} {surge[0]:02.0f}:00-{surge[1]:02.0f}:00" if spec.seasonal else "flat demand"
+    curves = "; latency on curves, k " + "/".join(f"{q.curve_k:.2f}" for q in spec.providers) \
+        if family in SMOOTH else ""
     desc = (f"{tz}, {spec.peak_rpm:.0f} rpm peak, {shape}"
             + (f"; {apis[victim].name} {busy[0].kind} x{busy[0].factor:.2f} "
                f"{'Mondays' if len(busy) == 1 else 'weekdays'} {busy[0].start:02.0f}:00-{busy[0].end:02.0f}:00"
                if busy else "")
             + f"; prices openai x{prices['openai']:.2f} anthropic x{prices['anthropic']:.2f}, pool "
               f"${p.usd_per_replica_hour:.2f}/h per {p.rpm_per_replica:.0f} rpm, {p.warmup_minutes} min warm-up"
-            + (f"; {what}" if what else ""))
+            + curves + (f"; {what}" if what else ""))
     fixed = static_replicas(spec)
     spec = replace(spec, providers=tuple(replace(q, pool=replace(q.pool, replicas=fixed)) if q.pool is not None else q
                                          for q in spec.providers))

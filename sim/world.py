@@ -11,7 +11,10 @@ The world runs minute by minute:
   default ``openai`` degrades on Monday 08:00-11:00, exactly when demand surges) or shrinks
   what the provider accepts (``kind="capacity"``: a shared cloud's busy hour, where latency
   and 429s follow the load it is sent);
-- the cache-hit ratio dips when load is high; tokens and spend follow requests.
+- the cache-hit ratio dips when load is high; tokens and spend follow requests;
+- a provider's latency curve (``curve_k``) may instead rise smoothly with its load,
+  median x (1 + k rho^4 / (1 - rho)), with no cliff: its SLO capacity is where the curve
+  crosses the SLO (``slo_capacity_<provider>`` in the ground truth, each minute).
 
 Opt-in mechanisms (off in the default world the demo uses; the closed-loop benchmark turns
 them on, see :mod:`sim.scenarios`):
@@ -43,6 +46,7 @@ its parts share the per-minute arrays and are easier to check side by side.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -107,6 +111,55 @@ class ProviderSpec:
     weak_model: str | None = None
     weak_latency_factor: float = 0.5
     weak_price_factor: float = 0.1
+    #: The latency curve. None: the median x (1 + 0.5 u^4), u the load over the limit
+    #: (``rpm_limit``, or the pool's ready replicas), with 429s past it: a cliff. A value k:
+    #: the median x (1 + k rho^4 / (1 - rho)), rho the load over ``saturation`` x the limit
+    #: (at most ``RHO_MAX``): latency rises smoothly with the load and crosses the SLO before
+    #: any 429, so the SLO capacity is where the curve crosses it (see :func:`slo_utilisation`).
+    curve_k: float | None = None
+    saturation: float = 1.0
+
+
+#: The utilisation the smooth curve is evaluated at, at most (1 is a pole).
+RHO_MAX = 0.98
+
+
+def latency_multiplier(p: ProviderSpec, util: np.ndarray) -> np.ndarray:
+    """How much ``p``'s median latency grows at ``util`` (its load over its limit)."""
+    if p.curve_k is None:
+        return np.asarray(1.0 + 0.5 * np.minimum(util, 1.5) ** 4)
+    rho = np.minimum(util / p.saturation, RHO_MAX)
+    return np.asarray(1.0 + p.curve_k * rho**4 / (1.0 - rho))
+
+
+def slo_utilisation(p: ProviderSpec, room: float) -> float:
+    """The utilisation (load over the limit) at which ``p``'s latency multiplier reaches
+    ``1 + room``, at most 1 (past the limit, 429s); 0 where ``room <= 0``."""
+    if room <= 0:
+        return 0.0
+    if p.curve_k is None:
+        return min(1.0, float((room / 0.5) ** 0.25))
+    lo, hi = 0.0, RHO_MAX
+    if p.curve_k * hi**4 / (1.0 - hi) <= room:
+        return min(1.0, hi * p.saturation)
+    for _ in range(60):  # bisection: the curve rises monotonically in rho
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if p.curve_k * mid**4 / (1.0 - mid) < room else (lo, mid)
+    return min(1.0, lo * p.saturation)
+
+
+#: z of the 95th percentile: a lognormal's p95 is its median x exp(Z95 x sigma).
+Z95 = 1.645
+
+
+def slo_capacity_rpm(p: ProviderSpec, limit: float, latency_factor: float, slo_seconds: float) -> float:
+    """The true SLO capacity: the load at which ``p``'s strong model's p95 reaches the SLO,
+    its median x ``latency_factor`` (busy windows, incidents) x its curve of the load over
+    ``limit``; never above the limit (past it, 429s), 0 where it is over the SLO at any load."""
+    if limit <= 0:
+        return 0.0
+    idle = p.median_seconds * latency_factor * math.exp(Z95 * p.sigma)
+    return float(limit * slo_utilisation(p, slo_seconds / idle - 1.0))
 
 
 @dataclass(frozen=True)
@@ -459,7 +512,8 @@ class SimulatedRouter:
         util = attempts / np.maximum(limits, 1.0)
         medians = np.array([p.median_seconds for p in spec.providers])
         sigmas = np.array([p.sigma for p in spec.providers])
-        med = medians * busy[lo:hi] * (1.0 + 0.5 * np.minimum(util, 1.5) ** 4)
+        grow = np.stack([latency_multiplier(p, util[:, j]) for j, p in enumerate(spec.providers)], axis=1)
+        med = medians * busy[lo:hi] * grow
         mu = np.log(med)
         # Strong/weak split: the escalated share goes to each provider's strong model.
         weak = np.array([p.weak_model is not None for p in spec.providers])
@@ -547,7 +601,11 @@ class SimulatedRouter:
             columns[f"ready_{name}"] = reps[:, 0]
             columns[f"desired_{name}"] = reps[:, 1]
             columns[f"needed_{name}"] = np.ceil(attempts[:, j] / pool.spec.rpm_per_replica)
-        for j, name in enumerate(self._names):
+        for j, (name, p) in enumerate(zip(self._names, spec.providers, strict=True)):
+            # The true SLO capacity each minute (a busy window's factor takes few values).
+            factors, at = np.unique(busy[lo:hi, j], return_inverse=True)
+            per_limit = np.array([slo_capacity_rpm(p, 1.0, float(f), spec.slo_seconds) for f in factors])
+            columns[f"slo_capacity_{name}"] = limits[:, j] * per_limit[at]
             columns[f"attempts_{name}"] = attempts[:, j]
             columns[f"rejected_{name}"] = rejected[:, j]
             columns[f"latency_{name}"] = np.where(served[:, j] > 0, np.exp(mu[:, j] + sigmas[j] ** 2 / 2), np.nan)

@@ -55,8 +55,10 @@ def test_a_provider_whose_capacity_drops_at_nine_is_kept_away_week_after_week(tm
         # Kept away: openai's share in its busy hours stays well under its baseline, both weeks.
         assert w["weight_openai"].mean() < 0.5 * STATIC_WEIGHTS["openai"], w["weight_openai"].describe()
     # No drift back in the second week (the breaches are gone from its recent history), and
-    # the busy window is served within the SLO nearly throughout.
-    assert weeks[1]["weight_openai"].mean() <= weeks[0]["weight_openai"].mean() + 0.02
+    # the busy window is served within the SLO nearly throughout. (The first week is planned a
+    # little cooler still: the headroom learned from the breaches of the weeks before, whose
+    # cut for these hours halves a week on, controller.headroom.)
+    assert weeks[1]["weight_openai"].mean() <= weeks[0]["weight_openai"].mean() + 0.03
     assert weeks[1]["violation"].mean() <= max(0.05, weeks[0]["violation"].mean())
     # Outside the busy hours openai carries its share again: the capacity is learned per hour.
     local = truth.index.tz_convert(NY)

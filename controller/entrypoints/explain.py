@@ -83,12 +83,14 @@ def _plan_lines(plan: Sequence[Mapping[str, Any]], tz: str) -> list[str]:
     def money(v: float | None) -> str:
         return "-" if v is None else f"${v:,.2f}"
 
-    lines = ["\nPlan (load / SLO capacity per provider, rpm; cost per hour, plan vs baseline weights):"]
+    lines = ["\nPlan (load / SLO capacity per provider, rpm, at most the headroom's share of it; cost per hour, "
+             "plan vs baseline weights):"]
     for step in plan:
         parts = []
         for name, p in step.get("providers", {}).items():
-            cap = p.get("capacity_rpm")
-            parts.append(f"{name} {p.get('load_rpm', 0):.0f}/{'?' if cap is None else f'{cap:.0f}'}")
+            cap, room = p.get("capacity_rpm"), p.get("headroom")
+            parts.append(f"{name} {p.get('load_rpm', 0):.0f}/{'?' if cap is None else f'{cap:.0f}'}"
+                         + ("" if room is None else f" @{room:.0%}"))
         pool = f", pool {step['pool_units']} units" if step.get("pool_units") is not None else ""
         lines.append(f"  {_local(step.get('at'), tz, '%a %H:%M')}  demand {step.get('demand_rpm', 0):.0f}: "
                      f"{', '.join(parts)}{pool}; {money(step.get('cost_per_hour'))} vs "
