@@ -9,17 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from collectors.errors import CollectorError
+from collectors.errors import CsvImportError
 from collectors.intervals import MinuteCell, MinuteRow
 from collectors.mapping import SeriesKey
 from collectors.signals import RESERVED
 from collectors.store import Store
 
 log = logging.getLogger("diurnal.import")
-
-
-class CsvImportError(CollectorError):
-    """The CSV file cannot be imported as asked."""
 
 
 @dataclass
@@ -40,9 +36,22 @@ def read_series(path: Path, *, time_column: str, value_column: str, tz: str, ign
     averaged; rows without a number are dropped.
     """
     try:
+        with path.open("rb") as f:
+            head = f.read(8192)
+        if b"\x00" in head:
+            raise CsvImportError(f"{path} is not a text CSV file (it holds NUL bytes: binary data?)")
         frame = pd.read_csv(path, usecols=[time_column, value_column])
     except FileNotFoundError as exc:
         raise CsvImportError(f"no such file: {path}") from exc
+    except IsADirectoryError as exc:
+        raise CsvImportError(f"{path} is a directory, not a CSV file") from exc
+    except pd.errors.EmptyDataError as exc:
+        raise CsvImportError(f"{path} is empty: a header row naming {time_column!r} and {value_column!r} and rows "
+                             "of data are needed") from exc
+    except UnicodeDecodeError as exc:
+        raise CsvImportError(f"{path} is not a text CSV file (byte {exc.start} is not UTF-8)") from exc
+    except pd.errors.ParserError as exc:
+        raise CsvImportError(f"{path} is not a CSV file pandas can read: {str(exc).strip()}") from exc
     except ValueError as exc:
         cols = ", ".join(pd.read_csv(path, nrows=0).columns) if path.is_file() else "?"
         raise CsvImportError(f"{path}: {exc}; the columns are: {cols}") from exc
@@ -54,6 +63,12 @@ def read_series(path: Path, *, time_column: str, value_column: str, tz: str, ign
     ok = times.notna() & values.notna()
     if not ok.any():
         raise CsvImportError(f"{path}: no row has both a time in {time_column!r} and a number in {value_column!r}")
+    if not ok.all():
+        # Data rows are numbered as in the file, the header being line 1.
+        bad = [int(i) + 2 for i in frame.index[~ok.to_numpy()]]
+        shown = ", ".join(map(str, bad[:10])) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        log.warning("%s: skipped %d row(s) without both a time in %r and a number in %r: line %s",
+                    path, len(bad), time_column, value_column, shown)
     series = pd.Series(values[ok].to_numpy(dtype=float), index=pd.DatetimeIndex(times[ok]))
     if series.index.tz is None:
         try:

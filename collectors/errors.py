@@ -8,7 +8,7 @@
     │   ├── ScrapeError         the router could not be reached or answered an error
     │   ├── StoreError          the embedded store could not be opened or written
     │   ├── BackfillError       Prometheus' query API failed (collectors.backfill)
-    │   └── CsvImportError      a CSV file could not be imported (collectors.csv_import)
+    │   └── CsvImportError      a CSV file could not be imported (raised by collectors.csv_import)
     ├── ConfigError             a setting is missing or invalid; the message names the field
     ├── NotReadyError           asked for something that has no data yet
     ├── ForecastError           a series cannot be forecast (also a ValueError)
@@ -18,7 +18,7 @@
 Third-party errors are translated at the boundary with ``raise … from exc``.
 """
 
-__all__ = ["CollectorError", "DiurnalError", "ExpositionError", "ScrapeError", "StoreError"]
+__all__ = ["CollectorError", "CsvImportError", "DiurnalError", "ExpositionError", "ScrapeError", "StoreError"]
 
 
 class DiurnalError(Exception):
@@ -39,3 +39,7 @@ class ScrapeError(CollectorError):
 
 class StoreError(CollectorError):
     """The embedded store failed."""
+
+
+class CsvImportError(CollectorError):
+    """The CSV file cannot be imported as asked."""

@@ -104,6 +104,12 @@ def _lookup(signal: str) -> Derived:
     return gauge(signal)
 
 
+def known_signals(store: Store) -> list[str]:
+    """What can be read from ``store``: the derived signals, then the imported series it holds."""
+    imported = sorted({k.signal for k in store.series() if k.signal not in RESERVED})
+    return [*sorted(DERIVED), *imported]
+
+
 def rows_value(signal: str, counters: Iterable[CounterPoint], hist: Iterable[HistPoint]) -> float:
     """The derived signal over the given minute points (already filtered to one window),
     e.g. the controller's last few minutes, kept in memory."""

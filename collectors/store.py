@@ -129,9 +129,14 @@ class Store:
     """Minute aggregates and local-hour rollups per series. Thread-safe."""
 
     def __init__(self, data_dir: Path, *, tz: str = "UTC", durable: bool = False,
-                 minute_retention: int = MINUTE_RETENTION, hour_retention: int = HOUR_RETENTION) -> None:
+                 minute_retention: int = MINUTE_RETENTION, hour_retention: int = HOUR_RETENTION,
+                 read_only: bool = False) -> None:
+        """``read_only``: for commands that only read (``diurnal profile``, ``forecast``): the
+        store must exist, nothing is created, migrated or rebuilt, every write raises
+        :class:`StoreError`, and ``tz`` is the one its hours were rolled up in."""
         self.path = Path(data_dir) / "diurnal.db"
         self.tz = tz
+        self.read_only = read_only
         self.minute_retention = minute_retention
         self.hour_retention = hour_retention
         self._wlock = threading.Lock()
@@ -144,6 +149,9 @@ class Store:
         self._added: dict[SeriesKey, int] = {}
         #: Cells dropped at write because they held a non-finite number.
         self.dropped_non_finite = 0
+        if read_only:
+            self._open_read_only()
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Owner and group only, like the audit log (SQLite gives its -wal and -shm files the
@@ -160,6 +168,23 @@ class Store:
         except OSError as exc:
             raise StoreError(f"cannot create the data dir {self.path.parent}: {exc.strerror}") from exc
         self._load_series()
+
+    def _open_read_only(self) -> None:
+        if not self.path.is_file():
+            raise StoreError(f"no store in {self.path.parent}: nothing has been written there (diurnal run, "
+                             "backfill or import-csv fill one)")
+        try:
+            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False,
+                                   timeout=30.0)
+            self._w = self._r = conn
+            version = int(self._meta("schema_version") or 0)
+            if version != SCHEMA_VERSION:
+                raise StoreError(f"the store at {self.path} has schema version {version}, this diurnal reads "
+                                 f"{SCHEMA_VERSION}: open it once with diurnal run (which migrates it), or upgrade")
+            self.tz = self._meta("rollup_tz") or self.tz
+            self._load_series()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the store at {self.path}: {exc}") from exc
 
     def _connect(self, durable: bool) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0)
@@ -248,6 +273,8 @@ class Store:
     def _transaction(self, what: str, body: Callable[[], _T]) -> _T:
         """Run ``body`` in one transaction under the write lock; a failure rolls it back whole
         (and forgets the series it had added) and raises :class:`StoreError`."""
+        if self.read_only:
+            raise StoreError(f"cannot {what} the store at {self.path}: it is open read-only")
         with self._wlock:
             self._added = {}
             try:

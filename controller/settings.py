@@ -28,6 +28,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -35,6 +36,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from controller.errors import ConfigError
@@ -61,6 +63,16 @@ def http_url(value: str | None) -> str | None:
 
 class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """``yes``/``true`` where a number is wanted is an error, not 1 (YAML reads ``yes`` as true)."""
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if annotation in (int, float, int | None, float | None):
+                raise ValueError(f"a number is needed, not the boolean {value!r} (YAML reads yes/no/on/off as booleans)")
+        return value
 
 
 CounterSignal = Literal["requests", "retries", "errors_429", "errors_5xx", "cache_hits", "cache_misses", "spend",
@@ -716,6 +728,32 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, _YamlSource(settings_cls))
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: what, and where (PyYAML's own text spans several)."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem is None:
+        return " ".join(str(exc).split())
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return f"{problem}{where}"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key given twice in one mapping (plain YAML keeps the last,
+    silently: a setting would be lost)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"found the key {key!r} twice (first on line "
+                    f"{seen[key].start_mark.line + 1})", key_node.start_mark)
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
 class _YamlSource(PydanticBaseSettingsSource):
     """The YAML file given to :func:`load_settings`, lowest priority."""
 
@@ -727,11 +765,11 @@ class _YamlSource(PydanticBaseSettingsSource):
         if path is None:
             return {}
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+            raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from exc
         if data is None:
             return {}
         if not isinstance(data, dict):
@@ -795,6 +833,8 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
 
     Raises :class:`ConfigError` naming every bad field.
     """
+    if path is not None and Path(path).is_dir():
+        raise ConfigError(f"config file {path} is a directory; give the YAML settings file in it")
     if path is not None and not Path(path).is_file():
         raise ConfigError(f"config file {path} does not exist")
     token = _yaml_path.set(Path(path) if path is not None else None)
@@ -802,5 +842,10 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from exc
+    except SettingsError as exc:  # an environment variable that is not valid JSON for its field
+        cause = f": {exc.__cause__}" if exc.__cause__ is not None else ""
+        field = str(exc).split('"')[1] if str(exc).count('"') >= 2 else "?"
+        raise ConfigError(f"invalid settings: the environment variable for {field} (DIURNAL_{field.upper()} or "
+                          f"DIURNAL_{field.upper()}__...) must hold valid JSON for that field{cause}") from exc
     finally:
         _yaml_path.reset(token)

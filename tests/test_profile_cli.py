@@ -44,8 +44,8 @@ def test_import_then_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str],
 @pytest.mark.parametrize(
     ("args", "code", "needle"),
     [
-        pytest.param(["--time-column", "nope", "--value-column", "load", "--signal", "x"], 1, "columns are", id="bad-column"),
-        pytest.param(["--time-column", "when", "--value-column", "load", "--signal", "requests"], 1, "router signal",
+        pytest.param(["--time-column", "nope", "--value-column", "load", "--signal", "x"], 2, "columns are", id="bad-column"),
+        pytest.param(["--time-column", "when", "--value-column", "load", "--signal", "requests"], 2, "router signal",
                      id="reserved-name"),
     ],
 )
@@ -59,6 +59,9 @@ def test_import_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_profile_of_an_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from collectors.store import Store
+
+    Store(tmp_path / "empty").close()
     monkeypatch.setenv("DIURNAL_DATA_DIR", str(tmp_path / "empty"))
     assert main(["profile"]) == 1
     assert "empty" in capsys.readouterr().err
@@ -99,4 +102,5 @@ def test_import_then_forecast(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     peak = max(doc["points"], key=lambda p: p["mean"])
     local = pd.Timestamp(peak["at"]).tz_convert("America/New_York")
     assert (local.day_name(), local.hour) == ("Monday", 9)  # after the 2026-11-01 change, still 09:00
-    assert main(["forecast", "--signal", "nope", *store]) == 1
+    assert main(["forecast", "--signal", "nope", *store]) == 2
+    assert "no signal 'nope'" in capsys.readouterr().err

@@ -7,11 +7,11 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
-from collectors.errors import CollectorError
+from collectors.errors import CollectorError, CsvImportError
 from collectors.redact import redact
 from controller.errors import ConfigError
 from controller.loop import package_version
@@ -21,6 +21,60 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from collectors.store import Store
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments get one line naming the command and the argument, and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _timezone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"unknown IANA timezone {value!r} (e.g. America/New_York, Europe/Berlin, "
+                                         "UTC)") from exc
+    return value
+
+
+def _number(kind: type[int] | type[float] = int, *, at_least: float | None = None) -> Callable[[str], float]:
+    """An argparse type: a ``kind`` number of at least ``at_least``, or more than 0 without it."""
+    def parse(value: str) -> float:
+        try:
+            number = kind(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{value!r} is not {'a whole number' if kind is int else 'a number'}") \
+                from exc
+        if at_least is None and not number > 0:  # NaN too
+            raise argparse.ArgumentTypeError(f"{value} must be more than 0")
+        if at_least is not None and not number >= at_least:
+            raise argparse.ArgumentTypeError(f"{value} is too small: at least {at_least:g}")
+        return number
+    return parse
+
+
+def _moment(value: str) -> str:
+    from datetime import datetime
+
+    try:
+        datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO 8601 time (e.g. 2026-11-16T09:30, local time "
+                                         "unless it carries an offset)") from exc
+    return value
+
+
+def _output_file(value: str) -> Path:
+    path = Path(value)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value} is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"the directory {path.parent} does not exist")
+    return path
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -89,17 +143,26 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _store(args: argparse.Namespace) -> Iterator[tuple[Settings, str, Store]]:
-    """The settings, the timezone (``--timezone`` or the settings') and the store, closed after."""
+def _store(args: argparse.Namespace, *, read_only: bool = False) -> Iterator[tuple[Settings, str, Store]]:
+    """The settings, the timezone (``--timezone`` or the settings') and the store, closed after.
+    ``read_only``: the store must exist and is never changed (its hours stay rolled up in the
+    zone it has; see :func:`_stored_hourly` for another one)."""
     from collectors.store import Store
 
     s = _settings(args)
     tz = args.timezone or s.timezone
-    store = Store(s.data_dir, tz=tz)
+    store = Store(s.data_dir, tz=tz, read_only=read_only)
     try:
         yield s, tz, store
     finally:
         store.close()
+
+
+def _same_hours(index: pd.DatetimeIndex, tz: str) -> bool:
+    """Whether every hour of ``index`` (UTC instants where a local hour began) starts a local
+    hour in ``tz`` too: true between zones a whole number of hours apart."""
+    local = index.tz_convert(tz)
+    return bool(((local.minute == 0) & (local.second == 0)).all())
 
 
 def cmd_import_csv(args: argparse.Namespace) -> int:
@@ -118,21 +181,32 @@ def _stored_hourly(args: argparse.Namespace, weeks: float | None = None) -> tupl
     """``args.signal`` per local hour over the last ``weeks`` of the store (default: the
     settings' ``forecast.history_weeks``), for ``args.provider`` or all together; an exit code
     instead when there is nothing to read."""
-    from collectors.signals import hourly
+    from collectors.signals import hourly, known_signals
 
-    with _store(args) as (s, tz, store):
+    with _store(args, read_only=True) as (s, tz, store):
         span = store.span()
         if span is None:
             print(f"diurnal: the store in {s.data_dir} is empty", file=sys.stderr)
             return 1
+        known = known_signals(store)
+        if args.signal not in known:
+            print(f"diurnal: no signal {args.signal!r} in the store in {s.data_dir}; it has: {', '.join(known)}",
+                  file=sys.stderr)
+            return 2
         provider = None if args.provider in (None, "*") else args.provider
         end = span[1] + 3600
         try:
             span_weeks = s.forecast.history_weeks if weeks is None else weeks
-            return s, tz, hourly(store, args.signal, tz, end - int(span_weeks * 7 * 86400), end, provider)
+            series = hourly(store, args.signal, store.tz, end - int(span_weeks * 7 * 86400), end, provider)
         except ValueError as exc:
             print(f"diurnal: {exc}", file=sys.stderr)
             return 2
+        if tz != store.tz and not _same_hours(series.index, tz):
+            print(f"diurnal: the store's hours are rolled up in {store.tz}, and {tz}'s hours start at other "
+                  f"instants; reading never rebuilds them: use --timezone {store.tz}, or run diurnal with "
+                  f"timezone {tz} (which rebuilds the rollups from the minutes kept)", file=sys.stderr)
+            return 2
+        return s, tz, series
 
 
 def _unit(signal: str) -> str:
@@ -308,7 +382,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="diurnal", description="Time-aware sidecar for LLM routers.")
+    parser = _Parser(prog="diurnal", description="Time-aware sidecar for LLM routers.")
     parser.add_argument("--version", action="version", version=f"diurnal {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -317,18 +391,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="run against the built-in simulated router, time compressed")
-    demo.add_argument("--weeks", type=int, default=4,
+    demo.add_argument("--weeks", type=_number(at_least=2), default=4,
                       help="simulated weeks; the last is scored (default 4: hour-of-week forecasts need 3 weeks)")
     demo.add_argument("--seed", type=int, default=7, help="random seed of the simulated world")
     demo.add_argument("--data-dir", type=Path, help="keep the store here (default: a temp dir, removed after)")
     demo.add_argument("--serve", action="store_true", help="keep the API up afterwards")
-    demo.add_argument("--port", type=int, default=8787, help="API port with --serve")
+    demo.add_argument("--port", type=_number(), default=8787, help="API port with --serve")
     demo.set_defaults(func=cmd_demo)
 
     bf = sub.add_parser("backfill", help="read weeks of history from Prometheus (query_range) into the store")
     bf.add_argument("--config", type=Path, help="YAML settings file (prometheus.url and credentials)")
     bf.add_argument("--data-dir", type=Path, help="the data directory (default: settings' data_dir)")
-    bf.add_argument("--weeks", type=float, help="weeks to read (default: prometheus.backfill_weeks)")
+    bf.add_argument("--weeks", type=_number(float), help="weeks to read (default: prometheus.backfill_weeks)")
     bf.set_defaults(func=cmd_backfill)
 
     imp = sub.add_parser("import-csv", help="load a time series from a CSV file into the store")
@@ -337,7 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--value-column", required=True, help="column with the numbers")
     imp.add_argument("--signal", required=True, help="name to store the series under, e.g. demand")
     imp.add_argument("--provider", default="imported", help="series label (default: imported)")
-    imp.add_argument("--timezone", help="IANA zone of naive timestamps and of the hours (default: settings)")
+    imp.add_argument("--timezone", type=_timezone,
+                     help="IANA zone of naive timestamps and of the hours (default: settings)")
     imp.add_argument("--ignore-offset", action="store_true",
                      help="read timestamps as local wall time even if they carry an offset such as Z")
     imp.add_argument("--config", type=Path, help="YAML settings file (data_dir)")
@@ -347,9 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
     prof = sub.add_parser("profile", help="hour-of-week heatmap of a signal (terminal, PNG or JSON)")
     prof.add_argument("--signal", default="latency_p95", help="derived or imported signal (default latency_p95)")
     prof.add_argument("--provider", help="one provider (default: all together)")
-    prof.add_argument("--weeks", type=float, default=8, help="weeks of history, ending at the newest data")
-    prof.add_argument("--timezone", help="IANA zone of the hours (default: settings)")
-    prof.add_argument("--png", type=Path, help="also write the heatmap as a PNG")
+    prof.add_argument("--weeks", type=_number(float), default=8, help="weeks of history, ending at the newest data")
+    prof.add_argument("--timezone", type=_timezone, help="IANA zone of the hours (default: settings)")
+    prof.add_argument("--png", type=_output_file, help="also write the heatmap as a PNG")
     prof.add_argument("--json", action="store_true", help="print the profile as JSON")
     prof.add_argument("--config", type=Path, help="YAML settings file (data_dir)")
     prof.add_argument("--data-dir", type=Path, help="the data directory (default: settings' data_dir)")
@@ -358,8 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     fc = sub.add_parser("forecast", help="forecast a signal from the store: chosen model, skill, gate, bands")
     fc.add_argument("--signal", default="request_rate", help="derived or imported signal (default request_rate)")
     fc.add_argument("--provider", help="one provider (default: all together)")
-    fc.add_argument("--hours", type=int, default=24, help="hours ahead (default 24)")
-    fc.add_argument("--timezone", help="IANA zone of the seasonality (default: settings)")
+    fc.add_argument("--hours", type=_number(), default=24, help="hours ahead (default 24)")
+    fc.add_argument("--timezone", type=_timezone, help="IANA zone of the seasonality (default: settings)")
     fc.add_argument("--json", action="store_true", help="print the forecast as JSON")
     fc.add_argument("--config", type=Path, help="YAML settings file (data_dir, forecast.*)")
     fc.add_argument("--data-dir", type=Path, help="the data directory (default: settings' data_dir)")
@@ -367,9 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("explain", help="the decision in force and why, knob by knob")
     ex.add_argument("--url", help="ask a running sidecar (e.g. http://127.0.0.1:8787) instead of the audit log")
-    ex.add_argument("--at", help="the decision in force at this time (ISO 8601; local time if no offset)")
-    ex.add_argument("--changes", type=int, metavar="N", help="list the last N weight or prewarm changes")
-    ex.add_argument("--timezone", help="IANA zone for times (default: the sidecar's with --url, else settings)")
+    ex.add_argument("--at", type=_moment, help="the decision in force at this time (ISO 8601; local time if no offset)")
+    ex.add_argument("--changes", type=_number(), metavar="N", help="list the last N weight or prewarm changes")
+    ex.add_argument("--timezone", type=_timezone,
+                    help="IANA zone for times (default: the sidecar's with --url, else settings)")
     ex.add_argument("--config", type=Path, help="YAML settings file (data_dir)")
     ex.add_argument("--data-dir", type=Path, help="data directory with audit.jsonl (default: settings)")
     ex.set_defaults(func=cmd_explain)
@@ -382,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     hook = sub.add_parser("litellm-hook", help="print the LiteLLM proxy hook that applies diurnal's weights "
                                                 "(save it beside the proxy's config.yaml as diurnal_litellm.py)")
-    hook.add_argument("-o", "--output", type=Path, default=None, help="write it to this file instead")
+    hook.add_argument("-o", "--output", type=_output_file, default=None, help="write it to this file instead")
     hook.set_defaults(func=cmd_litellm_hook)
 
     check = sub.add_parser("check-config", help="validate a settings file and name any bad field")
@@ -403,6 +479,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's final flush is quiet too
         return 0
     except ConfigError as exc:
+        print(f"diurnal: {exc}", file=sys.stderr)
+        return 2
+    except CsvImportError as exc:  # the file given is not what was asked for: bad input
         print(f"diurnal: {exc}", file=sys.stderr)
         return 2
     except CollectorError as exc:
