@@ -333,13 +333,18 @@ def score(scenario: Scenario, policy: str, t: pd.DataFrame, seconds: float) -> S
     )
 
 
+#: Load over a nil capacity, as a ratio (finite, so that quantiles stay numbers).
+OVER_NIL = 1e6
+
+
 def _against_capacity(scenario: Scenario, t: pd.DataFrame) -> dict[str, Any]:
     """Per provider, its load against its true SLO capacity minute by minute."""
     over: dict[str, int] = {}
     p99: dict[str, float] = {}
     for p in scenario.spec.providers:
         load, cap = t[f"attempts_{p.name}"].to_numpy(float), t[f"slo_capacity_{p.name}"].to_numpy(float)
-        ratio = np.divide(load, cap, out=np.where(load > 0, np.inf, 0.0), where=cap > 0)
+        # Load where the true capacity is nil (a pool with no replica ready) counts as far over.
+        ratio = np.divide(load, cap, out=np.where(load > 0, OVER_NIL, 0.0), where=cap > 0)
         over[p.name] = int((ratio > 1.0).sum())
         p99[p.name] = round(float(np.quantile(ratio, 0.99)), 3) if len(ratio) else math.nan
     return {"over_capacity_minutes": over, "load_over_capacity_p99": p99}

@@ -5,7 +5,11 @@ from one replica.
 One PromQL expression per window reads everything the preset maps, in one round trip: for
 each metric, ``sum by (<the preset's provider, model and route labels, the labels its rules
 match on>) (increase(<metric>{<selector>}[<window>]))``, histogram buckets by ``le`` too,
-each renamed back to its metric (``label_replace`` on ``__name__``) and joined with ``or``.
+each labelled with its metric (``label_replace`` into ``diurnal_metric``) and joined with ``or``.
+The label, not ``__name__``, tells the parts apart: PromQL's ``or`` matches label sets without
+the metric name, so two metrics summed to the same labels (a histogram's ``_sum`` and
+``_count``, or every counter of a router whose series carry only ``model``) would keep only
+the first of them.
 ``increase`` gives Prometheus' own semantics: a replica's counter reset is an increase from
 zero, a replica that appears or goes away is counted while it has samples, stale series drop
 out. The increases become minute cells directly (:func:`fleet_cells`), so the store, the
@@ -62,14 +66,20 @@ class FleetQuery:
         for name, (names, with_le) in reads.items():
             labels = ", ".join((*by, "le") if with_le else by)
             parts.append(f'label_replace(sum by ({labels}) (increase({{__name__=~"{names}"{sel}}}[{window}])), '
-                         f'"__name__", "{name}", "", "")')
+                         f'"{METRIC_LABEL}", "{name}", "", "")')
         return cls(" or ".join(parts), window_seconds, by, len(reads))
 
 
+#: The label each part of the fleet expression carries its metric's name in.
+METRIC_LABEL = "diurnal_metric"
+
+
 def series_identity(metric: dict[str, object]) -> tuple[str, tuple[tuple[str, str], ...]]:
-    """A Prometheus API result series' name and sorted labels, as a :class:`Sample` has them."""
+    """A Prometheus API result series' name (the fleet expression's ``diurnal_metric``, else
+    ``__name__``) and sorted labels, as a :class:`Sample` has them."""
     labels = dict(metric)
-    name = str(labels.pop("__name__", ""))
+    name = str(labels.pop(METRIC_LABEL, None) or labels.pop("__name__", ""))
+    labels.pop("__name__", None)
     return name, tuple(sorted((str(k), str(v)) for k, v in labels.items()))
 
 

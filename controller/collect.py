@@ -162,6 +162,10 @@ class CollectStage:
         #: The newest input time ingested (scrapes, fleet windows): minutes that ended
         #: ``close_grace_seconds`` before it are closed without waiting for a tick.
         self._ingest_clock: float | None = None
+        #: With ``router.source: prometheus``, the end of the newest fleet window read: a tick
+        #: closes no minute past it (the reader lags the clock by its lag and a window; a minute
+        #: closed before its last windows arrived would be observed short).
+        self._fleet_end: float | None = None
         #: When the newest router data was taken.
         self.last_data_at: datetime | None = None
         #: (minute, route, segment) -> [routed requests, escalated], from pushed events.
@@ -266,6 +270,7 @@ class CollectStage:
             self.store.journal(cells, meta={cursor_key: str(window_end)})
         self.aggregator.add_cells(cells)
         at = float(window_end)
+        self._fleet_end = at if self._fleet_end is None else max(self._fleet_end, at)
         self._carried(self.mapper.last_present, at)
         if cells:
             self._seen(datetime.fromtimestamp(at, UTC))
@@ -321,9 +326,12 @@ class CollectStage:
     def close(self, when: datetime) -> tuple[Observations, int]:
         """Close the minutes that ended before ``when``, store them, and return the
         observations of the window with the number of rows written."""
-        limit = int(when.timestamp() // 60) * 60
+        cut = when.timestamp()
+        if self.settings.router.source == "prometheus":  # the fleet's minutes close as its windows arrive
+            cut = min(cut, self._fleet_end if self._fleet_end is not None else 0.0)
+        limit = int(cut // 60) * 60
         now = int(when.timestamp())
-        rows, written = self._settle(self.aggregator.close_before(when.timestamp()), limit, now)
+        rows, written = self._settle(self.aggregator.close_before(cut), limit, now)
         recent = self._recent_requests(now)
         since = now - SEGMENT_WINDOW_SECONDS
         self._segments = {k: v for k, v in self._segments.items() if k[0] >= since}

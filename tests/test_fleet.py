@@ -30,7 +30,9 @@ def test_one_expression_reads_every_metric_the_preset_maps() -> None:
         "[60s]))" in q.expr
     assert 'sum by (api_provider, litellm_model_name, model, requested_model, exception_status, le) (increase(' \
         '{__name__=~"litellm_llm_api_latency_metric_bucket", job="litellm"}[60s]))' in q.expr
-    assert '"__name__", "litellm_request_total_latency_metric_count", "", ""' in q.expr
+    # Each part carries its metric in a label of its own: PromQL's `or` matches label sets without
+    # __name__, so a histogram's _sum and _count (summed to the same labels) would keep only one.
+    assert '"diurnal_metric", "litellm_request_total_latency_metric_count", "", ""' in q.expr
     assert q.expr.count(" or ") == q.metrics - 1
     otel = FleetQuery.build(Mapper(OTEL_GENAI), "", 30)
     assert "[30s]" in otel.expr and "gen_ai_server_request_duration|gen_ai_server_request_duration_seconds" not in otel.expr
