@@ -678,6 +678,11 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Log level."
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`text`: one readable line per record. `json`: one JSON object per line (ts, level, logger, "
+                    "message, and exc_info where there is one), for log pipelines.",
+    )
     router: RouterSettings = Field(default_factory=RouterSettings)
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
@@ -792,7 +797,7 @@ def _describe(exc: ValidationError) -> str:
         field = ".".join(str(p) for p in err["loc"]) or "(root)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling; see README for the settings)"
+            msg = "unknown field (check the spelling; every setting is in docs/settings.md)"
         shown = "" if err["type"] == "extra_forbidden" else f" (got {err.get('input')!r})"
         if isinstance(err.get("input"), dict):
             shown = ""

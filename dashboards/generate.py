@@ -35,6 +35,7 @@ from dashboards.panels import (
     single,
 )
 from dashboards.rules import RUNBOOK_BASE, rule_file
+from dashboards.settings_reference import settings_reference
 
 HERE = Path(__file__).resolve().parent
 #: The hook a LiteLLM proxy loads; the chart ships a copy (a file that stands alone).
@@ -239,6 +240,7 @@ def render(runbook_base: str = RUNBOOK_BASE) -> dict[str, str]:
     out["../helm/diurnal/values.schema.json"] = json.dumps(values_schema(), indent=2) + "\n"
     # The LiteLLM proxy hook, for the chart's ConfigMap (litellmHook.enabled).
     out["../helm/diurnal/files/litellm/diurnal_litellm.py"] = LITELLM_HOOK.read_text()
+    out["../docs/settings.md"] = settings_reference()
     return out
 
 

@@ -144,3 +144,38 @@ def test_reading_never_creates_or_changes_a_store(tmp_path: Path, monkeypatch: p
     fresh = tmp_path / "nothing-here"
     assert main(["forecast", "--data-dir", str(fresh)]) == 1
     assert "no store in" in capsys.readouterr().err and not fresh.exists()
+
+
+def test_json_logs_are_one_object_per_line_with_secrets_masked(tmp_path: Path) -> None:
+    script = (
+        "import logging\n"
+        "from controller.entrypoints.cli import _logging\n"
+        "from controller.settings import load_settings\n"
+        "s = load_settings(log_format='json', router={'bearer_token': 'sekrit-router-token'})\n"
+        "_logging('INFO', s)\n"
+        "logging.getLogger('diurnal').warning('router answered 401 with token %s', 'sekrit-router-token')\n"
+        "try:\n    1 / 0\nexcept ZeroDivisionError:\n    logging.getLogger('diurnal').exception('a failure')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIURNAL_")}
+    got = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=60, check=True)
+    import json
+
+    records = [json.loads(line) for line in got.stderr.splitlines()]
+    assert [r["level"] for r in records] == ["WARNING", "ERROR"]
+    assert records[0]["logger"] == "diurnal" and "sekrit" not in got.stderr and "401" in records[0]["message"]
+    assert "ZeroDivisionError" in records[1]["exc_info"] and records[0]["ts"].endswith("+00:00")
+
+
+def test_the_settings_reference_names_every_setting() -> None:
+    from controller.settings import Settings
+    from dashboards.settings_reference import settings_reference
+
+    doc = settings_reference()
+    for group, model in Settings.model_fields.items():
+        annotation = model.annotation
+        fields = getattr(annotation, "model_fields", None)
+        for name in fields or {group: None}:
+            assert (f"`{group}.{name}`" if fields else f"`{group}`") in doc, (group, name)
+    assert "`DIURNAL_POLICY__CAPACITY_HEADROOM`" in doc and "`policy.providers.<name>.baseline_weight`" in doc
+    assert (ROOT / "docs" / "settings.md").read_text() == doc  # committed as generated

@@ -23,6 +23,21 @@ if TYPE_CHECKING:
     from collectors.store import Store
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ``ts`` (UTC, ISO 8601), ``level``, ``logger``, ``message``
+    and ``exc_info`` where there is one. The redacting filter runs before it, on the message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+        from datetime import UTC, datetime
+
+        doc = {"ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+               "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            doc["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
 class _Parser(argparse.ArgumentParser):
     """Bad arguments get one line naming the command and the argument, and exit code 2."""
 
@@ -346,11 +361,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def _logging(level: str, settings: Settings | None = None) -> None:
     """Log to stderr through a filter that masks URL credentials and every configured secret
-    (uvicorn's loggers too: the API is served with ``log_config=None``)."""
+    (uvicorn's loggers too: the API is served with ``log_config=None``), as text or as one JSON
+    object per line (``log_format``)."""
     from collectors.redact import RedactingFilter
     from controller.settings import secret_values
 
     logging.basicConfig(level=getattr(logging, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings is not None and settings.log_format == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     redacting = RedactingFilter(secret_values(settings) if settings is not None else ())
     for handler in logging.getLogger().handlers:
         for old in [f for f in handler.filters if isinstance(f, RedactingFilter)]:
