@@ -446,7 +446,7 @@ def run(names: Sequence[str], policies: Sequence[str], opts: Options, *, jobs: i
         for g, fut in futures.items():
             for n in g:
                 warm[n] = fut.result()
-        say(f"  warm-ups done: {len(futures)} for {len(names)} scenarios")
+        say(f"  warm-ups done: {len(futures)} for {len(names)} worlds")
         # Longest first (diurnal's scored week takes ten times a baseline's), so the short
         # runs fill the gaps at the end and neither process idles while the other finishes.
         order = sorted(((n, p) for n in names for p in policies), key=lambda run: _run_cost(run[1]), reverse=True)
@@ -549,7 +549,7 @@ def to_json(results: Sequence[ScenarioResult], meta: dict[str, Any]) -> dict[str
         for r in results]}
 
 
-def plot(result: ScenarioResult, path: Path) -> None:
+def plot(result: ScenarioResult, path: Path, days: int = 7) -> None:
     """The scored week per policy: demand and pool capacity, openai's weight, pool replicas
     asked for, and the worst p95 per 15 minutes against the SLO."""
     import matplotlib
@@ -573,7 +573,8 @@ def plot(result: ScenarioResult, path: Path) -> None:
     axes[3].axhline(5.0, color="red", ls="--", lw=0.8)
     axes[0].legend(fontsize=7, ncol=4, loc="upper right")
     axes[1].legend(fontsize=7, ncol=4, loc="upper right")
-    axes[0].set_title(f"{result.scenario}: the scored week ({result.description})", fontsize=9)
+    scored = "the scored week" if days == 7 else "the scored Monday" if days == 1 else f"the {days} scored days"
+    axes[0].set_title(f"{result.scenario}: {scored} ({result.description})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -584,7 +585,7 @@ def plot(result: ScenarioResult, path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from bench.realdata import data_dir, weekly_shape
 
-    parser = argparse.ArgumentParser(prog="diurnal bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="diurnal bench", description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--quick", action="store_true",
                         help=f"CI mode: only {', '.join(QUICK)}, scored on their Monday (--days 1)")
     parser.add_argument("--scenarios", help=f"comma-separated worlds: <family>-<seed> (families: {', '.join(FAMILIES)}) "
@@ -619,7 +620,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shape = weekly_shape(root, args.shape) if args.shape else None
     except (ValueError, OSError) as exc:  # an unknown name, or the real series not there
         parser.error(f"--shape {args.shape}: {exc}")
-    print(f"diurnal bench: {len(names)} scenarios x {len(policies)} policies, seed {args.seed}, "
+    print(f"diurnal bench: {len(names)} worlds x {len(policies)} policies, seed {args.seed}, "
           f"{args.warmup_weeks} weeks of warm-up + {days} scored day(s) each; token sizes from "
           f"{trace if trace.exists() else 'the built-in copy of the Azure trace figures'}", flush=True)
     began = time.perf_counter()
@@ -639,7 +640,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_plots:
         args.plots.mkdir(parents=True, exist_ok=True)
         for r in results:
-            plot(r, args.plots / f"{r.scenario}.png")
+            plot(r, args.plots / f"{r.scenario}.png", days)
         print(f"wrote {len(results)} plots to {args.plots}/")
     return 0
 

@@ -19,10 +19,14 @@ def test_diurnal_demo_cli_prints_the_summary(served_demo: ServedDemo) -> None:
     assert "Predicted Monday peak" in out and "openai p95 forecast over the SLO from 08:00 to 11:00" in out
     assert "weights/openai: " in out and "ForecastTrusted" in out
     assert "forecast/latency_p95/openai: ForecastTrusted" in out
-    m = re.search(r"static weights .*?:\s+(\d+) min\n\s+diurnal \(act mode\):\s+(\d+) min", out)
+    m = re.search(r"static weights .*?:\s+(\d+) min\s+\$\s*([\d,]+)\n\s+diurnal \(act mode\):\s+(\d+) min.*?"
+                  r"\$\s*([\d,]+) \(([+-]\d+)%\)", out)
     assert m, out
-    static_min, diurnal_min = int(m.group(1)), int(m.group(2))
+    static_min, diurnal_min = int(m.group(1)), int(m.group(3))
     assert static_min > 100 and diurnal_min < static_min / 2
+    # The cost of each, beside the other: the prices are set, so the plan's spend is known.
+    static_usd, diurnal_usd = float(m.group(2).replace(",", "")), float(m.group(4).replace(",", ""))
+    assert static_usd > 0 and diurnal_usd > 0 and abs(100 * (diurnal_usd / static_usd - 1) - int(m.group(5))) <= 1
     assert (data_dir / "diurnal.db").exists()  # --data-dir keeps the store
     assert re.search(r"prewarm upstream-pool \d+ -> \d+ units\s+\(PredictedPeak", out)
     assert "route chat escalation 30% -> 10%" in out

@@ -221,16 +221,25 @@ def _stored_hourly(args: argparse.Namespace, weeks: float | None = None) -> tupl
                   f"instants; reading never rebuilds them: use --timezone {store.tz}, or run diurnal with "
                   f"timezone {tz} (which rebuilds the rollups from the minutes kept)", file=sys.stderr)
             return 2
-        return s, tz, series
+        return s, tz, series * _shown(args.signal)[0]
 
 
-def _unit(signal: str) -> str:
-    """A derived signal's unit (request_rate: requests per second), or "its own unit" for an
-    imported series."""
+def _shown(signal: str) -> tuple[float, str]:
+    """How a signal is shown: the factor from its stored unit and the unit. Rates per second
+    are shown per minute (req/min), as the plan, the demo and the dashboards show them; an
+    imported series in its own unit."""
     from collectors.signals import DERIVED
 
     d = DERIVED.get(signal)
-    return d.unit if d is not None else "its own unit"
+    if d is None:
+        return 1.0, "its own unit"
+    if d.unit.endswith("per second"):
+        return 60.0, d.unit.replace("per second", "per minute")
+    return 1.0, d.unit
+
+
+def _unit(signal: str) -> str:
+    return _shown(signal)[1]
 
 
 def cmd_profile(args: argparse.Namespace) -> int:

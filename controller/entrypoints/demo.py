@@ -41,6 +41,9 @@ class DemoResult:
     scored_end: datetime
     violations_diurnal: int
     violations_static: int
+    #: What the scored week cost (the providers' token prices; the truth's spend), each way.
+    cost_diurnal: float = 0.0
+    cost_static: float = 0.0
     predicted: dict[str, object] = field(default_factory=dict)
     ahead: list[Decision] = field(default_factory=list)
     seconds: float = 0.0
@@ -130,16 +133,17 @@ def run_demo(*, weeks: int = 4, seed: int = 7, data_dir: Path | None = None, scr
     ctl.decompose = True
     ctl.refit(now)  # the state a --serve shows, with the decomposition
     ctl.flush()
-    result.violations_diurnal = _violations(router, scored_start, end)
-    result.violations_static = _violations(static, scored_start, end)
+    result.violations_diurnal, result.cost_diurnal = _scored(router, scored_start, end)
+    result.violations_static, result.cost_static = _scored(static, scored_start, end)
     result.seconds = time.perf_counter() - began
     return result
 
 
-def _violations(router: SimulatedRouter, start: datetime, end: datetime) -> int:
+def _scored(router: SimulatedRouter, start: datetime, end: datetime) -> tuple[int, float]:
+    """SLO-violation minutes and what the week cost (spend and replica-hours), from the truth."""
     truth = router.truth()
     window = truth[(truth.index >= pd.Timestamp(start)) & (truth.index < pd.Timestamp(end))]
-    return int(window["violation"].sum())
+    return int(window["violation"].sum()), float(window["spend"].sum() + window["replica_cost"].sum())
 
 
 def _predicted_peak(ctl: Controller, day_start: datetime, spec: WorldSpec) -> dict[str, object]:
@@ -209,9 +213,12 @@ def summary(result: DemoResult) -> str:
     saved = result.violations_static - result.violations_diurnal
     pct = f" ({saved / result.violations_static:.0%} fewer)" if result.violations_static else ""
     week = f"{result.scored_start.astimezone(tz):%Y-%m-%d} .. {(result.scored_end - timedelta(days=1)).astimezone(tz):%Y-%m-%d}"
-    lines.append(f"SLO-violation minutes over the same simulated week ({week}):")
-    lines.append(f"  static weights {STATIC_WEIGHTS}: {result.violations_static:5d} min")
-    lines.append(f"  diurnal (act mode):{' ' * 39}{result.violations_diurnal:5d} min{pct}")
+    cost = (f" ({result.cost_diurnal / result.cost_static - 1:+.0%})" if result.cost_static else "")
+    lines.append(f"SLO-violation minutes and cost over the same simulated week ({week}):")
+    lines.append(f"  static weights {STATIC_WEIGHTS}: {result.violations_static:5d} min {'':<13} "
+                 f"${result.cost_static:9,.0f}")
+    lines.append(f"  diurnal (act mode):{' ' * 39}{result.violations_diurnal:5d} min {pct.strip():<13} "
+                 f"${result.cost_diurnal:9,.0f}{cost}")
     return "\n".join(lines)
 
 
