@@ -231,6 +231,7 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
 SHARED = {
     "served_demo": (
         "tests/test_demo.py::test_diurnal_demo_cli_prints_the_summary",
+        "tests/test_demo.py::test_the_readme_shows_what_the_demo_prints",
         "tests/test_observability.py::test_promtool_accepts_the_exposition",
         "tests/test_observability.py::test_metrics_cover_what_dashboards_need",
         "tests/test_observability.py::test_every_panel_query_returns_data",

@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
 
@@ -85,3 +86,15 @@ def test_sim_exposition_has_litellm_names_and_parses() -> None:
                      "litellm_llm_api_latency_metric_bucket", "litellm_cache_hits_metric_total",
                      "litellm_cache_misses_metric_total", "litellm_spend_metric_total"):
         assert expected in names
+
+
+def test_the_readme_shows_what_the_demo_prints(served_demo: ServedDemo) -> None:
+    """Every line of the README's demo output is printed by the demo (``...`` marks lines left
+    out, a trailing ``...)`` a line cut short; the run's duration varies)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("and prints (the", 1)[1].split("```\n", 2)[1]
+    for line in block.splitlines():
+        if line.strip() in ("", "...") or "simulated weeks in" in line:
+            continue
+        shown = line[: -len(" ...)")] if line.endswith(" ...)") else line
+        assert shown in served_demo.summary, f"the README shows a line the demo does not print: {line!r}"
