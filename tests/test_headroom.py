@@ -131,3 +131,19 @@ def test_the_learned_headroom_is_kept_in_the_store_across_a_restart(tmp_path: Pa
         assert again.decide.outlook.headroom.current("a") == pytest.approx(learned)
     finally:
         again.close()
+
+
+def test_explain_shows_the_headroom_each_step_was_planned_with() -> None:
+    from controller.entrypoints.explain import render
+
+    body = {"at": "2026-11-16T14:00:00+00:00", "mode": "act", "weights": {"a": 0.4, "b": 0.6},
+            "reasons": [{"knob": "weights/a", "code": "CapacityForecastLimited",
+                         "message": "360 rpm, held at 60% of its 600 rpm SLO capacity (planned with 60% headroom "
+                                    "(of 90%), learned from 14 min over the SLO at loads planned as safe)"}],
+            "plan": [{"at": "2026-11-16T14:00:00+00:00", "demand_rpm": 900.0, "pool_units": None,
+                      "cost_per_hour": 10.0, "baseline_cost_per_hour": 12.0,
+                      "providers": {"a": {"load_rpm": 360.0, "capacity_rpm": 600.0, "headroom": 0.6},
+                                    "b": {"load_rpm": 540.0, "capacity_rpm": 2000.0, "headroom": 0.9}}}]}
+    out = render(body, "America/New_York")
+    assert "a 360/600 @60%" in out and "b 540/2000 @90%" in out
+    assert "learned from 14 min over the SLO" in out
