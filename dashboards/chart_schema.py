@@ -82,7 +82,11 @@ def values_schema() -> dict[str, Any]:
                     "shape": {"enum": ["decision", "litellm"]},
                 }),
             }),
-            "litellmHook": _obj({"enabled": _bool("Create the ConfigMap holding the LiteLLM proxy hook.")}),
+            "litellmHook": _obj({
+                "enabled": _bool("Create the ConfigMap holding the LiteLLM proxy hook."),
+                "configDir": _str("Directory of the LiteLLM proxy's config.yaml in its container.", pattern="^/"),
+                "url": _str("diurnal's API as the hook reaches it; empty: derived from the mode."),
+            }),
             "persistence": _obj({
                 "enabled": _bool("Use a PersistentVolumeClaim."),
                 "storageClass": _str("StorageClass."),

@@ -287,6 +287,18 @@ def test_sidecar_snippet_holds_the_container_and_volumes() -> None:
     assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "litellm"}
     assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "diurnal"
     assert "add the container to your router's pod" in objects["NOTES"][0]["text"]
+    # The LiteLLM hook (litellmHook.enabled in this scenario): its ConfigMap as a volume, and
+    # what the LiteLLM container adds: the mount beside its config.yaml and diurnal's address.
+    assert volumes["diurnal-litellm-hook"] == {"name": "diurnal-litellm-hook",
+                                               "configMap": {"name": "diurnal-litellm-hook"}}
+    litellm = snippet["litellmContainer"]
+    assert litellm["volumeMounts"] == [{"name": "diurnal-litellm-hook", "mountPath": "/etc/litellm/diurnal_litellm.py",
+                                        "subPath": "diurnal_litellm.py", "readOnly": True}]
+    assert litellm["env"] == [{"name": "DIURNAL_URL", "value": "http://127.0.0.1:8787"}]
+    notes = objects["NOTES"][0]["text"]
+    assert 'callbacks: ["prometheus", "diurnal_litellm.hook"]' in notes and "/etc/litellm/diurnal_litellm.py" in notes
+    [hook] = objects["litellm-hook.yaml"]
+    assert hook["metadata"]["name"] == "diurnal-litellm-hook"
 
 
 def test_dashboards_configmaps_for_grafanas_sidecar_and_the_prometheus_rule() -> None:
@@ -314,6 +326,9 @@ def test_the_litellm_hook_configmap_holds_the_hook_as_diurnal_ships_it() -> None
     assert hook["kind"] == "ConfigMap" and hook["metadata"]["name"] == "diurnal-litellm-hook"
     assert hook["data"]["diurnal_litellm.py"] == Path(litellm_hook.__file__).read_text().rstrip("\n")
     assert not render()["litellm-hook.yaml"]  # off by default
+    # Standalone: the hook reaches diurnal through its Service.
+    notes = render({"litellmHook": {"enabled": True}})["NOTES"][0]["text"]
+    assert 'value: "http://diurnal.llm.svc:8787"' in notes
 
 
 def test_fleet_mode_runs_two_replicas_one_acting_through_a_lease(tmp_path: Path) -> None:

@@ -157,4 +157,41 @@ containers:
 {{- include "diurnal.container" . | nindent 2 }}
 volumes:
 {{- include "diurnal.volumes" . | nindent 2 }}
+{{- if .Values.litellmHook.enabled }}
+  - name: diurnal-litellm-hook
+    configMap:
+      name: {{ include "diurnal.litellmHookName" . }}
+# Add to the LiteLLM proxy's container (its config.yaml: litellm_settings.callbacks
+# ["prometheus", "diurnal_litellm.hook"]):
+litellmContainer:
+{{- include "diurnal.litellmHookMount" . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{- define "diurnal.litellmHookName" -}}
+{{ printf "%s-litellm-hook" (include "diurnal.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The hook's address of diurnal's API: litellmHook.url, else the pod's loopback (sidecar)
+or the Service. */}}
+{{- define "diurnal.litellmHookUrl" -}}
+{{- if .Values.litellmHook.url -}}
+{{ .Values.litellmHook.url }}
+{{- else if eq .Values.mode "sidecar" -}}
+http://127.0.0.1:{{ .Values.port }}
+{{- else -}}
+http://{{ include "diurnal.fullname" . }}.{{ .Release.Namespace }}.svc:{{ .Values.service.port }}
+{{- end }}
+{{- end }}
+
+{{/* The LiteLLM container's mount of the hook and the environment it reads. */}}
+{{- define "diurnal.litellmHookMount" -}}
+volumeMounts:
+  - name: diurnal-litellm-hook
+    mountPath: {{ .Values.litellmHook.configDir }}/diurnal_litellm.py
+    subPath: diurnal_litellm.py
+    readOnly: true
+env:
+  - name: DIURNAL_URL
+    value: {{ include "diurnal.litellmHookUrl" . | quote }}
 {{- end }}
