@@ -26,8 +26,9 @@ and :meth:`Store.non_finite` checks every table.
 Writes are serialised by one lock; reads use their own connection and, with WAL, never wait
 for a writer.
 
-The schema, its migrations, the batched writes and the reads share the SQLite connection
-handling and the row layout, and stay together here; the journal has its own module.
+The connection, the transactions, the schema's migrations and the reads are here; the
+tables' batched upserts and rollups are :mod:`collectors.tables`, the journal
+:mod:`collectors.journal`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,8 +48,20 @@ from collectors.errors import StoreError
 from collectors.hour_of_week import local_hour_start_at
 from collectors.intervals import MinuteCell, MinuteRow
 from collectors.journal import SCHEMA as JOURNAL_SCHEMA
-from collectors.journal import OpenCells, OpenJournal, decode_buckets, encode_buckets
+from collectors.journal import OpenCells, OpenJournal, decode_buckets
 from collectors.mapping import HISTOGRAM_SIGNALS, SeriesKey
+from collectors.tables import (
+    MAX_FLOAT,
+    SCHEMA_V1,
+    SCHEMA_V2,
+    CounterPoint,
+    HistPoint,
+    Tables,
+    copy_cell,
+    finite_cell,
+)
+
+__all__ = ["CounterPoint", "HistPoint", "Store", "finite_cell"]
 
 log = logging.getLogger("diurnal.store")
 _T = TypeVar("_T")
@@ -59,70 +71,6 @@ MINUTE_RETENTION = 7 * 86400
 HOUR_RETENTION = 8 * 7 * 86400
 #: The store's file mode: owner read-write, group read (the audit log's too).
 STORE_MODE = 0o640
-_MAX_FLOAT = 1.7976931348623157e308
-#: An upsert's sum, unless it would overflow: then the stored value stays (the increment is
-#: dropped, and the store stays finite).
-_FINITE_SUM = f"CASE WHEN abs(value + excluded.value) <= {_MAX_FLOAT!r} THEN value + excluded.value ELSE value END"
-_KEYS_PER_QUERY = 400  # (series, ts) pairs per lookup: 800 bound parameters
-
-_SCHEMA_V1 = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS series (
-    id INTEGER PRIMARY KEY,
-    signal TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL, route TEXT NOT NULL,
-    UNIQUE (signal, provider, model, route)
-);
-CREATE TABLE IF NOT EXISTS minute_counter (
-    series_id INTEGER NOT NULL REFERENCES series(id), ts INTEGER NOT NULL, value REAL NOT NULL,
-    PRIMARY KEY (series_id, ts)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS minute_hist (
-    series_id INTEGER NOT NULL REFERENCES series(id), ts INTEGER NOT NULL,
-    count REAL NOT NULL, sum REAL NOT NULL, buckets BLOB NOT NULL,
-    PRIMARY KEY (series_id, ts)
-) WITHOUT ROWID;
-"""
-
-_SCHEMA_V2 = """
-CREATE TABLE IF NOT EXISTS hour_counter (
-    series_id INTEGER NOT NULL REFERENCES series(id), ts INTEGER NOT NULL,
-    value REAL NOT NULL, minutes INTEGER NOT NULL,
-    PRIMARY KEY (series_id, ts)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS hour_hist (
-    series_id INTEGER NOT NULL REFERENCES series(id), ts INTEGER NOT NULL,
-    count REAL NOT NULL, sum REAL NOT NULL, buckets BLOB NOT NULL, minutes INTEGER NOT NULL,
-    PRIMARY KEY (series_id, ts)
-) WITHOUT ROWID;
-"""
-
-
-def finite_cell(cell: MinuteCell) -> bool:
-    """Whether every number of ``cell`` is finite (a bucket's ``le`` may be +Inf)."""
-    return (math.isfinite(cell.value) and math.isfinite(cell.count) and math.isfinite(cell.sum)
-            and all(math.isfinite(c) and not math.isnan(le) for le, c in cell.buckets.items()))
-
-
-@dataclass(frozen=True)
-class CounterPoint:
-    ts: int
-    key: SeriesKey
-    value: float
-    minutes: int = 1
-
-
-@dataclass(frozen=True)
-class HistPoint:
-    ts: int
-    key: SeriesKey
-    count: float
-    sum: float
-    buckets: dict[float, float]
-    minutes: int = 1
-
-
-def _copy(cell: MinuteCell) -> MinuteCell:
-    return MinuteCell(value=cell.value, count=cell.count, sum=cell.sum, buckets=dict(cell.buckets))
 
 
 class Store:
@@ -160,6 +108,7 @@ class Store:
             if (mode := self.path.stat().st_mode & 0o777) & 0o007:
                 self.path.chmod(mode & ~0o007)
             self._w = self._connect(durable)
+            self._tables = Tables(self._w, self.tz)
             self._migrate()
             self._journal = OpenJournal(self._w, self._series_id, self._finite)
             self._r = self._connect(durable)
@@ -215,10 +164,10 @@ class Store:
             )
         with self._w:
             if version < 1:
-                self._w.executescript(_SCHEMA_V1)
+                self._w.executescript(SCHEMA_V1)
             if version < 2:
-                self._w.executescript(_SCHEMA_V2)
-                self._rebuild_hours()  # v1 stores had minutes only
+                self._w.executescript(SCHEMA_V2)
+                self._tables.rebuild_hours()  # v1 stores had minutes only
             if version < 3:
                 self._w.executescript(JOURNAL_SCHEMA)
                 self._drop_non_finite()  # older versions could store an infinite sum
@@ -227,25 +176,8 @@ class Store:
                 # Hour rollups follow local hours: a new timezone needs them rebuilt from the
                 # minutes still kept (older rollups stay as they were).
                 if self._meta("rollup_tz") is not None:
-                    self._rebuild_hours()
+                    self._tables.rebuild_hours()
                 self._set_meta("rollup_tz", self.tz)
-
-    def _rebuild_hours(self) -> None:
-        first = self._w.execute("SELECT MIN(ts) FROM minute_counter").fetchone()[0]
-        first_h = self._w.execute("SELECT MIN(ts) FROM minute_hist").fetchone()[0]
-        starts = [t for t in (first, first_h) if t is not None]
-        if not starts:
-            return
-        lo = min(starts)
-        self._w.execute("DELETE FROM hour_counter WHERE ts >= ?", (local_hour_start_at(lo, self.tz),))
-        self._w.execute("DELETE FROM hour_hist WHERE ts >= ?", (local_hour_start_at(lo, self.tz),))
-        counters = {(sid, ts): value for sid, ts, value in
-                    self._w.execute("SELECT series_id, ts, value FROM minute_counter")}
-        self._put_counters(counters, rollup_only=True)
-        hists = {(sid, ts): MinuteCell(count=count, sum=total, buckets=decode_buckets(blob))
-                 for sid, ts, count, total, blob in
-                 self._w.execute("SELECT series_id, ts, count, sum, buckets FROM minute_hist")}
-        self._put_hists(hists, rollup_only=True)
 
     def _load_series(self) -> None:
         for sid, signal, provider, model, route in self._w.execute(
@@ -338,7 +270,7 @@ class Store:
             if is_hist:
                 cell = hists.get(at)
                 if cell is None:
-                    hists[at] = _copy(row.cell)
+                    hists[at] = copy_cell(row.cell)
                 else:
                     cell.merge(row.cell)
             else:
@@ -348,8 +280,8 @@ class Store:
                     continue
                 counters[at] = total
             written += 1
-        self._put_counters(counters)
-        self._put_hists(hists)
+        self._tables.put_counters(counters)
+        self._tables.put_hists(hists)
         return written
 
     # ---- the journal of open minutes (collectors.journal) --------------------------------
@@ -399,9 +331,9 @@ class Store:
         def body() -> int:
             merged = self._journal.take()
             hist = {at for at in merged if self._series_by_id[at[0]].signal in HISTOGRAM_SIGNALS}
-            self._put_counters({(sid, minute): c.value for (sid, minute), c in merged.items()
+            self._tables.put_counters({(sid, minute): c.value for (sid, minute), c in merged.items()
                                 if (sid, minute) not in hist})
-            self._put_hists({at: c for at, c in merged.items() if at in hist})
+            self._tables.put_hists({at: c for at, c in merged.items() if at in hist})
             return len(merged)
         return self._transaction("recover open minutes into", body)
 
@@ -415,87 +347,6 @@ class Store:
             return True
         self._filling.add((sid, hour, is_hist))
         return False
-
-    def _stored(self, table: str, columns: str, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], tuple[Any, ...]]:
-        """The stored ``columns`` of ``table`` for those (series, ts) keys that have a row."""
-        keys = list(keys)
-        found: dict[tuple[int, int], tuple[Any, ...]] = {}
-        for i in range(0, len(keys), _KEYS_PER_QUERY):
-            chunk = keys[i:i + _KEYS_PER_QUERY]
-            sql = (f"WITH k(sid, at) AS (VALUES {','.join(['(?,?)'] * len(chunk))}) "
-                   f"SELECT t.series_id, t.ts, {columns} FROM k JOIN {table} t ON t.series_id = k.sid AND t.ts = k.at")
-            for sid, ts, *rest in self._w.execute(sql, [v for key in chunk for v in key]):
-                found[(sid, ts)] = tuple(rest)
-        return found
-
-    def _hour_of(self) -> Callable[[int], int]:
-        """``local_hour_start_at`` memoised for one batch (its rows share few minutes)."""
-        memo: dict[int, int] = {}
-
-        def hour(ts: int) -> int:
-            h = memo.get(ts)
-            if h is None:
-                h = memo[ts] = local_hour_start_at(ts, self.tz)
-            return h
-        return hour
-
-    def _put_counters(self, counters: dict[tuple[int, int], float], *, rollup_only: bool = False) -> None:
-        if not counters:
-            return
-        existing = set() if rollup_only else self._stored("minute_counter", "1", counters)
-        if not rollup_only:
-            self._w.executemany(
-                "INSERT INTO minute_counter(series_id, ts, value) VALUES(?,?,?) "
-                f"ON CONFLICT(series_id, ts) DO UPDATE SET value = {_FINITE_SUM}",
-                [(sid, ts, value) for (sid, ts), value in counters.items()],
-            )
-        hour = self._hour_of()
-        hours: dict[tuple[int, int], list[float]] = {}
-        for (sid, ts), value in counters.items():
-            acc = hours.setdefault((sid, hour(ts)), [0.0, 0])
-            if math.isfinite(acc[0] + value):  # else the hour keeps what it had (and stays finite)
-                acc[0] += value
-            acc[1] += (sid, ts) not in existing
-        self._w.executemany(
-            "INSERT INTO hour_counter(series_id, ts, value, minutes) VALUES(?,?,?,?) "
-            f"ON CONFLICT(series_id, ts) DO UPDATE SET value = {_FINITE_SUM}, "
-            "minutes = minutes + excluded.minutes",
-            [(sid, h, value, int(minutes)) for (sid, h), (value, minutes) in hours.items()],
-        )
-
-    def _put_hists(self, hists: dict[tuple[int, int], MinuteCell], *, rollup_only: bool = False) -> None:
-        if not hists:
-            return
-        old = {} if rollup_only else self._stored("minute_hist", "t.count, t.sum, t.buckets", hists)
-        hour = self._hour_of()
-        hours: dict[tuple[int, int], tuple[MinuteCell, list[int]]] = {}
-        for (sid, ts), cell in hists.items():
-            at = (sid, hour(ts))
-            acc = hours.get(at)
-            if acc is None:
-                hours[at] = (_copy(cell), [int((sid, ts) not in old)])
-            else:
-                acc[0].merge(cell)
-                acc[1][0] += (sid, ts) not in old
-        if not rollup_only:
-            for at, (count, total, blob) in old.items():
-                hists[at].merge(MinuteCell(count=count, sum=total, buckets=decode_buckets(blob)))
-            self._w.executemany(
-                "INSERT OR REPLACE INTO minute_hist(series_id, ts, count, sum, buckets) VALUES(?,?,?,?,?)",
-                # A merge that overflowed keeps the stored row (the increment is dropped).
-                [(sid, ts, c.count, c.sum, encode_buckets(c.buckets)) for (sid, ts), c in hists.items()
-                 if finite_cell(c)],
-            )
-        for at, (count, total, blob, minutes) in self._stored("hour_hist", "t.count, t.sum, t.buckets, t.minutes",
-                                                              hours).items():
-            cell, new = hours[at]
-            cell.merge(MinuteCell(count=count, sum=total, buckets=decode_buckets(blob)))
-            new[0] += int(minutes)
-        self._w.executemany(
-            "INSERT OR REPLACE INTO hour_hist(series_id, ts, count, sum, buckets, minutes) VALUES(?,?,?,?,?,?)",
-            [(sid, h, c.count, c.sum, encode_buckets(c.buckets), m[0]) for (sid, h), (c, m) in hours.items()
-             if finite_cell(c)],
-        )
 
     def prune(self, now: int) -> tuple[int, int]:
         """Drop minutes and hours past their retention. Returns (minute rows, hour rows) dropped."""
@@ -523,7 +374,7 @@ class Store:
         pk = "series_id = ? AND ts = ?"
         for table in self._COUNTER_TABLES:
             out += [(table, pk, (sid, ts)) for sid, ts in conn.execute(
-                f"SELECT series_id, ts FROM {table} WHERE value IS NULL OR abs(value) > ?", (_MAX_FLOAT,))]
+                f"SELECT series_id, ts FROM {table} WHERE value IS NULL OR abs(value) > ?", (MAX_FLOAT,))]
         for table in self._CELL_TABLES:
             key, where, value = (("rowid, 0", "rowid = ?", "value") if table == "open_cell"
                                  else ("series_id, ts", pk, "0.0"))
