@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from dataclasses import replace
@@ -128,9 +129,9 @@ def test_a_capacity_busy_window_shrinks_what_a_provider_takes_so_sending_it_less
     assert after.truth()["rejected_openai"].sum() == 0
 
 
-def test_world_families_draw_24_different_worlds_across_the_ranges() -> None:
+def test_world_families_draw_32_different_worlds_across_the_ranges() -> None:
     worlds = suite(4)
-    assert len(worlds) == len(SUITE) == 24 and len({w.name for w in worlds}) == 24
+    assert len(worlds) == len(SUITE) == 32 and len({w.name for w in worlds}) == 32
     assert {w.name.rsplit("-", 1)[0] for w in worlds} == set(FAMILIES)
     assert draw("cheap-pool", 2) == draw("cheap-pool", 2)  # a seed draws the same world
     pools = [p.pool for w in worlds for p in w.spec.providers if p.pool is not None]
@@ -148,10 +149,38 @@ def test_world_families_draw_24_different_worlds_across_the_ranges() -> None:
             assert apis["openai"].usd_per_1k_input > apis["anthropic"].usd_per_1k_input
         if family == "flat":
             assert not w.seasonal and not w.spec.seasonal and w.spec.incidents
+        if family in ("smooth", "smooth-pool"):  # every provider on a curve, none on a cliff
+            assert all(p.curve_k is not None and 0.15 <= p.curve_k <= 0.6 for p in w.spec.providers)
+            assert w.spec.retry
+        else:
+            assert all(p.curve_k is None for p in w.spec.providers)
     per_request = [p.usd_per_replica_hour / (60 * p.rpm_per_replica) for p in pools]
     assert min(per_request) < 0.001 < max(per_request)  # a pool cheaper than the APIs, and one dearer
     with pytest.raises(ValueError, match="unknown family"):
         draw("nope", 1)
+
+
+def test_a_smooth_curve_crosses_the_slo_before_the_rate_limit_and_the_truth_says_where() -> None:
+    from sim.world import latency_multiplier, slo_utilisation
+
+    spec = base_world()
+    api = replace(spec.providers[0], curve_k=0.3, saturation=1.0)
+    # p95 = base x (1 + k rho^4 / (1 - rho)): smooth, rising, and no cliff before the limit.
+    m = latency_multiplier(api, np.array([0.0, 0.5, 0.8, 0.9, 0.97]))
+    assert m[0] == 1.0 and np.all(np.diff(m) > 0) and m[1] < 1.1 and m[-1] > 5
+    # The SLO capacity is where the curve crosses the SLO: under the limit, and exact.
+    cap = true_capacity_rpm(spec, api, 1000.0, 1.0)
+    idle = api.median_seconds * math.exp(1.645 * api.sigma)
+    assert 300 < cap < 1000
+    assert idle * latency_multiplier(api, np.array([cap / 1000.0]))[0] == pytest.approx(spec.slo_seconds, rel=1e-6)
+    assert slo_utilisation(api, 0.0) == 0.0 and slo_utilisation(api, 1e9) == 0.98
+    # The world's ground truth carries it each minute, and the score holds each provider's
+    # load against it.
+    world = replace(spec, providers=tuple(replace(p, curve_k=0.3) for p in spec.providers))
+    router = SimulatedRouter(world, seed=1, start=MONDAY + timedelta(hours=9), weights=BENCH_WEIGHTS)
+    router.advance(MONDAY + timedelta(hours=10))
+    truth = router.truth()
+    assert (truth["slo_capacity_openai"] > 0).all() and (truth["slo_capacity_openai"] < api.rpm_limit).all()
 
 
 def test_the_oracles_capacity_follows_the_worlds_latency_model() -> None:
