@@ -258,6 +258,10 @@ def bench_fleet(workers: int, seconds: float, rate: float, ticks: int = 20) -> d
                 out["hourly_refit_s"] = time.perf_counter() - t
                 out["fits"] = len(ctl.forecasts())
                 out["failed"] = len(failures)
+                hour = end + timedelta(hours=1)
+                while not job.done():  # refitting for the whole polling window
+                    hour += timedelta(hours=1)
+                    ctl.refit(hour)
                 lat = job.result()
                 out["api_during_refit"] = {"requests": len(lat), "p50_ms": float(np.percentile(lat, 50)),
                                            "p99_ms": float(np.percentile(lat, 99)), "max_ms": max(lat)}
