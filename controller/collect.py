@@ -89,11 +89,13 @@ class Observations:
 
     def value(self, signal: str, provider: str | None) -> float:
         """``signal`` over the window for ``provider`` (None: all together); NaN without data."""
-        got = self._by.get(provider)
-        if got is None:
-            got = self._by[provider] = (
-                [p for p in self.counters if provider is None or p.key.provider == provider],
-                [p for p in self.histograms if provider is None or p.key.provider == provider])
+        if not self._by:  # grouped once, in one pass (a fleet has thousands of series and dozens of providers)
+            self._by[None] = (self.counters, self.histograms)
+            for c in self.counters:
+                self._by.setdefault(c.key.provider, ([], []))[0].append(c)
+            for h in self.histograms:
+                self._by.setdefault(h.key.provider, ([], []))[1].append(h)
+        got = self._by.get(provider, ([], []))
         return rows_value(signal, *got)
 
     def total(self, signal: str, provider: str) -> float:
@@ -275,6 +277,19 @@ class CollectStage:
         if cells:
             self._seen(datetime.fromtimestamp(at, UTC))
         self._ingested_up_to(at)
+
+    def add_cells(self, cells: dict[int, dict[SeriesKey, MinuteCell]], when: datetime) -> int:
+        """Minute cells already aggregated (a stored history walked again), taken at
+        ``when``: admitted by the label policy and added to the open minutes, unjournaled
+        (their source keeps them). Returns the series-minutes added."""
+        admitted: dict[int, dict[SeriesKey, MinuteCell]] = {}
+        merge_cells(admitted, cells, self.mapper.admit)
+        self.aggregator.add_cells(admitted)
+        if any(admitted.values()):
+            self._carried({(k.signal, k.provider) for minute in admitted.values() for k in minute}, when.timestamp())
+            self._seen(when)
+        self._ingested_up_to(when.timestamp())
+        return sum(len(c) for c in admitted.values())
 
     def add_events(self, batch: EventBatch, when: datetime) -> None:
         """Journal the batch's cells (committed when this returns: the API may acknowledge

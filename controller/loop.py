@@ -33,8 +33,8 @@ from collectors.events import EventBatch
 from collectors.exposition import Sample
 from collectors.fleet import fleet_cells
 from collectors.hour_of_week import slot
-from collectors.intervals import IngestStats
-from collectors.mapping import Mapper
+from collectors.intervals import IngestStats, MinuteCell
+from collectors.mapping import Mapper, SeriesKey
 from collectors.store import Store
 from controller.actuators import OverrideStore, ReplicaScaler
 from controller.collect import NEEDED_SIGNALS, CollectStage, Observations, SignalGap
@@ -79,14 +79,17 @@ class Controller:
 
     def __init__(self, settings: Settings, *, clock: Clock = _utc_now, store: Store | None = None,
                  refit_in_step: bool = True, refitter: Refitter | None = None,
-                 scaler: Callable[[], ReplicaScaler] | None = None, journal: bool = True) -> None:
+                 scaler: Callable[[], ReplicaScaler] | None = None, journal: bool = True,
+                 actuators: bool = True) -> None:
         """``journal=False`` for a second process on a data dir that a running diurnal owns
         (``diurnal backfill``): it must not replay or replace that run's journal of open
-        minutes (see :mod:`controller.collect`)."""
+        minutes (see :mod:`controller.collect`). ``actuators=False`` decides (in ``act`` mode
+        too) but pushes and scales nothing: ``diurnal replay`` walking a past period."""
         self.settings = settings
         #: Whether this replica may act (publish, scale): with ``ha.enabled``, whether it holds
         #: the Lease right now (the service sets it to its elector's ``is_leader``).
         self.acting: Callable[[], bool] = lambda: True
+        self.actuators = actuators
         self.clock = clock
         self.store = store if store is not None else Store(settings.data_dir, tz=settings.timezone)
         self.registry = CollectorRegistry()
@@ -119,10 +122,12 @@ class Controller:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock | None = None, refit_in_step: bool = True,
-                      scaler: Callable[[], ReplicaScaler] | None = None, journal: bool = True) -> Controller:
+                      scaler: Callable[[], ReplicaScaler] | None = None, journal: bool = True,
+                      actuators: bool = True) -> Controller:
         """``scaler`` replaces the in-cluster Kubernetes client for ``replicas`` prewarm
         actions (an embedding program that manages replicas its own way)."""
-        return cls(settings, clock=clock or _utc_now, refit_in_step=refit_in_step, scaler=scaler, journal=journal)
+        return cls(settings, clock=clock or _utc_now, refit_in_step=refit_in_step, scaler=scaler, journal=journal,
+                   actuators=actuators)
 
     def _when(self, at: datetime | None) -> datetime:
         return _aware(at) if at is not None else self.clock_now()
@@ -160,6 +165,15 @@ class Controller:
         with self._lock:
             self.collect.add_events(batch, when)
         return batch
+
+    def ingest_cells(self, cells: dict[int, dict[SeriesKey, MinuteCell]], at: datetime | None = None) -> int:
+        """Add minute cells already aggregated (minute start -> series -> cell), such as a
+        stored history walked again by ``diurnal replay``, as input taken at ``at``: the label
+        policy applies, and minutes close as the ingest clock passes them. Returns the
+        series-minutes added."""
+        when = self._when(at)
+        with self._lock:
+            return self.collect.add_cells(cells, when)
 
     #: Store meta key of the fleet input's cursor: the end of the last window read.
     FLEET_CURSOR = "fleet_window_end"
@@ -240,7 +254,7 @@ class Controller:
                                                               "another replica holds the lease and acts; this one "
                                                               "serves the decision it computes and acts on nothing"))))
                     self.metrics.leader.set(1.0 if acting else 0.0)
-                    changed = self.publish.run(decided, acting)
+                    changed = self.publish.run(decided, acting and self.actuators)
                     span.set_attribute("diurnal.decision.changed", changed)
                     span.set_attribute("diurnal.publishers",
                                        [p.name for p in self.publish.publishers] if mode == "act" else [])

@@ -31,7 +31,7 @@ def diurnal(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_the_subcommands_are_the_documented_ones() -> None:
     readme = (ROOT / "README.md").read_text()
     assert set(SUBCOMMANDS) == {"run", "demo", "backfill", "import-csv", "profile", "forecast", "explain", "bench",
-                                "litellm-hook", "check-config"}
+                                "litellm-hook", "check-config", "replay"}
     for sub in SUBCOMMANDS:
         assert f"diurnal {sub}" in readme, f"the README never shows `diurnal {sub}`"
 
@@ -61,6 +61,7 @@ def test_top_level_help_and_version(tmp_path: Path) -> None:
     pytest.param(["profile"], 1, "stderr", "no store in", id="profile-no-store"),
     pytest.param(["forecast"], 1, "stderr", "no store in", id="forecast-no-store"),
     pytest.param(["backfill"], 2, "stderr", "prometheus.url is not set", id="backfill-no-prometheus"),
+    pytest.param(["replay", "--since", "2026-11-02"], 1, "stderr", "no store in", id="replay-no-store"),
     pytest.param(["import-csv", "missing.csv", "--time-column", "t", "--value-column", "v", "--signal", "s"], 2,
                  "stderr", "no such file: missing.csv", id="import-csv-missing"),
 ])

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -403,6 +404,58 @@ def cmd_litellm_hook(args: argparse.Namespace) -> int:
     return 0
 
 
+def _local(value: str, tz: str) -> datetime:
+    from zoneinfo import ZoneInfo
+
+    at = datetime.fromisoformat(value)
+    return at.replace(tzinfo=ZoneInfo(tz)) if at.tzinfo is None else at
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import json
+    import tempfile
+
+    from controller.replay import replay, stderr_progress
+    from controller.replay.report import html_page, json_report, terminal
+
+    s = _settings(args)
+    _logging("WARNING" if s.log_level == "INFO" else s.log_level, s)  # the progress bar, not a log line a minute
+    since, until = _local(args.since, s.timezone), _local(args.until, s.timezone) if args.until else None
+    if until is not None and until <= since:
+        print(f"diurnal replay: --until {args.until} is not after --since {args.since}", file=sys.stderr)
+        return 2
+    progress = stderr_progress if sys.stderr.isatty() or args.progress else None
+    with contextlib.ExitStack() as stack:
+        if args.prometheus:
+            from collectors.store import Store
+            from controller.entrypoints.service import run_backfill
+            from controller.loop import Controller
+
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="diurnal-replay-source-")))
+            fetched = s.model_copy(update={"data_dir": scratch, "prometheus": s.prometheus.model_copy(
+                update={"url": args.prometheus})})
+            end = until or datetime.now(UTC)
+            weeks = (end - since).total_seconds() / 604800 + s.forecast.history_weeks
+            ctl = Controller.from_settings(fetched, journal=False)
+            try:
+                run_backfill(ctl, fetched, weeks=weeks, end=end,
+                             progress=(lambda m: print(m, file=sys.stderr, flush=True)) if progress else None)
+            finally:
+                ctl.close()
+            source = stack.enter_context(contextlib.closing(Store(scratch, tz=s.timezone, read_only=True)))
+        else:
+            _, _, source = stack.enter_context(_store(args, read_only=True))
+        done = replay(s, source, since, until, pool_units=args.pool_units, progress=progress)
+    print(terminal(done.walk, done.estimate, s.timezone))
+    if args.json:
+        args.json.write_text(json.dumps(json_report(done.walk, done.estimate, s.timezone), indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.html:
+        args.html.write_text(html_page(done.walk, done.estimate, s.timezone))
+        print(f"wrote {args.html}")
+    return 130 if done.walk.interrupted else 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from bench.closedloop import main as bench_main
 
@@ -477,6 +530,23 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--config", type=Path, help="YAML settings file (data_dir)")
     ex.add_argument("--data-dir", type=Path, help="data directory with audit.jsonl (default: settings)")
     ex.set_defaults(func=cmd_explain)
+
+    rp = sub.add_parser("replay", help="walk a stored period through diurnal (act mode, no look-ahead) and estimate "
+                                       "what it, static weights and latency-based routing would have cost and "
+                                       "risked against what the router did")
+    rp.add_argument("--since", type=_moment, required=True,
+                    help="start of the period (ISO 8601; local time unless it carries an offset)")
+    rp.add_argument("--until", type=_moment, help="end of the period (default: the newest data)")
+    rp.add_argument("--prometheus", metavar="URL", help="read the history from this Prometheus (the backfill's "
+                                                        "chunked query_range) instead of the store")
+    rp.add_argument("--pool-units", type=_number(at_least=0), metavar="N",
+                    help="the self-hosted pool's size as it ran (default: the prewarm action's min_units)")
+    rp.add_argument("--json", type=_output_file, metavar="FILE", help="also write the report as JSON")
+    rp.add_argument("--html", type=_output_file, metavar="FILE", help="also write a self-contained HTML page")
+    rp.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
+    rp.add_argument("--config", type=Path, help="YAML settings file (policy, prices, prewarm, timezone)")
+    rp.add_argument("--data-dir", type=Path, help="the data directory (default: settings' data_dir)")
+    rp.set_defaults(func=cmd_replay, timezone=None)
 
     bench = sub.add_parser("bench", add_help=False,
                            help="closed-loop benchmark: diurnal against static, reactive, HPA, cron and an "
