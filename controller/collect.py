@@ -89,13 +89,15 @@ class Observations:
 
     def value(self, signal: str, provider: str | None) -> float:
         """``signal`` over the window for ``provider`` (None: all together); NaN without data."""
-        if not self._by:  # grouped once, in one pass (a fleet has thousands of series and dozens of providers)
-            self._by[None] = (self.counters, self.histograms)
+        by = self._by
+        if not by:  # grouped once, in one pass (a fleet has thousands of series and dozens of providers)
+            by = {None: (self.counters, self.histograms)}
             for c in self.counters:
-                self._by.setdefault(c.key.provider, ([], []))[0].append(c)
+                by.setdefault(c.key.provider, ([], []))[0].append(c)
             for h in self.histograms:
-                self._by.setdefault(h.key.provider, ([], []))[1].append(h)
-        got = self._by.get(provider, ([], []))
+                by.setdefault(h.key.provider, ([], []))[1].append(h)
+            self._by = by  # whole, in one assignment: the API's thread may read the same observations
+        got = by.get(provider, ([], []))
         return rows_value(signal, *got)
 
     def total(self, signal: str, provider: str) -> float:

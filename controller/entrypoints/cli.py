@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -434,9 +434,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="diurnal-replay-source-")))
             fetched = s.model_copy(update={"data_dir": scratch, "prometheus": s.prometheus.model_copy(
                 update={"url": args.prometheus})})
-            end = until or datetime.now(UTC)
-            weeks = (end - since).total_seconds() / 604800 + s.forecast.history_weeks
             ctl = Controller.from_settings(fetched, journal=False)
+            end = until or ctl.clock_now()
+            weeks = (end - since).total_seconds() / 604800 + s.forecast.history_weeks
             try:
                 run_backfill(ctl, fetched, weeks=weeks, end=end,
                              progress=(lambda m: print(m, file=sys.stderr, flush=True)) if progress else None)
