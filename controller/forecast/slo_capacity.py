@@ -38,7 +38,7 @@ import pandas as pd
 
 from collectors.hour_of_week import slots as slots_of
 
-__all__ = ["CapacityProfile", "Evidence", "SlotCapacity", "learn_capacity", "threshold_capacity"]
+__all__ = ["CapacityProfile", "Evidence", "SlotCapacity", "learn_capacity", "neighbours", "threshold_capacity"]
 
 SLOTS = 168
 #: Hours needed near a slot before it gets an estimate of its own.
@@ -135,7 +135,7 @@ def _below_breach(load: np.ndarray, badness: np.ndarray, n: int) -> SlotCapacity
     return SlotCapacity(float(load[i]) * scale, Evidence.upper_bound, n)
 
 
-def _neighbours(slot: int, radius: int) -> list[int]:
+def neighbours(slot: int, radius: int) -> list[int]:
     """``slot`` and the slots up to ``radius`` hours before and after it on the same day."""
     day, hour = divmod(slot, 24)
     return [day * 24 + h for h in range(max(0, hour - radius), min(23, hour + radius) + 1)]
@@ -203,7 +203,7 @@ def _slot_estimate(s: int, by_slot: list[np.ndarray], load: np.ndarray, badness:
         ceiling = _below_breach(bad, badness[own][badness[own] > 1.0], len(bad)).rpm or ceiling
     est: SlotCapacity | None = None
     for radius in range(max_radius + 1):
-        rows = np.concatenate([by_slot[n] for n in _neighbours(s, radius)])
+        rows = np.concatenate([by_slot[n] for n in neighbours(s, radius)])
         if len(rows) < min_hours:
             continue
         got = threshold_capacity(load[rows], badness[rows])

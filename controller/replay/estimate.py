@@ -40,7 +40,13 @@ import pandas as pd
 from collectors.hour_of_week import slots as slots_of
 from collectors.signals import hourly
 from collectors.store import Store
-from controller.forecast.slo_capacity import SLOTS, CapacityProfile, Evidence, learn_capacity
+from controller.forecast.slo_capacity import (
+    SLOTS,
+    CapacityProfile,
+    Evidence,
+    learn_capacity,
+    neighbours,
+)
 from controller.replay.walk import Walk
 from policies import PolicyConfig, PrewarmConfig
 
@@ -126,17 +132,15 @@ class Reactive:
 def _pooled(hour_slots: np.ndarray, slot: int, radius: int) -> np.ndarray:
     if radius < 0:
         return np.ones(len(hour_slots), dtype=bool)
-    day, hour = divmod(slot, 24)
-    near = [day * 24 + h for h in range(max(0, hour - radius), min(23, hour + radius) + 1)]
-    return np.isin(hour_slots, near)
+    return np.isin(hour_slots, neighbours(slot, radius))
 
 
 def learn_models(store: Store, config: PolicyConfig, providers: list[str], *, tz: str, start: int,
                  end: int) -> dict[str, ProviderModel]:
     """Each provider's model from the store's hours in ``[start, end)``."""
     out: dict[str, ProviderModel] = {}
-    every = [(hourly(store, "input_token_rate", tz, start, end), hourly(store, "output_token_rate", tz, start, end),
-              hourly(store, "request_rate", tz, start, end))]
+    fleet = (hourly(store, "input_token_rate", tz, start, end), hourly(store, "output_token_rate", tz, start, end),
+             hourly(store, "request_rate", tz, start, end))
     for name in providers:
         rate = hourly(store, "request_rate", tz, start, end, name)
         load = rate * 60.0
@@ -184,7 +188,7 @@ def learn_models(store: Store, config: PolicyConfig, providers: list[str], *, tz
                 high[s] = float(above.min()) if len(above) else c
         limit, source = _rate_limit(config, name, x, e429.reindex(index).to_numpy(dtype=float))
         out[name] = ProviderModel(name, profile, cap, low, high, seen, tuple(curves), limit, source,
-                                  _tokens(store, tz, start, end, name, every[0]))
+                                  _tokens(store, tz, start, end, name, fleet))
     return out
 
 

@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -39,6 +41,9 @@ from collectors.quantile import bucket_quantile
 from collectors.store import Store
 from controller.errors import ConfigError
 from controller.settings import Settings
+
+if TYPE_CHECKING:
+    from controller.loop import Controller
 
 __all__ = ["COUNTED", "Walk", "walk"]
 
@@ -160,8 +165,6 @@ class _Progress:
         if not final and now - self.last < 0.5:
             return
         self.last = now
-        from zoneinfo import ZoneInfo
-
         done = (at - self.start) / max(1, self.end - self.start)
         spent = now - self.began
         eta = spent * (1 - done) / done if done > 0 else float("nan")
@@ -240,11 +243,8 @@ def walk(settings: Settings, source: Store, since: int, until: int, *,
     return out
 
 
-def _run(ctl: object, source: Store, signals: list[str], out: Walk, clock: list[datetime],
+def _run(ctl: Controller, source: Store, signals: list[str], out: Walk, clock: list[datetime],
          show: _Progress) -> None:
-    from controller.loop import Controller
-
-    assert isinstance(ctl, Controller)
     tz = ctl.settings.timezone
     last: tuple[tuple[str, float], ...] | None = None
     amounts: dict[str, float] = {}
@@ -273,7 +273,7 @@ def _run(ctl: object, source: Store, signals: list[str], out: Walk, clock: list[
                     amounts[step.action] = step.amount
             for action, amount in amounts.items():
                 if action in out.units:
-                    if out.units[action][i - 1] != amount if i else True:
+                    if i == 0 or out.units[action][i - 1] != amount:
                         out.prewarm_changes.append((m, action, amount))
                     out.units[action][i] = amount
             now = (tuple(sorted((k, round(v, 4)) for k, v in decision.weights.items()))
