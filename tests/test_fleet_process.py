@@ -36,7 +36,7 @@ def gauge(metrics: str, name: str, **labels: str) -> float | None:
     return None
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(450)
 def test_diurnal_run_reads_the_fleet_through_prometheus_with_latency(tmp_path: Path, spec: WorldSpec,
                                                                      prometheus: PrometheusServer) -> None:
     start = datetime.now(UTC)
@@ -53,7 +53,7 @@ def test_diurnal_run_reads_the_fleet_through_prometheus_with_latency(tmp_path: P
         f"prometheus:\n  url: {prometheus.url}\n  selector: '{selector}'\n  window_seconds: 10\n"
         "  lag_seconds: 6\n  backfill_weeks: 0\n"
         f"api:\n  port: {port}\n"
-        "control:\n  tick_interval_seconds: 1\n"
+        "control:\n  tick_interval_seconds: 1\n  observation_window_minutes: 2\n"
         "policy:\n  providers:\n"
         + "".join(f"    {n}: {{baseline_weight: {w}}}\n" for n, w in STATIC_WEIGHTS.items())
     )
@@ -68,8 +68,12 @@ def test_diurnal_run_reads_the_fleet_through_prometheus_with_latency(tmp_path: P
         base = f"http://127.0.0.1:{port}"
         try:
             wait_http(f"{base}/readyz", timeout=60)
-            began = time.monotonic()
-            deadline = began + 300
+            # The replicas began mid-minute: that first minute holds a part of a minute's
+            # requests, so the rate over a window holding it is diluted. The window is of whole
+            # minutes once it starts after that one: the next minute, two more (the window), and
+            # the read's lag and window before the last of them closes.
+            whole = (int(start.timestamp()) // 60 + 1) * 60 + 2 * 60 + 6 + 10 + 5
+            deadline = time.monotonic() + 330
             present: dict[str, float | None] = {}
             body: dict[str, object] = {}
             while time.monotonic() < deadline:
@@ -80,7 +84,7 @@ def test_diurnal_run_reads_the_fleet_through_prometheus_with_latency(tmp_path: P
                 observed = {o["provider"]: o["value"] for o in body["observations"]  # type: ignore[attr-defined]
                             if o["signal"] == "request_rate"}
                 if all(v == 1.0 for v in present.values()) and set(STATIC_WEIGHTS) <= set(observed) \
-                        and time.monotonic() > began + 150:  # minutes of data, the first (partial) one diluted
+                        and time.time() > whole:
                     break
                 time.sleep(1)
             assert all(v == 1.0 for v in present.values()), present
@@ -92,9 +96,9 @@ def test_diurnal_run_reads_the_fleet_through_prometheus_with_latency(tmp_path: P
                    if o["signal"] == "latency_p95"}
             assert set(STATIC_WEIGHTS) <= set(p95) and all(v > 0 for v in p95.values()), p95
             # The requests it decides on are the two replicas' sum, not one replica's: against
-            # Prometheus' own rates of both and of one (its window and diurnal's differ, and the
-            # first minute of data is a partial one, so not to the percent: the fleet test
-            # compares the stored totals to the replicas' own counters within 1%).
+            # Prometheus' own rates of both and of one (its window and diurnal's differ, so not to
+            # the percent: the fleet test compares the stored totals to the replicas' own
+            # counters within 1%).
             total = sum(observed[p] for p in STATIC_WEIGHTS)
             both = prometheus.query(f"sum(rate(litellm_deployment_total_requests_total{{{selector}}}[1m]))")
             one = prometheus.query(f'sum(rate(litellm_deployment_total_requests_total{{instance="{targets[0]}"}}[1m]))')
