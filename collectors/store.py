@@ -20,6 +20,10 @@ collector appends what its open minutes gained every few seconds. Closing minute
 and drops their journal rows in one transaction, so nothing is counted twice; the next run
 replays what is left (:meth:`Store.recover_open`).
 
+Diurnal's own decision for each minute (the weights it recommends and the prewarm amounts in
+force, whatever the mode) is kept in ``decided_minute`` for at least 8 days: the shadow report
+(:mod:`controller.replay.shadow`) estimates from it what acting would have changed.
+
 The store never holds a non-finite number: a cell with one is dropped at write (and counted),
 and :meth:`Store.non_finite` checks every table.
 
@@ -39,7 +43,7 @@ import math
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -66,7 +70,14 @@ __all__ = ["CounterPoint", "HistPoint", "Store", "finite_cell"]
 log = logging.getLogger("diurnal.store")
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 3
+DECIDED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS decided_minute (
+    ts INTEGER NOT NULL, name TEXT NOT NULL, value REAL NOT NULL, PRIMARY KEY (ts, name)
+) WITHOUT ROWID;
+"""
+SCHEMA_VERSION = 4
+#: Diurnal's own decisions per minute are kept at least this long (the shadow report's week).
+DECIDED_RETENTION = 8 * 86400
 MINUTE_RETENTION = 7 * 86400
 HOUR_RETENTION = 8 * 7 * 86400
 #: The store's file mode: owner read-write, group read (the audit log's too).
@@ -171,6 +182,8 @@ class Store:
             if version < 3:
                 self._w.executescript(JOURNAL_SCHEMA)
                 self._drop_non_finite()  # older versions could store an infinite sum
+            if version < 4:
+                self._w.executescript(DECIDED_SCHEMA)
             self._set_meta("schema_version", str(SCHEMA_VERSION))
             if self._meta("rollup_tz") != self.tz:
                 # Hour rollups follow local hours: a new timezone needs them rebuilt from the
@@ -305,6 +318,27 @@ class Store:
         """Keep ``value`` with the store under ``key`` (e.g. the planner's learned headroom)."""
         self._transaction(f"keep {key}", lambda: self._set_meta(key, value))
 
+    def put_decided(self, ts: int, values: Mapping[str, float]) -> None:
+        """Keep what diurnal decided for the minute starting at ``ts``: ``values`` by name
+        (``weight:<provider>``, ``units:<prewarm action>``). Non-finite values are left out."""
+        rows = [(ts, name, float(v)) for name, v in values.items() if math.isfinite(v)]
+        self._transaction("keep the decision in", lambda: self._w.executemany(
+            "INSERT INTO decided_minute(ts, name, value) VALUES(?, ?, ?) "
+            "ON CONFLICT(ts, name) DO UPDATE SET value=excluded.value", rows))
+
+    def decided(self, start: int, end: int) -> dict[str, list[tuple[int, float]]]:
+        """The decisions kept for minutes in ``[start, end)``, by name, in time order."""
+        out: dict[str, list[tuple[int, float]]] = {}
+        with self._reading() as r:
+            try:
+                rows = r.execute("SELECT ts, name, value FROM decided_minute WHERE ts >= ? AND ts < ? ORDER BY ts",
+                                 (start, end)).fetchall()
+            except sqlite3.OperationalError:  # a read-only store from before the table
+                return out
+        for ts, name, value in rows:
+            out.setdefault(str(name), []).append((int(ts), float(value)))
+        return out
+
     def checkpoint(self, changed: OpenCells, *, open_cells: OpenCells | None = None) -> None:
         """Append what the open minutes gained since the last checkpoint (``changed``), so a
         checkpoint costs what changed. With ``open_cells`` (every open minute, whole; pass it
@@ -360,6 +394,8 @@ class Store:
                             for t in ("minute_counter", "minute_hist"))
                     h = sum(self._w.execute(old.format(t), (now - self.hour_retention,)).rowcount
                             for t in ("hour_counter", "hour_hist"))
+                    self._w.execute("DELETE FROM decided_minute WHERE ts < ?",
+                                    (now - max(self.minute_retention, DECIDED_RETENTION),))
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot prune the store at {self.path}: {exc}") from exc
         return m, h

@@ -46,6 +46,7 @@ from controller.forecast.slo_capacity import CapacityProfile
 from controller.metrics import Metrics
 from controller.publish import PublishStage
 from controller.settings import Settings
+from controller.shadow import ShadowState
 from controller.telemetry import StateCollector
 from policies import FALLBACK_CODES, Decision, PolicyConfig, Reason, ReasonCode
 
@@ -104,6 +105,13 @@ class Controller:
         self._headroom_log = ErrorThrottle("keeping the learned headroom in the store", every=None,
                                            meanwhile="kept in memory; tried again at the next change")
         self.publish = PublishStage(settings, self.metrics, scaler)
+        self.shadow = ShadowState()
+        #: The last minute whose decision is kept (:meth:`_keep_decided`), and the prewarm
+        #: amounts in force.
+        self._decided_minute = 0
+        self._decided_units: dict[str, float] = {}
+        self._decided_log = ErrorThrottle("keeping the decision for the shadow report", every=3600.0,
+                                          meanwhile="that minute's decision is left out of the report")
         self.overrides = OverrideStore(Path(settings.data_dir) / "overrides.json")
         #: ``step`` refits when due (embedding); the service runs :meth:`refit` on its own job.
         self.refit_in_step = refit_in_step
@@ -244,6 +252,7 @@ class Controller:
                                               self.missing)
                     self._observed = dict(decided.observed)
                     self._save_headroom(when)
+                    self._keep_decided(when, decided.decision)
                     span.set_attribute("diurnal.decision.reasons", sorted({r.code for r in decided.decision.reasons}))
                     span.set_attribute("diurnal.providers", len(decided.view.providers))
                 with _tracer.start_as_current_span("publish") as span:
@@ -411,6 +420,27 @@ class Controller:
         except Exception as exc:  # noqa: BLE001 - losing it costs relearning, never the tick
             learner.changed = True
             self._headroom_log.failed(str(exc))
+
+    def _keep_decided(self, when: datetime, decision: Decision) -> None:
+        """Keep, once per minute, what diurnal would do for the minute that just closed: the
+        weights it recommends (after the guardrails, whatever the mode) and each prewarm
+        action's amount in force. The shadow report estimates from them what acting would
+        have changed; losing one costs that minute of the report, never the tick."""
+        for step in decision.prewarm:
+            if step.at <= when:
+                self._decided_units[step.action] = step.amount
+        minute = int(when.timestamp()) // 60 * 60 - 60
+        if minute <= self._decided_minute or self.store.read_only:
+            return
+        weights = decision.recommended_weights or decision.weights
+        values = {f"weight:{p}": w for p, w in weights.items()}
+        values.update({f"units:{a}": v for a, v in self._decided_units.items()})
+        try:
+            self.store.put_decided(minute, values)
+            self._decided_log.succeeded()
+        except Exception as exc:  # noqa: BLE001 - the report loses a minute, the tick goes on
+            self._decided_log.failed(str(exc))
+        self._decided_minute = minute
 
     def close(self) -> None:
         try:

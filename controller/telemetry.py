@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
@@ -22,6 +22,7 @@ from collectors.redact import redact
 from controller.fit import SeriesForecast
 from controller.forecast.slo_capacity import CapacityProfile
 from controller.settings import Settings
+from controller.shadow import ShadowState
 from policies import FALLBACK_CODES, Decision, Override, PlannedInterval, PolicyConfig
 
 __all__ = ["HORIZONS", "WEEKDAYS", "StateCollector", "StateSource"]
@@ -56,6 +57,8 @@ class StateSource(Protocol):
     def fallback_reasons(self) -> list[str]: ...
     def signal_presence(self) -> dict[tuple[str, str], bool]: ...
     def stored_series_count(self) -> int: ...
+    @property
+    def shadow(self) -> ShadowState: ...
 
 
 #: Forecast horizons on ``/metrics``, seconds ahead of the last tick.
@@ -120,6 +123,7 @@ class StateCollector(Collector):
                     capacity.add_metric([name, "plan"], cap)
         yield capacity
         yield from _plan_now(now)
+        yield from _shadow(ctl.shadow)
         thresholds = GaugeMetricFamily(
             "diurnal_threshold", "Routing thresholds (escalation fractions, score thresholds), by kind "
             "(published, recommended).", labels=["knob", "kind"])
@@ -282,6 +286,29 @@ def _hour_of_week(ctl: StateSource) -> Iterator[GaugeMetricFamily]:
         if now_slot is not None and math.isfinite(medians[now_slot]):
             typical.add_metric([signal, provider], float(medians[now_slot]))
     yield from (family, typical)
+
+
+def _shadow(state: ShadowState) -> Iterator[GaugeMetricFamily]:
+    """The shadow report's figures (none before the first report)."""
+    report, _ = state.latest()
+    if report is None:
+        return
+    policies: dict[str, dict[str, Any]] = report["policies"]
+    yield GaugeMetricFamily("diurnal_replay_would_save_usd", "What acting would have saved over the shadow report's "
+                            "period (the last 7 days): the router's estimated cost less diurnal's, in USD.",
+                            value=float(report["would_save_usd"]))
+    yield GaugeMetricFamily("diurnal_replay_period_seconds", "The time the shadow report covers.",
+                            value=60.0 * report["period"]["minutes"])
+    cost = GaugeMetricFamily("diurnal_replay_cost_usd", "Estimated cost over the shadow report's period, per policy "
+                             "(actual, static, reactive, diurnal).", labels=["policy"])
+    risk = GaugeMetricFamily("diurnal_replay_slo_risk_seconds", "Estimated time (whole minutes) with a provider "
+                             "loaded beyond its SLO capacity over the shadow report's period, per policy.",
+                             labels=["policy"])
+    for name, o in policies.items():
+        cost.add_metric([name], float(o["cost_usd"]))
+        risk.add_metric([name], 60.0 * o["slo_risk_minutes"])
+    yield cost
+    yield risk
 
 
 def _plan_now(now: PlannedInterval | None) -> Iterator[GaugeMetricFamily]:

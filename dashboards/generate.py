@@ -163,6 +163,19 @@ def controller() -> db.Dashboard:
     d = d.with_panel(series("Expected cost per hour", "What the plan is expected to cost per hour now, against "
                             "the baseline weights at the same demand (USD).", "currencyUSD",
                             q("diurnal_planned_cost_per_hour", "{{weights}}")))
+    d = d.with_row(db.Row("What acting would have changed"))
+    d = d.with_panel(single("Acting would have saved", "The shadow report (GET /v1/report, hourly): over the last "
+                            "7 days, the router's estimated cost less diurnal's had it acted on its own "
+                            "recommendations (USD). Estimated from each provider's learned SLO capacity, not "
+                            "measured.", "currencyUSD",
+                            q("diurnal_replay_would_save_usd", "{{instance}}", instant=True), w=6))
+    d = d.with_panel(series("Estimated cost per policy", "The shadow report's cost over the last 7 days per "
+                            "policy: actual (what the router did), static (the baseline weights), reactive "
+                            "(latency-based routing) and diurnal (its recommendations), in USD.", "currencyUSD",
+                            q("diurnal_replay_cost_usd", "{{policy}}"), w=9))
+    d = d.with_panel(series("Estimated SLO-risk time per policy", "The shadow report's time (whole minutes) over "
+                            "the last 7 days with a provider loaded beyond its learned SLO capacity, per policy.",
+                            "s", q("diurnal_replay_slo_risk_seconds", "{{policy}}"), w=9))
     d = d.with_row(db.Row("Why"))
     d = d.with_panel(series("Decisions by reason", "Reasons given on knobs, per second (recording rule).", "short",
                             q("diurnal:decision_reasons:rate5m", "{{knob}} {{reason}}"), w=24))

@@ -202,7 +202,7 @@ EXPORTS = {
                              "OverrideStore", "PrewarmExecutor", "Publisher", "ReplicaScaler", "WebhookPublisher",
                              "atomic_write", "build_publishers", "litellm_config"],
     "controller.entrypoints": [],
-    "controller.replay": ["Replayed", "replay", "stderr_progress"],
+    "controller.replay": ["Replayed", "estimated", "replay", "stderr_progress"],
     "collectors": [],
     "policies": ["FALLBACK_CODES", "Ahead", "Decision", "GuardrailConfig", "LoadCheck", "LoadPoint", "Outlook", "Override",
                  "PlannedInterval", "PolicyConfig", "Pool", "SloCapacity", "PrewarmAction", "PrewarmConfig", "PriceConfig", "ProviderConfig", "ProviderView", "Reason", "ReasonCode",

@@ -107,6 +107,14 @@ def test_metrics_cover_what_dashboards_need(live: Live) -> None:
     assert weekdays == {"1-Mon", "2-Tue", "3-Wed", "4-Thu", "5-Fri", "6-Sat", "7-Sun"}
     assert len(live.query('diurnal_hour_of_week{signal="request_rate"}')) == 168
     assert has("diurnal_control_tick_duration_seconds_bucket") and has("diurnal_refit_duration_seconds_count")
+    # The shadow report over the demo's last week: every policy's estimate, and the saving.
+    assert {s["metric"]["policy"] for s in live.query("diurnal_replay_cost_usd")} == {
+        "actual", "static", "reactive", "diurnal"}
+    assert has("diurnal_replay_would_save_usd") and has("diurnal_replay_slo_risk_seconds")
+    with urllib.request.urlopen(f"{live.diurnal}/v1/report", timeout=10) as resp:
+        report = json.load(resp)
+    assert report["period"]["minutes"] >= 7 * 1440 - 60 and set(report["policies"]) == {
+        "actual", "static", "reactive", "diurnal"}
 
 
 def _variables(live: Live, board: dict[str, Any]) -> list[dict[str, str]]:

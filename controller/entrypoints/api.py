@@ -361,6 +361,19 @@ def create_app(controller: Controller) -> FastAPI:
             out.append(item)
         return {"tz": c.settings.timezone, "forecasts": out}
 
+    @app.get("/v1/report", summary="The shadow report: what acting would have changed over the last 7 days.",
+             description="Diurnal's own decisions of each minute (kept whatever the mode) against what the router "
+                         "did, its static weights and latency-based routing: cost, SLO-risk minutes, 429s and "
+                         "shares per policy, estimated from each provider's learned SLO capacity (the shape of "
+                         "`diurnal replay --json`, with `would_save_usd` and `computed_at`). Refreshed every "
+                         "hour.",
+             responses=problems(_404="No report yet (too few decisions kept, or not computed yet)"))
+    def get_report(c: Ctl) -> dict[str, Any]:
+        report, error = c.shadow.latest()
+        if report is None:
+            raise HTTPException(404, error or "no report yet")
+        return report
+
     @app.get("/v1/profile", summary="Hour-of-week profile of one signal.",
              responses=problems(_422="Unknown signal"))
     def get_profile(

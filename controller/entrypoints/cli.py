@@ -120,7 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from controller.entrypoints.demo import cleanup, run_demo, summary
-    from controller.entrypoints.service import serve
+    from controller.entrypoints.service import refresh_shadow, serve
 
     _logging("WARNING")
     print(f"Running diurnal against the simulated router for {args.weeks} weeks "
@@ -135,8 +135,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
               f"  diurnal explain --data-dir {args.data_dir} --at {result.scored_start:%Y-%m-%d}T07:30", flush=True)
     if args.serve:
         settings = result.settings.model_copy(update={"api": result.settings.api.model_copy(update={"port": args.port})})
+        refresh_shadow(result.controller)  # the week's shadow report, served at once (then hourly)
         print(f"\nServing the demo's state on http://{settings.api.host}:{args.port} "
-              "(/v1/decision, /v1/forecast, /v1/profile, /metrics). Ctrl-C to stop.", flush=True)
+              "(/v1/decision, /v1/forecast, /v1/profile, /v1/report, /metrics). Ctrl-C to stop.", flush=True)
         serve(result.controller, settings)  # returns on Ctrl-C or SIGTERM
     cleanup(result, keep=args.data_dir is not None)
     return 0

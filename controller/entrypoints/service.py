@@ -247,6 +247,22 @@ def refit_when_due(controller: Controller) -> None:
         log.exception("refit failed; the forecasts in use are kept")
 
 
+#: How often the shadow report is computed again (it reads the last week: a few seconds).
+SHADOW_EVERY_SECONDS = 3600
+
+
+def refresh_shadow(controller: Controller) -> None:
+    """Compute the shadow report again (what acting would have changed over the last week,
+    :mod:`controller.replay.shadow`); never raises: a failure keeps the report before."""
+    from controller.replay.shadow import shadow_report
+
+    now = controller.clock_now()
+    try:
+        controller.shadow.refresh(lambda: shadow_report(controller.settings, controller.store, now), now)
+    except Exception:
+        log.exception("the shadow report failed; the one before is kept")
+
+
 def build_scheduler(controller: Controller, scraper: Scraper | FleetReader | None,
                     settings: Settings) -> BackgroundScheduler:
     sched = BackgroundScheduler(
@@ -271,6 +287,8 @@ def build_scheduler(controller: Controller, scraper: Scraper | FleetReader | Non
     # minutes and must not delay ticks, so they have their own job (and worker processes).
     sched.add_job(refit_when_due, "interval", args=[controller], seconds=60, id="refit",
                   next_run_time=start, misfire_grace_time=None)
+    sched.add_job(refresh_shadow, "interval", args=[controller], seconds=SHADOW_EVERY_SECONDS, id="shadow",
+                  next_run_time=start + timedelta(seconds=60), misfire_grace_time=None)
     return sched
 
 

@@ -19,7 +19,7 @@ from controller.replay.estimate import Estimate, Reactive, estimate, learn_model
 from controller.replay.walk import Walk, stderr_progress, walk
 from controller.settings import Settings
 
-__all__ = ["Replayed", "replay", "stderr_progress"]
+__all__ = ["Replayed", "estimated", "replay", "stderr_progress"]
 
 #: Under this much history before the period, the controller forecasts nothing (reactive only).
 FORECAST_DAYS = 3
@@ -71,9 +71,17 @@ def replay(settings: Settings, source: Store, since: datetime, until: datetime |
     walked = walk(settings, source, start, end, progress=progress)
     if walked.walked == 0:
         raise ConfigError("the replay was interrupted before its first minute")
-    config = policy_config(settings.policy, walked.providers, {})
-    history_start = walked.start - int(timedelta(weeks=settings.forecast.history_weeks).total_seconds())
-    models = learn_models(source, config, walked.providers, tz=tz, start=max(first, history_start), end=walked.end)
-    est = estimate(walked, models, config, tz=tz, pool_units=pool_units, reactive=reactive)
+    est = estimated(settings, source, walked, first, pool_units=pool_units, reactive=reactive)
     est.caveats[:0] = caveats
     return Replayed(walked, est)
+
+
+def estimated(settings: Settings, source: Store, walked: Walk, first: int, *, pool_units: int | None = None,
+              reactive: Reactive | None = None) -> Estimate:
+    """Every policy's outcome over ``walked``, from each provider's model learned on the
+    store's hours (``forecast.history_weeks`` before the period, not before ``first``)."""
+    config = policy_config(settings.policy, walked.providers, {})
+    history_start = walked.start - int(timedelta(weeks=settings.forecast.history_weeks).total_seconds())
+    models = learn_models(source, config, walked.providers, tz=settings.timezone, start=max(first, history_start),
+                          end=walked.end)
+    return estimate(walked, models, config, tz=settings.timezone, pool_units=pool_units, reactive=reactive)

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,7 +45,7 @@ from controller.settings import Settings
 if TYPE_CHECKING:
     from controller.loop import Controller
 
-__all__ = ["COUNTED", "Walk", "walk"]
+__all__ = ["COUNTED", "Walk", "new_walk", "observe", "read_minutes", "record_decision", "walk"]
 
 MINUTE = 60
 DAY = 86400
@@ -100,6 +100,8 @@ def _copy_before(source: Store, since: int, into: Path) -> None:
                 dst.execute(f"DELETE FROM {table} WHERE ts >= ?", (since,))
             with contextlib.suppress(sqlite3.OperationalError):  # a store made before the journal
                 dst.execute("DELETE FROM open_cell")
+            with contextlib.suppress(sqlite3.OperationalError):  # the walk keeps its own decisions
+                dst.execute("DELETE FROM decided_minute WHERE ts >= ?", (since,))
             dst.execute("DELETE FROM meta WHERE key IN ('planner_headroom', 'fleet_window_end')")
             dst.commit()
         finally:
@@ -137,6 +139,38 @@ def _read(source: Store, signals: list[str], start: int, end: int, tz: str) -> t
             cells[m][key] = cell
             spread.add(m)
     return cells, spread
+
+
+def new_walk(start: int, end: int, providers: list[str], actions: list[str]) -> Walk:
+    """An empty record of ``[start, end)``: nothing observed, no weight or amount decided."""
+    n = (end - start) // MINUTE
+    return Walk(start=start, end=end, providers=providers, minutes=start + MINUTE * np.arange(n, dtype=np.int64),
+                observed={c: {p: np.zeros(n) for p in providers} for c in COUNTED},
+                p95={p: np.full(n, np.nan) for p in providers},
+                weights={p: np.full(n, np.nan) for p in providers},
+                units={a: np.full(n, np.nan) for a in actions},
+                from_hours=np.zeros(n, dtype=bool), empty=np.zeros(n, dtype=bool))
+
+
+def observe(out: Walk, i: int, minute: dict[SeriesKey, MinuteCell], *, from_hours: bool) -> None:
+    """Record the router's stored cells of the walk's ``i``-th minute."""
+    out.from_hours[i] = from_hours
+    out.empty[i] = not minute
+    for key, cell in minute.items():
+        if key.signal in out.observed and key.provider in out.observed[key.signal]:
+            out.observed[key.signal][key.provider][i] += cell.value
+    for p in out.providers:
+        out.p95[p][i] = _p95(minute, p)
+
+
+def read_minutes(source: Store, signals: list[str], start: int, end: int, tz: str) -> Iterator[tuple[int, int, dict[SeriesKey, MinuteCell], bool]]:
+    """``(index, minute, cells, from an hour rollup)`` for each minute of ``[start, end)``,
+    read a day at a time."""
+    for chunk in range(start, end, DAY):
+        chunk_end = min(end, chunk + DAY)
+        cells, spread = _read(source, signals, chunk, chunk_end, tz)
+        for m in range(chunk, chunk_end, MINUTE):
+            yield (m - start) // MINUTE, m, cells.get(m, {}), m in spread
 
 
 def _p95(cells: dict[SeriesKey, MinuteCell], provider: str) -> float:
@@ -215,14 +249,7 @@ def walk(settings: Settings, source: Store, since: int, until: int, *,
         raise ConfigError(f"the store in {source.path.parent} has no request counts to replay (backfill or import "
                           "first)")
     signals = sorted({k.signal for k in source.series()})
-    n = (until - since) // MINUTE
-    minutes = since + MINUTE * np.arange(n, dtype=np.int64)
-    out = Walk(start=since, end=until, providers=providers, minutes=minutes,
-               observed={c: {p: np.zeros(n) for p in providers} for c in COUNTED},
-               p95={p: np.full(n, np.nan) for p in providers},
-               weights={p: np.full(n, np.nan) for p in providers},
-               units={a.name: np.full(n, np.nan) for a in settings.policy.prewarm},
-               from_hours=np.zeros(n, dtype=bool), empty=np.zeros(n, dtype=bool))
+    out = new_walk(since, until, providers, [a.name for a in settings.policy.prewarm])
     show = _Progress(since, until, tz, progress)
     began = time.monotonic()
     with _scratch(scratch) as work:
@@ -245,41 +272,39 @@ def walk(settings: Settings, source: Store, since: int, until: int, *,
 
 def _run(ctl: Controller, source: Store, signals: list[str], out: Walk, clock: list[datetime],
          show: _Progress) -> None:
-    tz = ctl.settings.timezone
-    last: tuple[tuple[str, float], ...] | None = None
+    last: Decided | None = None
     amounts: dict[str, float] = {}
-    for chunk in range(out.start, out.end, DAY):
-        chunk_end = min(out.end, chunk + DAY)
-        cells, spread = _read(source, signals, chunk, chunk_end, tz)
-        for m in range(chunk, chunk_end, MINUTE):
-            i = (m - out.start) // MINUTE
-            minute = cells.get(m, {})
-            out.from_hours[i] = m in spread
-            out.empty[i] = not minute
-            for key, cell in minute.items():
-                if key.signal in out.observed and key.provider in out.observed[key.signal]:
-                    out.observed[key.signal][key.provider][i] += cell.value
-            for p in out.providers:
-                out.p95[p][i] = _p95(minute, p)
-            at = datetime.fromtimestamp(m + MINUTE, UTC)
-            clock[0] = at
-            if minute:
-                ctl.ingest_cells({m: minute}, at=at)
-            decision = ctl.step(at=at)
-            for p in out.providers:
-                out.weights[p][i] = decision.weights.get(p, 0.0)
-            for step in decision.prewarm:
-                if step.at <= at:
-                    amounts[step.action] = step.amount
-            for action, amount in amounts.items():
-                if action in out.units:
-                    if i == 0 or out.units[action][i - 1] != amount:
-                        out.prewarm_changes.append((m, action, amount))
-                    out.units[action][i] = amount
-            now = (tuple(sorted((k, round(v, 4)) for k, v in decision.weights.items()))
-                   + tuple(sorted(amounts.items())))
-            if last is not None and now != last:
-                out.changes += 1
-            last = now
-            out.walked = i + 1
-            show(m + MINUTE)
+    for i, m, minute, spread in read_minutes(source, signals, out.start, out.end, ctl.settings.timezone):
+        observe(out, i, minute, from_hours=spread)
+        at = datetime.fromtimestamp(m + MINUTE, UTC)
+        clock[0] = at
+        if minute:
+            ctl.ingest_cells({m: minute}, at=at)
+        decision = ctl.step(at=at)
+        for step in decision.prewarm:
+            if step.at <= at:
+                amounts[step.action] = step.amount
+        last = record_decision(out, i, decision.weights, amounts, last)
+        show(m + MINUTE)
+
+
+#: A minute's decision as compared for changes: the weights (to 4 places), the amounts.
+Decided = tuple[tuple[str, float], ...]
+
+
+def record_decision(out: Walk, i: int, weights: Mapping[str, float], amounts: Mapping[str, float],
+                    last: Decided | None) -> Decided:
+    """Record the weights and prewarm amounts in force in the walk's ``i``-th minute (counting
+    a change from ``last``, the previous minute's); returns this minute's for the next."""
+    for p in out.providers:
+        out.weights[p][i] = weights.get(p, 0.0)
+    for action, amount in amounts.items():
+        if action in out.units:
+            if i == 0 or out.units[action][i - 1] != amount:
+                out.prewarm_changes.append((int(out.minutes[i]), action, amount))
+            out.units[action][i] = amount
+    now = tuple(sorted((k, round(v, 4)) for k, v in weights.items())) + tuple(sorted(amounts.items()))
+    if last is not None and now != last:
+        out.changes += 1
+    out.walked = i + 1
+    return now
