@@ -90,7 +90,7 @@ def test_the_report_estimates_every_policy_over_the_minutes_observed(observed: A
     for p in w.providers:
         assert (w.weights[p][i:i + GAP[1] - GAP[0] + 1] == w.weights[p][i]).all()
         assert w.weights[p][i] == pytest.approx(recommended[gap_start - 60][p])
-    assert any(f"{GAP[1] - GAP[0]} minutes have no decision" in c for c in report["caveats"])
+    assert any(f"{GAP[1] - GAP[0]} minutes have no decision of their own" in c for c in report["caveats"])
     assert any("covers 0.2 days" in c for c in report["caveats"])
     # Diurnal's split is its kept weights applied to the demand; actual is what the router did.
     assert set(report["policies"]) == {"actual", "static", "reactive", "diurnal"}

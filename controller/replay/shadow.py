@@ -104,8 +104,8 @@ def shadow(settings: Settings, store: Store, now: datetime, days: float = SHADOW
     if settings.guardrails.mode == "act":
         caveats.append("diurnal acts: 'actual' is what the router did on diurnal's weights")
     if (held := int((~decided).sum())) > 0:
-        caveats.append(f"{held} minutes have no decision kept (no tick in them: diurnal was not running): the one "
-                       "before is taken to hold")
+        caveats.append(f"{held} minutes have no decision of their own (diurnal did not tick in them, or was not "
+                       "running): the one before is taken to hold")
     if n * MINUTE < days * 86400 - 3600:
         caveats.append(f"the report covers {n / 1440:.1f} days: diurnal has kept decisions for that long")
     est.caveats[:0] = caveats
