@@ -16,7 +16,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from controller.entrypoints.demo import demo_settings
 from controller.loop import Controller
 from controller.settings import Settings
 from sim import SimulatedRouter, WorldSpec
+from sim.scenarios import Scenario
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 NY = ZoneInfo("America/New_York")
@@ -181,6 +182,42 @@ def warm_up(ctl: Controller, router: SimulatedRouter, start: datetime, end: date
             ctl.step(at=now)
     finally:
         ctl.refit_in_step = in_step
+
+
+@dataclass
+class SidecarHistory:
+    """A bench world's router, and a controller observing it with ``data_dir`` as its store."""
+
+    scenario: Scenario
+    settings: Settings
+    router: SimulatedRouter
+    now: datetime  #: the controller's clock
+    ctl: Controller = field(init=False)
+
+
+def sidecar_history(data_dir: Path, days: float, world_name: str = "capacity-busy-1") -> SidecarHistory:
+    """``days`` of ``world_name`` (seed 1, static weights, the pool at its static size) up to
+    its scored start, ingested every five minutes without a tick, as an observing sidecar
+    scraping would store them. The controller is left open (the caller closes it)."""
+    from bench.closedloop import bench_settings, world
+    from sim.scenarios import BENCH_WEIGHTS, POOL
+
+    scenario = world(world_name, 1)
+    settings = bench_settings(scenario, data_dir, "observe")
+    start = scenario.scored_start - timedelta(days=days)
+    router = SimulatedRouter(scenario.spec, seed=1, start=start, weights=BENCH_WEIGHTS)
+    router.scale(POOL, scenario.static_replicas)
+    got = SidecarHistory(scenario, settings, router, start)
+    got.ctl = Controller.from_settings(settings, clock=lambda: got.now, refit_in_step=False)
+    try:
+        while got.now < scenario.scored_start:
+            got.now += timedelta(minutes=5)
+            router.advance(got.now)
+            got.ctl.ingest_exposition(router.exposition(), at=got.now)
+    except BaseException:
+        got.ctl.close()
+        raise
+    return got
 
 
 @dataclass

@@ -17,18 +17,17 @@ import numpy as np
 import pytest
 import yaml
 
-from bench.closedloop import bench_settings, world
+from bench.closedloop import world
 from collectors.store import Store
 from controller.decide import policy_config
 from controller.entrypoints.cli import main
 from controller.errors import ConfigError
-from controller.loop import Controller
 from controller.replay import replay
 from controller.replay.estimate import estimate
 from controller.settings import Settings
 from policies import PolicyConfig
-from sim import SimulatedRouter
-from sim.scenarios import BENCH_WEIGHTS, POOL
+from sim.scenarios import POOL
+from tests.conftest import sidecar_history
 
 DAYS = 4
 
@@ -36,22 +35,10 @@ DAYS = 4
 @pytest.fixture(scope="module")
 def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Settings]:
     """A data dir with DAYS days of the simulated router (static weights), and its settings."""
-    scenario = world("capacity-busy-1", 1)
     data_dir = tmp_path_factory.mktemp("replay-source")
-    settings = bench_settings(scenario, data_dir, "observe")
-    start = scenario.scored_start - timedelta(days=DAYS)
-    router = SimulatedRouter(scenario.spec, seed=1, start=start, weights=BENCH_WEIGHTS)
-    router.scale(POOL, scenario.static_replicas)
-    now = start
-    ctl = Controller.from_settings(settings, clock=lambda: now, refit_in_step=False)
-    try:
-        while now < scenario.scored_start:
-            now += timedelta(minutes=5)
-            router.advance(now)
-            ctl.ingest_exposition(router.exposition(), at=now)
-    finally:
-        ctl.close()
-    return data_dir, scenario, settings
+    got = sidecar_history(data_dir, DAYS)
+    got.ctl.close()
+    return data_dir, got.scenario, got.settings
 
 
 def _replay(settings: Settings, data_dir: Path, hours: float, end_back: float = 0.0, **kw: Any) -> Any:

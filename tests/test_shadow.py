@@ -20,8 +20,8 @@ from controller.entrypoints.service import refresh_shadow
 from controller.errors import ConfigError
 from controller.loop import Controller
 from controller.replay.shadow import shadow, shadow_report
-from sim import SimulatedRouter
-from sim.scenarios import BENCH_WEIGHTS, POOL
+from sim.scenarios import BENCH_WEIGHTS
+from tests.conftest import sidecar_history
 
 WARM_DAYS = 2
 OBSERVED_HOURS = 5
@@ -32,31 +32,22 @@ GAP = (150, 180)  # minutes into the observed hours when diurnal was not running
 def observed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, dict[int, dict[str, float]], datetime]:
     """A store with WARM_DAYS of the router, then OBSERVED_HOURS of diurnal observing with a
     tick a minute (and half an hour not running); the recommended weights of each tick."""
-    scenario = world("capacity-busy-1", 1)
     data_dir = tmp_path_factory.mktemp("shadow")
-    settings = bench_settings(scenario, data_dir, "observe")
-    begin = scenario.scored_start - timedelta(days=WARM_DAYS)
-    router = SimulatedRouter(scenario.spec, seed=1, start=begin, weights=BENCH_WEIGHTS)
-    router.scale(POOL, scenario.static_replicas)
-    now = begin
-    ctl = Controller.from_settings(settings, clock=lambda: now, refit_in_step=False)
+    got = sidecar_history(data_dir, WARM_DAYS)
+    ctl, router, settings = got.ctl, got.router, got.settings
     recommended: dict[int, dict[str, float]] = {}
     try:
-        while now < scenario.scored_start:
-            now += timedelta(minutes=5)
-            router.advance(now)
-            ctl.ingest_exposition(router.exposition(), at=now)
         for minute in range(OBSERVED_HOURS * 60):
-            now += timedelta(minutes=1)
-            router.advance(now)
-            ctl.ingest_exposition(router.exposition(), at=now)
+            got.now += timedelta(minutes=1)
+            router.advance(got.now)
+            ctl.ingest_exposition(router.exposition(), at=got.now)
             if GAP[0] <= minute < GAP[1]:
                 continue
-            decision = ctl.step(at=now)
-            recommended[int(now.timestamp()) // 60 * 60 - 60] = dict(decision.recommended_weights)
+            decision = ctl.step(at=got.now)
+            recommended[int(got.now.timestamp()) // 60 * 60 - 60] = dict(decision.recommended_weights)
     finally:
         ctl.close()
-    return data_dir, settings, recommended, now
+    return data_dir, settings, recommended, got.now
 
 
 def test_each_minutes_recommendation_is_kept_and_survives_a_restart(observed: Any) -> None:
