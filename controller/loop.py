@@ -421,6 +421,11 @@ class Controller:
             learner.changed = True
             self._headroom_log.failed(str(exc))
 
+    @property
+    def prewarm_in_force(self) -> dict[str, float]:
+        """Each prewarm action's amount in force at the last tick (its latest step due by then)."""
+        return dict(self._decided_units)
+
     def _keep_decided(self, when: datetime, decision: Decision) -> None:
         """Keep, once per minute, what diurnal would do for the minute that just closed: the
         weights it recommends (after the guardrails, whatever the mode) and each prewarm

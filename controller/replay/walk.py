@@ -273,7 +273,6 @@ def walk(settings: Settings, source: Store, since: int, until: int, *,
 def _run(ctl: Controller, source: Store, signals: list[str], out: Walk, clock: list[datetime],
          show: _Progress) -> None:
     last: Decided | None = None
-    amounts: dict[str, float] = {}
     for i, m, minute, spread in read_minutes(source, signals, out.start, out.end, ctl.settings.timezone):
         observe(out, i, minute, from_hours=spread)
         at = datetime.fromtimestamp(m + MINUTE, UTC)
@@ -281,10 +280,7 @@ def _run(ctl: Controller, source: Store, signals: list[str], out: Walk, clock: l
         if minute:
             ctl.ingest_cells({m: minute}, at=at)
         decision = ctl.step(at=at)
-        for step in decision.prewarm:
-            if step.at <= at:
-                amounts[step.action] = step.amount
-        last = record_decision(out, i, decision.weights, amounts, last)
+        last = record_decision(out, i, decision.weights, ctl.prewarm_in_force, last)
         show(m + MINUTE)
 
 
