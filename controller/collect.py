@@ -46,6 +46,9 @@ __all__ = ["NEEDED_SIGNALS", "SEGMENT_WINDOW_SECONDS", "CollectStage", "Observat
 
 _FOREVER = 2**62
 
+#: Demand per minute is requests less retries (a retried request counts once).
+_DEMAND = (("requests", 1.0), ("retries", -1.0))
+
 #: Segment escalation rates are measured over this window of pushed events.
 SEGMENT_WINDOW_SECONDS = 3600
 
@@ -82,9 +85,10 @@ class Observations:
     counters: list[CounterPoint]
     histograms: list[HistPoint]
     segments: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
-    #: Requests per closed minute (all providers together) over ``policy.missed_window_minutes``;
-    #: a minute without any data is absent.
-    recent_requests: dict[int, float] = field(default_factory=dict)
+    #: Demand per closed minute (all providers together: requests net of retries, as the
+    #: ``demand_rate`` forecast counts it) over ``policy.missed_window_minutes``; a minute
+    #: without any data is absent.
+    recent_demand: dict[int, float] = field(default_factory=dict)
     _by: dict[str | None, tuple[list[CounterPoint], list[HistPoint]]] = field(default_factory=dict, repr=False)
 
     def value(self, signal: str, provider: str | None) -> float:
@@ -177,7 +181,8 @@ class CollectStage:
         # Minutes closed recently, kept in memory so a tick reads no SQL for observations.
         self._counters: list[CounterPoint] = []
         self._histograms: list[HistPoint] = []
-        # Requests per closed minute over the missed window (None: not loaded from the store yet).
+        # Requests less retries per closed minute over the missed window (None: not loaded from
+        # the store yet).
         self._recent: dict[int, float] | None = None
         #: (signal, provider) -> when the router's input last carried it; when input (a scrape
         #: with samples, mapped or not, or pushed events) first and last came.
@@ -349,7 +354,7 @@ class CollectStage:
         limit = int(cut // 60) * 60
         now = int(when.timestamp())
         rows, written = self._settle(self.aggregator.close_before(cut), limit, now)
-        recent = self._recent_requests(now)
+        recent = self._recent_demand(now)
         since = now - SEGMENT_WINDOW_SECONDS
         self._segments = {k: v for k, v in self._segments.items() if k[0] >= since}
         segments: dict[tuple[str, str], tuple[int, int]] = {}
@@ -359,24 +364,26 @@ class CollectStage:
                 segments[(route, segment)] = (had[0] + n, had[1] + esc)
         return Observations(when, list(self._counters), list(self._histograms), segments, recent), written
 
-    def _recent_requests(self, now: int) -> dict[int, float]:
-        """Requests per minute over the missed window: from the store at the first tick (a
+    def _recent_demand(self, now: int) -> dict[int, float]:
+        """Demand per minute over the missed window: from the store at the first tick (a
         restart keeps its window), then from the minutes closed (:meth:`_add_recent`)."""
         since = now - int(self.settings.policy.missed_window_minutes * 60)
         if self._recent is None:
             self._recent = {}
-            for p in self.store.counters("requests", since, now):
-                self._recent[p.ts] = self._recent.get(p.ts, 0.0) + p.value
+            for signal, sign in _DEMAND:
+                for p in self.store.counters(signal, since, now):
+                    self._recent[p.ts] = self._recent.get(p.ts, 0.0) + sign * p.value
         self._recent = {ts: v for ts, v in self._recent.items() if ts >= since}
-        return dict(self._recent)
+        return {ts: max(0.0, v) for ts, v in self._recent.items()}
 
     def _add_recent(self, rows: list[MinuteRow], now: int) -> None:
         assert self._recent is not None
         since = now - int(self.settings.policy.missed_window_minutes * 60)
         recent = {ts: v for ts, v in self._recent.items() if ts >= since}
+        signs = dict(_DEMAND)
         for r in rows:
-            if r.key.signal == "requests" and r.ts >= since:
-                recent[r.ts] = recent.get(r.ts, 0.0) + r.cell.value
+            if (sign := signs.get(r.key.signal)) is not None and r.ts >= since:
+                recent[r.ts] = recent.get(r.ts, 0.0) + sign * r.cell.value
         self._recent = recent
 
     def _remember(self, rows: list[MinuteRow], keep_from: int) -> None:

@@ -206,18 +206,19 @@ class DecideStage:
         return out
 
     def _load_check(self, when: datetime, obs: Observations, learned: Learned) -> LoadCheck | None:
-        """The load observed over the last ``policy.missed_window_minutes`` against the lower
-        band the forecast in force gave for the same minutes; None with fewer than
+        """The demand (requests net of retries) observed over the last
+        ``policy.missed_window_minutes`` against the lower band the ``demand_rate`` forecast in
+        force gave for the same minutes; None with fewer than
         ``MIN_COVERED`` of the window's minutes having both."""
         window = int(self.settings.policy.missed_window_minutes)
         end = int(when.timestamp()) // 60 * 60
         start = end - window * 60
-        pairs = [(requests, lower * 60.0) for ts, requests in sorted(obs.recent_requests.items())
+        pairs = [(demand, lower * 60.0) for ts, demand in sorted(obs.recent_demand.items())
                  if start <= ts < end and (lower := learned.load_band_at(ts + 30)) is not None]
         if not pairs or len(pairs) < MIN_COVERED * window:
             return None
         return LoadCheck(start=datetime.fromtimestamp(start, UTC), end=datetime.fromtimestamp(end, UTC),
-                         minutes=len(pairs), observed_rpm=sum(r for r, _ in pairs) / len(pairs),
+                         minutes=len(pairs), observed_rpm=sum(d for d, _ in pairs) / len(pairs),
                          lower_rpm=sum(lo for _, lo in pairs) / len(pairs))
 
     def _segment_rates(self, route: str, obs: Observations) -> dict[str, float]:

@@ -166,8 +166,8 @@ class Learned:
     score_cdfs: Mapping[str, tuple[tuple[float, float], ...]]
     #: Per provider, its SLO capacity by local hour of week (``slo_capacity``).
     capacity: Mapping[str, CapacityProfile]
-    #: The recent fits of the total request rate, oldest first, while it is trusted: what
-    #: the forecast in force said about each recent minute.
+    #: The recent fits of the total demand (requests net of retries), oldest first, while it
+    #: is trusted: what the forecast in force said about each recent minute.
     load_history: tuple[MadeForecast, ...] = ()
 
     def load_band_at(self, ts: int, band: str = "lower") -> float | None:
@@ -356,8 +356,11 @@ class FitStage:
     def learned(self, when: datetime) -> Learned:
         """This tick's snapshot: the forecasts, the knees, the score distributions."""
         routes = self.settings.policy.routes
-        total = self.forecasts.get(("request_rate", ALL))
-        history = tuple(self.past_fits.get(("request_rate", ALL), ())) if total is not None and total.trusted else ()
+        # The load check compares demand (net of retries) on both sides: the retries a routing
+        # causes are not load the forecast failed to see, and the retries it cures are not a
+        # forecast that missed.
+        total = self.forecasts.get(("demand_rate", ALL))
+        history = tuple(self.past_fits.get(("demand_rate", ALL), ())) if total is not None and total.trusted else ()
         return Learned(dict(self.forecasts), dict(self.knees), {name: self._score_cdf(name, when) for name in routes},
                        dict(self.capacity), history)
 

@@ -401,8 +401,9 @@ class LoadPoint:
 
 @dataclass(frozen=True, kw_only=True)
 class LoadCheck:
-    """The total load observed over a recent window against the lower band of the forecast
-    that was in force for the same minutes: like with like, whatever the hour's shape."""
+    """The total demand (requests net of retries, which the routing does not change) observed
+    over a recent window against the lower band of the demand forecast that was in force for
+    the same minutes: like with like, whatever the hour's shape and whatever the retries."""
 
     start: datetime
     end: datetime

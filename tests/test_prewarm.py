@@ -12,6 +12,7 @@ import pytest
 
 from controller.settings import Settings
 from policies import Decision, LoadCheck, LoadPoint, View, decide
+from sim import WorldSpec
 from tests.configs import policy
 
 NY = ZoneInfo("America/New_York")
@@ -239,12 +240,12 @@ def test_the_load_check_compares_the_same_minutes_with_the_forecast_in_force_the
     learned = Learned({}, {}, {}, {}, (older, newer))
     stage = DecideStage(settings)
     minute = [t - 3600 + 60 * i for i in range(60)]
-    obs = Observations(now, [], [], recent_requests={m: 600.0 for m in minute})
+    obs = Observations(now, [], [], recent_demand={m: 600.0 for m in minute})
     got = stage._load_check(now, obs, learned)
     assert got is not None and got.minutes == 60
     assert got.observed_rpm == 600.0 and got.lower_rpm == 20.0 * 60  # the 08:00 hour, from the newer fit
     # A router that was down for half of the hour: not enough comparable minutes to judge.
-    sparse = Observations(now, [], [], recent_requests={m: 600.0 for m in minute[:30]})
+    sparse = Observations(now, [], [], recent_demand={m: 600.0 for m in minute[:30]})
     assert stage._load_check(now, sparse, learned) is None
 
 
@@ -295,3 +296,38 @@ def test_in_closed_loop_a_real_surge_keeps_its_capacity_and_a_holiday_releases_i
     missed = [(t, a) for t, a, c in off if c == "ForecastMissed"]
     assert missed and missed[0][0].hour <= 10, off
     assert off[-1][1] < peak, off
+
+
+def test_the_load_check_counts_demand_net_of_retries(settings: Settings, spec: WorldSpec) -> None:
+    """Requests include the router's retries, which the routing causes: a routing that cures
+    the 429s of the weeks the forecast learned from sends fewer requests for the same demand.
+    The recent minutes the check reads are requests less retries, as ``demand_rate`` counts."""
+    from prometheus_client import CollectorRegistry
+
+    from collectors.store import Store
+    from controller.collect import CollectStage
+    from controller.metrics import Metrics
+    from sim import SimulatedRouter
+
+    start = datetime(2026, 11, 16, 9, 0, tzinfo=NY)  # Monday's surge: openai over its limit at these weights
+    tight = replace(spec, retry=True, providers=tuple(replace(p, rpm_limit=p.rpm_limit * 0.3) for p in spec.providers))
+    router = SimulatedRouter(tight, seed=1, start=start, weights={"openai": 0.8, "anthropic": 0.1, "selfhosted": 0.1})
+    store = Store(settings.data_dir, tz=settings.timezone)
+    stage = CollectStage(settings, store, Metrics(CollectorRegistry()))
+    now = start
+    for _ in range(12):
+        now += timedelta(minutes=1)
+        router.advance(now)
+        stage.ingest_exposition(router.exposition(), now, None)
+    obs, _ = stage.close(now)
+    begin, end = int(start.timestamp()), int(now.timestamp())
+    requests: dict[int, float] = {}
+    retries: dict[int, float] = {}
+    for signal, into in (("requests", requests), ("retries", retries)):
+        for p in store.counters(signal, begin, end):
+            into[p.ts] = into.get(p.ts, 0.0) + p.value
+    assert sum(retries.values()) > 0.05 * sum(requests.values())  # the router did retry
+    assert obs.recent_demand
+    for ts, demand in obs.recent_demand.items():
+        assert demand == pytest.approx(requests[ts] - retries.get(ts, 0.0))
+    store.close()
