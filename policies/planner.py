@@ -13,7 +13,8 @@ Per interval (:func:`split_demand`; :func:`plan` repeats it over the hours ahead
    their baseline weights, each within its capacity (``PriceUnknown``);
 4. demand beyond every provider's capacity together is spread so that their utilisation
    (load / capacity) is as even as the ``max_weight`` bounds allow: the worst p95 is then as
-   low as it can be (``CapacityExhausted``).
+   low as it can be (``CapacityExhausted``; its words say when the capacity was there and the
+   ``max_weight`` bounds kept the demand off it).
 
 A capacity of None is unknown: that provider is bounded by its ``max_weight`` only.
 
@@ -117,12 +118,20 @@ def split_demand(demand_rpm: float, offers: Sequence[Offer], margin: float) -> S
                                    f"{load[o.name]:.0f} rpm: the demand is over the SLO capacity known for all "
                                    f"providers, and this one never breached up to {o.capacity_rpm:.0f} rpm")
     if rest > _EPS * demand:
+        within_bounds = sum(safe.values())
         rest = _spread_evenly(rest, offers, load, top)
         total_cap = sum(o.capacity_rpm for o in offers if o.capacity_rpm is not None)
+        planned_cap = sum(o.headroom(margin) * o.capacity_rpm for o in offers if o.capacity_rpm is not None)
+        if all(o.capacity_rpm is not None for o in offers) and planned_cap >= demand:
+            # The capacity is there; the operator's max_weight bounds keep the demand off it.
+            why = (f"{demand:.0f} rpm is over the {within_bounds:.0f} rpm the providers may take within both their "
+                   f"SLO capacity and their max_weight bounds ({planned_cap:.0f} rpm of capacity together, "
+                   "but a provider is held at its max_weight)")
+        else:
+            why = f"{demand:.0f} rpm is over the {margin:.0%} of {total_cap:.0f} rpm SLO capacity all providers have together"
         for o in offers:
             reasons[o.name] = (ReasonCode.CapacityExhausted,
-                               f"{demand:.0f} rpm is over the {margin:.0%} of {total_cap:.0f} rpm SLO capacity all "
-                               f"providers have together; spread to even out their load ({load[o.name]:.0f} rpm here)")
+                               f"{why}; spread to even out their load ({load[o.name]:.0f} rpm here)")
     total = sum(load.values())
     return Split({n: v / total for n, v in load.items()}, load, reasons)
 

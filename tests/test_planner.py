@@ -51,6 +51,16 @@ def test_a_load_over_every_capacity_is_spread_to_even_utilisation() -> None:
     assert s.load_rpm["b"] == pytest.approx(1500) and s.load_rpm["a"] == pytest.approx(1500)
     even = split_demand(3300, [offer("a", 0.01, 1000), offer("b", 0.02, 2000)], 0.9)
     assert even.load_rpm["a"] / 1000 == pytest.approx(even.load_rpm["b"] / 2000)  # 110% each
+    assert "over the 90% of 3000 rpm SLO capacity" in even.reasons["a"][1]
+
+
+def test_a_demand_the_max_weight_bounds_keep_off_the_capacity_says_so() -> None:
+    """The capacity is there (2700 rpm at 90%) but b may take only half the traffic: the
+    reason names the bounds, so the operator knows which setting to look at."""
+    s = split_demand(2400, [offer("a", 0.01, 1000), offer("b", 0.02, 2000, hi=0.5)], 0.9)
+    assert {c for c, _ in s.reasons.values()} == {ReasonCode.CapacityExhausted}
+    assert s.load_rpm["b"] == pytest.approx(1200)
+    assert "max_weight" in s.reasons["a"][1] and "2100 rpm" in s.reasons["a"][1]
 
 
 offers = st.lists(
