@@ -7,8 +7,10 @@ The planner is driven by what the weights do not change:
   net of retries (the router's per-deployment counters, which leave out the cache hits the
   router answers itself, so the forecast is net of the cache-hit ratio as it was; and a
   retried request counts once, since retries are a symptom of the routing, not demand), its
-  upper band per step; the first step takes the load observed now where that is higher (a
-  crowd the forecast did not see).
+  upper band per step, at its highest within the step (a step is a mean: on a ramp its last
+  minutes are half way to the next step's, so each step takes the larger of its value and
+  the midpoints with its neighbours); the first step takes the load observed now where that
+  is higher (a crowd the forecast did not see).
   Without a trusted forecast: the load observed now, planned with ``untrusted_headroom``;
 - **capacity**: the SLO capacity learned per local hour of the week (``slo_capacity``), the
   configured limits (RPM, TPM at the tokens per request seen, the measured knee), and a cap
@@ -77,7 +79,7 @@ class OutlookBuilder:
         sf = learned.trusted(("demand_rate", ALL))
         points = [p for p in sf.load_from(when) if p.at < when + horizon] if sf is not None else []
         if points:
-            demand = [(p.at, p.upper_rpm) for p in points]
+            demand = _within_step_peaks([(p.at, p.upper_rpm) for p in points])
             demand[0] = (demand[0][0], max(demand[0][1], observed or 0.0))
         elif observed is not None:
             demand = [(when, observed)]
@@ -242,6 +244,20 @@ class OutlookBuilder:
         in_force_then = [amount for since, amount in history if since <= when - action.lead]
         start = in_force_then[-1] if in_force_then else action.min_units
         return int(max(action.min_units, min([start, *recent])))
+
+
+def _within_step_peaks(demand: list[tuple[datetime, float]]) -> list[tuple[datetime, float]]:
+    """Each step's demand at its highest *within* the step. A forecast step is a mean (of an
+    hour, at the hourly step): on a ramp the load at the end of the hour is already half way
+    to the next hour's mean, and after a peak the start of the hour is still half way down
+    from it. So each step plans on the larger of its own value and the midpoints with its
+    neighbours: a morning ramp is met by the end of the hour before it, not a lead late."""
+    values = [v for _, v in demand]
+    out = []
+    for i, (at, v) in enumerate(demand):
+        around = [(v + values[j]) / 2 for j in (i - 1, i + 1) if 0 <= j < len(values)]
+        out.append((at, max([v, *around])))
+    return out
 
 
 def _learned_rpm(c: SloCapacity) -> float | None:

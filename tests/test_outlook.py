@@ -145,3 +145,15 @@ def test_a_breach_at_a_load_it_served_well_at_this_hour_is_an_incident_not_load(
     overload = OutlookBuilder(s).build(NOW, observations(), learned, cfg,
                                        {"a": ProviderView("a", observed_rpm=1200, observed_p95_seconds=6.0), "b": b})
     assert overload is not None and overload.steps[0].capacity["a"].breach_rpm == pytest.approx(1200 * 4.0 / 6.0)
+
+
+def test_each_step_plans_on_its_highest_within_the_step_not_its_mean() -> None:
+    """Hourly means of a morning ramp (300, 300, 900, 900, 300): the 07:00 hour ends half way
+    to 08:00's mean, and the 10:00 hour starts half way down from 09:00's; a flat stretch
+    keeps its value, and a peak is never lowered."""
+    from controller.outlook import _within_step_peaks
+
+    hours = [NOW + timedelta(hours=h) for h in range(5)]
+    got = _within_step_peaks(list(zip(hours, [300.0, 300.0, 900.0, 900.0, 300.0], strict=True)))
+    assert [at for at, _ in got] == hours
+    assert [v for _, v in got] == [300.0, 600.0, 900.0, 900.0, 600.0]
