@@ -69,7 +69,8 @@ SUITE = tuple(s.name for s in suite(4))
 
 def bench_settings(scenario: Scenario, data_dir: Path, mode: str) -> Settings:
     """What an operator of this router would configure: the router's weights as baselines (each
-    provider kept at 5% at least, warm), the paid providers' RPM limits and prices (per 1M tokens, blended over the strong and weak
+    provider kept at 5% at least, warm; an API at 70% at most, the pool diurnal sizes up to all
+    of it), the paid providers' RPM limits and prices (per 1M tokens, blended over the strong and weak
     models at the router's escalation share), the SLO and error budget, and one prewarm action
     for the pool (a replica's throughput, its price per hour, and its warm-up time plus two
     minutes as the lead)."""
@@ -82,7 +83,10 @@ def bench_settings(scenario: Scenario, data_dir: Path, mode: str) -> Settings:
                 "output_per_million_tokens": p.usd_per_1k_output * 1000 * blend}
 
     providers = {
-        p.name: {"baseline_weight": BENCH_WEIGHTS[p.name], "min_weight": 0.05, "max_weight": 0.7,
+        p.name: {"baseline_weight": BENCH_WEIGHTS[p.name], "min_weight": 0.05,
+                 # The pool's share is bounded by the replicas diurnal orders for it, not by a
+                 # fixed fraction: a pool it scales for a surge may take the surge.
+                 "max_weight": 0.7 if p.pool is None else 1.0,
                  **({"capacity_rpm": p.rpm_limit, "price": price(p)} if p.pool is None else {})}
         for p in spec.providers
     }
