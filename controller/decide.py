@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
+from controller.budget import SpendLedger, budget_hours, day_bounds
 from controller.collect import Observations, SignalGap, is_route
 from controller.fit import ALL, Learned
 from controller.outlook import OutlookBuilder
@@ -73,7 +74,9 @@ def policy_config(pol: PolicySettings, providers: Sequence[str], knees: Mapping[
         RouteConfig(name=name, tier=r.tier, baseline_fraction=r.baseline_fraction, quality_floor=r.quality_floor,
                     max_fraction=r.max_fraction, strong_cost=r.strong_cost_per_request,
                     weak_cost=r.weak_cost_per_request, hourly_budget=r.hourly_budget,
-                    strong_provider=r.strong_provider, max_disparity=r.max_segment_disparity)
+                    strong_provider=r.strong_provider, max_disparity=r.max_segment_disparity,
+                    daily_budget=r.daily_budget, monthly_budget=r.monthly_budget, protected=r.protected,
+                    hard_stop=r.budget_hard_stop)
         for name, r in sorted(pol.routes.items())
     )
     return PolicyConfig(providers=configured, latency_slo_seconds=pol.latency_slo_seconds,
@@ -116,8 +119,12 @@ def _by_provider(missing: Sequence[SignalGap]) -> dict[str, str]:
 
 
 class DecideStage:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, ledger: SpendLedger | None = None,
+                 score_cdf: Callable[[str, datetime], Sequence[tuple[float, float]]] | None = None) -> None:
         self.settings = settings
+        #: The routes' spend (for budgets) and the score distribution of any hour, per route.
+        self.ledger = ledger
+        self.score_cdf = score_cdf
         self.guardrails = guardrail_config(settings.guardrails)
         self.outlook = OutlookBuilder(settings)
         #: The policy's recent targets, for the guardrails' stabilization window.
@@ -177,6 +184,7 @@ class DecideStage:
                             score_cdf=learned.score_cdfs.get(name, ()), segment_rates=self._segment_rates(name, obs))
             for name, r in pol.routes.items()
         }
+        routes.update(self._budget_views(when, routes, learned, config, observed_rpm))
         view = View(
             routes=routes,
             load_forecast=self._load_forecast(when, learned, config),
@@ -191,6 +199,27 @@ class DecideStage:
             load_check=self._load_check(when, obs, learned),
         )
         return view, {k: v for k, v in observed.items() if not math.isnan(v)}
+
+    def _budget_views(self, when: datetime, routes: dict[str, RouteView], learned: Learned, config: PolicyConfig,
+                      observed_rpm: float | None) -> dict[str, RouteView]:
+        """The routes with a daily or monthly budget, with what their day plan reads: spend
+        so far, the hours left of the local day (:mod:`controller.budget`)."""
+        budgeted = {n: r for n, r in self.settings.policy.routes.items()
+                    if r.daily_budget is not None or r.monthly_budget is not None}
+        if not budgeted or self.ledger is None:
+            return {}
+        tz = self.settings.timezone
+        spent = self.ledger.spent(when, budgeted)
+        sf = learned.trusted(("request_rate", ALL))
+        forecast = sf.load_from(when) if sf is not None else ()
+        _, _, _, days_left = day_bounds(when, tz)
+        out = {}
+        for name, r in budgeted.items():
+            hours, per_day = budget_hours(when, tz, name, r, config, forecast, observed_rpm, self.score_cdf)
+            s = spent[name]
+            out[name] = replace(routes[name], spent_today=s.today, spent_month=s.month, spend_measured=s.measured,
+                                hours_left=hours, requests_per_day=per_day, days_left_after_today=days_left)
+        return out
 
     def _load_forecast(self, when: datetime, learned: Learned, config: PolicyConfig
                        ) -> dict[str, tuple[LoadPoint, ...]]:

@@ -361,10 +361,10 @@ class FitStage:
         # forecast that missed.
         total = self.forecasts.get(("demand_rate", ALL))
         history = tuple(self.past_fits.get(("demand_rate", ALL), ())) if total is not None and total.trusted else ()
-        return Learned(dict(self.forecasts), dict(self.knees), {name: self._score_cdf(name, when) for name in routes},
+        return Learned(dict(self.forecasts), dict(self.knees), {name: self.score_cdf(name, when) for name in routes},
                        dict(self.capacity), history)
 
-    def _score_cdf(self, route: str, when: datetime) -> tuple[tuple[float, float], ...]:
+    def score_cdf(self, route: str, when: datetime) -> tuple[tuple[float, float], ...]:
         """The router's score distribution for ``route`` at this local hour of the week, merged
         over the same hour of the weeks kept (wall-clock weeks: DST-safe); cached per hour."""
         tz = ZoneInfo(self.settings.timezone)

@@ -37,6 +37,7 @@ from collectors.intervals import IngestStats, MinuteCell
 from collectors.mapping import Mapper, SeriesKey
 from collectors.store import Store
 from controller.actuators import OverrideStore, ReplicaScaler
+from controller.budget import SpendLedger
 from controller.collect import NEEDED_SIGNALS, CollectStage, Observations, SignalGap
 from controller.decide import DecideStage, policy_config
 from controller.errors import ErrorThrottle
@@ -99,7 +100,7 @@ class Controller:
         self.collect = CollectStage(settings, self.store, self.metrics, journal=journal)
         self.fit = FitStage(settings, self.store, refitter or Refitter(fs.workers, fs.refit_timeout_seconds),
                             self.metrics)
-        self.decide = DecideStage(settings)
+        self.decide = DecideStage(settings, SpendLedger(settings, self.store), self.fit.score_cdf)
         self.decide.outlook.headroom.loads(self.store.meta(self.HEADROOM))
         self._headroom_saved: datetime | None = None
         self._headroom_log = ErrorThrottle("keeping the learned headroom in the store", every=None,

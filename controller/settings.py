@@ -320,6 +320,22 @@ class RoutePolicy(_Group):
     strong_cost_per_request: float = Field(default=0.0, ge=0, description="Average cost of a strong-model request.")
     weak_cost_per_request: float = Field(default=0.0, ge=0, description="Average cost of a weak-model request.")
     hourly_budget: float | None = Field(default=None, gt=0, description="Spend budget per hour. Unset: none.")
+    daily_budget: float | None = Field(
+        default=None, gt=0,
+        description="Spend budget per local day (the configured timezone), in the currency of the costs: spread over "
+                    "the day's hours by the demand forecast, re-planned from the actual spend. Unset: none.")
+    monthly_budget: float | None = Field(
+        default=None, gt=0,
+        description="Spend budget per calendar month in the configured timezone: each day gets what is left of it in "
+                    "proportion to the requests it is expected to bring. Unset: none.")
+    protected: bool = Field(
+        default=False,
+        description="Never lowered below baseline_fraction to save money (as the `high` tier); when a budget cannot "
+                    "hold it, diurnal says so (BudgetCannotHoldProtected, diurnal_budget_shortfall) and keeps it.")
+    budget_hard_stop: bool = Field(
+        default=False,
+        description="Once today's budget is spent, stop escalating (fraction 0). Unset: escalation is held at "
+                    "quality_floor, never stopped.")
     strong_provider: str | None = Field(default=None, description="Provider of the strong model, for its latency.")
     traffic_share: float = Field(default=1.0, gt=0, le=1, description="The route's share of all requests.")
     max_segment_disparity: float = Field(

@@ -9,6 +9,7 @@ from policies.thresholds import decide_thresholds, score_threshold
 from policies.types import (
     FALLBACK_CODES,
     Ahead,
+    DayPlan,
     Decision,
     GuardrailConfig,
     LoadCheck,
@@ -26,6 +27,7 @@ from policies.types import (
     Reason,
     ReasonCode,
     RouteConfig,
+    RouteHour,
     RouteView,
     SloCapacity,
     View,
@@ -35,6 +37,7 @@ from policies.weights import decide_weights
 __all__ = [
     "FALLBACK_CODES",
     "Ahead",
+    "DayPlan",
     "Decision",
     "GuardrailConfig",
     "LoadCheck",
@@ -52,6 +55,7 @@ __all__ = [
     "Reason",
     "ReasonCode",
     "RouteConfig",
+    "RouteHour",
     "RouteView",
     "SloCapacity",
     "View",

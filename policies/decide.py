@@ -5,10 +5,19 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
+from policies.budget import day_plan
 from policies.planned_weights import decide_plan
 from policies.prewarm import decide_prewarm
 from policies.thresholds import decide_thresholds
-from policies.types import Decision, PlannedInterval, PolicyConfig, Reason, ReasonCode, View
+from policies.types import (
+    Decision,
+    PlannedInterval,
+    PolicyConfig,
+    Reason,
+    ReasonCode,
+    RouteView,
+    View,
+)
 from policies.weights import decide_weights
 
 __all__ = ["decide"]
@@ -27,7 +36,8 @@ def decide(view: View, previous: Decision | None, config: PolicyConfig, now: dat
     else:
         weights, reasons = decide_weights(view, config)
         pool, pool_points = None, ()
-    thresholds, threshold_reasons = decide_thresholds(view, config)
+    plans = {r.name: p for r in config.routes if (p := day_plan(r, view.routes.get(r.name, RouteView()), view.tz))}
+    thresholds, threshold_reasons = decide_thresholds(view, config, plans)
     # A provider's prewarm serves the share this decision gives it (or the one in force, if
     # higher): its own load history was made at the shares of the past. A pool the planner
     # sized serves what the plan sends it, step by step.
@@ -41,7 +51,7 @@ def decide(view: View, previous: Decision | None, config: PolicyConfig, now: dat
         prewarm_reasons = [_pool_planned(r) if r.knob == f"prewarm/{pool.action}" else r for r in prewarm_reasons]
     return Decision(at=now, weights=weights, thresholds=thresholds, prewarm=prewarm,
                     reasons=(*reasons, *threshold_reasons, *prewarm_reasons), recommended_weights=dict(weights),
-                    recommended_thresholds=dict(thresholds), plan=planned)
+                    recommended_thresholds=dict(thresholds), plan=planned, day_plans=tuple(plans.values()))
 
 
 def _pool_planned(r: Reason) -> Reason:

@@ -18,17 +18,22 @@ Per route, starting from the configured baseline fraction:
   ``max_disparity`` (the "20% problem"), the decision flags it and gives per-segment
   fractions that bring every segment within the limit of the mean.
 
+- **day plan**: a route with a daily or monthly budget takes its fraction for now from its
+  plan for the rest of the local day (:mod:`policies.budget`) instead of the baseline; the
+  hourly budget, the strong model's latency and the bounds still apply on top.
+
 Reason codes (knob ``thresholds/<route>``): ``BaselineFraction``, ``BudgetLimited``,
-``QualityFloor``, ``BudgetInversionAvoided``, ``StrongModelLatency``, ``NoLoadData``;
+``QualityFloor``, ``BudgetInversionAvoided``, ``StrongModelLatency``, ``NoLoadData``, and the
+day plan's (``DayPlanned``, ``BudgetSpent``, ``BudgetExhausted``, ``BudgetCannotHoldProtected``);
 (``thresholds/<route>/score``) ``CalibratedThreshold``; (``thresholds/<route>/segments``)
 ``SegmentDisparity``, ``SegmentsWithinLimit``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from policies.types import PolicyConfig, Reason, ReasonCode, RouteConfig, RouteView, View
+from policies.types import DayPlan, PolicyConfig, Reason, ReasonCode, RouteConfig, RouteView, View
 
 __all__ = ["decide_thresholds", "score_threshold"]
 
@@ -57,7 +62,11 @@ def _budget_fraction(r: RouteConfig, rpm: float) -> float | None:
     return (per_request - r.weak_cost) / extra
 
 
-def decide_thresholds(view: View, config: PolicyConfig) -> tuple[dict[str, float], list[Reason]]:
+def decide_thresholds(view: View, config: PolicyConfig, plans: Mapping[str, DayPlan] | None = None
+                      ) -> tuple[dict[str, float], list[Reason]]:
+    """Every route's escalation fraction (and score threshold, and segment fractions).
+    ``plans``: the day plans of the routes with a daily or monthly budget
+    (:func:`policies.budget.day_plan`); the plan's fraction for now replaces the baseline."""
     out: dict[str, float] = {}
     reasons: list[Reason] = []
     slo = config.latency_slo_seconds
@@ -66,8 +75,20 @@ def decide_thresholds(view: View, config: PolicyConfig) -> tuple[dict[str, float
         rv = view.routes.get(r.name, RouteView())
         rpm = rv.predicted_rpm if rv.predicted_rpm is not None else rv.observed_rpm
         f = r.baseline_fraction
+        floor = r.quality_floor
         code, msg = ReasonCode.BaselineFraction, f"baseline escalation {f:.0%}"
-        if rpm is None:
+        plan = (plans or {}).get(r.name)
+        if plan is not None and plan.fraction is not None:
+            f, code, msg = plan.fraction, plan.code, plan.message
+            if plan.code == ReasonCode.BudgetExhausted:
+                floor = 0.0  # the operator asked for a hard stop
+            allowed = _budget_fraction(r, rpm) if rpm is not None else None
+            if allowed is not None and allowed < f - _EPS and plan.code != ReasonCode.BudgetCannotHoldProtected:
+                f = max(floor, allowed)
+                code, msg = ReasonCode.BudgetLimited, (
+                    f"escalation {f:.0%} keeps the route within the {r.hourly_budget:.2f}/h budget "
+                    f"(the day plan had {plan.fraction:.0%}: {plan.message})")
+        elif rpm is None:
             code, msg = ReasonCode.NoLoadData, f"no load known for the route; baseline escalation {f:.0%}"
         else:
             allowed = _budget_fraction(r, rpm)
@@ -94,13 +115,13 @@ def decide_thresholds(view: View, config: PolicyConfig) -> tuple[dict[str, float
         if pv is not None:
             slow = (pv.forecast_trusted and pv.predicted_p95_seconds is not None and pv.predicted_p95_seconds > slo) or (
                 pv.observed_p95_seconds is not None and pv.observed_p95_seconds > slo)
-            if slow and f > r.quality_floor + _EPS:
-                f = r.quality_floor
+            if slow and f > floor + _EPS:
+                f = floor
                 p95 = pv.predicted_p95_seconds if pv.forecast_trusted and pv.predicted_p95_seconds else pv.observed_p95_seconds
                 code, msg = ReasonCode.StrongModelLatency, (
                     f"the strong model's provider {r.strong_provider} is at p95 {p95:.2f}s, over the {slo:.2f}s SLO; "
                     f"escalation down to the quality floor {f:.0%} until it recovers")
-        f = min(r.max_fraction, max(r.quality_floor, f))
+        f = min(r.max_fraction, max(floor, f))
         out[f"{knob}/escalation_fraction"] = round(f, 6)
         reasons.append(Reason(knob, code, msg))
         if rv.score_cdf:

@@ -14,11 +14,13 @@ from zoneinfo import ZoneInfo
 
 __all__ = [
     "FALLBACK_CODES",
+    "DayPlan",
     "Decision",
     "Ahead",
     "GuardrailConfig",
     "LoadPoint",
     "Outlook",
+    "PlannedHour",
     "PlannedInterval",
     "Pool",
     "Override",
@@ -31,6 +33,7 @@ __all__ = [
     "Reason",
     "ReasonCode",
     "RouteConfig",
+    "RouteHour",
     "SloCapacity",
     "RouteView",
     "View",
@@ -72,6 +75,10 @@ class ReasonCode(StrEnum):
     BudgetInversionAvoided = "BudgetInversionAvoided"
     StrongModelLatency = "StrongModelLatency"
     CalibratedThreshold = "CalibratedThreshold"
+    DayPlanned = "DayPlanned"
+    BudgetSpent = "BudgetSpent"
+    BudgetExhausted = "BudgetExhausted"
+    BudgetCannotHoldProtected = "BudgetCannotHoldProtected"
     SegmentDisparity = "SegmentDisparity"
     SegmentsWithinLimit = "SegmentsWithinLimit"
     # Prewarm (knob ``prewarm/<action>``).
@@ -130,6 +137,19 @@ class ProviderView:
 
 
 @dataclass(frozen=True)
+class RouteHour:
+    """One hour left of the local day, for a route's day plan: its start, the requests still
+    to come in it, its score distribution (empty where the router exports none) and the
+    price windows' factors on the strong and the weak model's cost per request."""
+
+    at: datetime
+    requests: float
+    score_cdf: Sequence[tuple[float, float]] = ()
+    strong_price_factor: float = 1.0
+    weak_price_factor: float = 1.0
+
+
+@dataclass(frozen=True)
 class RouteView:
     predicted_rpm: float | None = None  # trusted forecast peak over the look-ahead
     observed_rpm: float | None = None
@@ -138,6 +158,18 @@ class RouteView:
     score_cdf: Sequence[tuple[float, float]] = ()
     #: Observed escalation rate per segment label.
     segment_rates: Mapping[str, float] = field(default_factory=dict)
+    #: What the route spent since local midnight and since the first of the month (None:
+    #: not known), and the hours left of the local day (for a day plan).
+    spent_today: float | None = None
+    spent_month: float | None = None
+    hours_left: Sequence[RouteHour] = ()
+    #: Requests a whole day brings (the next 24 hours' forecast), and the whole days left in
+    #: the month after today: a monthly budget's share for today.
+    requests_per_day: float = 0.0
+    days_left_after_today: int = 0
+    #: Whether the spend was counted from the router's own spend counter (else estimated from
+    #: the route's requests at the configured costs).
+    spend_measured: bool = True
 
 
 @dataclass(frozen=True)
@@ -303,6 +335,13 @@ class RouteConfig:
     hourly_budget: float | None
     strong_provider: str | None
     max_disparity: float
+    #: USD per local day and per calendar month in the operator's timezone; None: none.
+    daily_budget: float | None
+    monthly_budget: float | None
+    #: Never lowered below the baseline to save money (the ``high`` tier is, too).
+    protected: bool
+    #: Once today's budget is spent, stop escalating (else held at the quality floor).
+    hard_stop: bool
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -414,6 +453,41 @@ class LoadCheck:
 
 
 @dataclass(frozen=True)
+class PlannedHour:
+    """One hour left of the day: its start, the requests still to come in it, the escalation
+    planned and what that is predicted to spend."""
+
+    at: datetime
+    requests: float
+    fraction: float
+    spend: float
+    score_threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class DayPlan:
+    route: str
+    #: What today may spend in all (the daily budget, or the monthly's share for today).
+    allowance: float
+    spent: float
+    #: Predicted spend over the rest of the day at the planned escalation.
+    planned: float
+    hours: tuple[PlannedHour, ...]
+    code: ReasonCode
+    message: str
+    #: How much over the budget the day is predicted to end (a protected route kept at its
+    #: baseline, or the quality floor held).
+    shortfall: float = 0.0
+    #: Which budget binds: "daily" or "monthly".
+    binding: str = "daily"
+
+    @property
+    def fraction(self) -> float | None:
+        """The escalation planned for now (the first hour left)."""
+        return self.hours[0].fraction if self.hours else None
+
+
+@dataclass(frozen=True)
 class Decision:
     """What diurnal decided at ``at``: every knob with its reasons."""
 
@@ -428,6 +502,8 @@ class Decision:
     recommended_thresholds: Mapping[str, float] = field(default_factory=dict)
     #: The planner's plan over the hours ahead (empty under the heuristic weights policy).
     plan: tuple[PlannedInterval, ...] = ()
+    #: Per route with a daily or monthly budget, its plan for the rest of the local day.
+    day_plans: tuple[DayPlan, ...] = ()
 
     def reasons_for(self, knob: str) -> tuple[Reason, ...]:
         return tuple(r for r in self.reasons if r.knob == knob)

@@ -204,9 +204,9 @@ EXPORTS = {
     "controller.entrypoints": [],
     "controller.replay": ["Replayed", "estimated", "replay", "stderr_progress"],
     "collectors": [],
-    "policies": ["FALLBACK_CODES", "Ahead", "Decision", "GuardrailConfig", "LoadCheck", "LoadPoint", "Outlook", "Override",
+    "policies": ["FALLBACK_CODES", "Ahead", "DayPlan", "Decision", "GuardrailConfig", "LoadCheck", "LoadPoint", "Outlook", "Override",
                  "PlannedInterval", "PolicyConfig", "Pool", "SloCapacity", "PrewarmAction", "PrewarmConfig", "PriceConfig", "ProviderConfig", "ProviderView", "Reason", "ReasonCode",
-                 "RouteConfig", "RouteView", "View", "decide", "decide_thresholds", "decide_weights", "guard",
+                 "RouteConfig", "RouteHour", "RouteView", "View", "decide", "decide_thresholds", "decide_weights", "guard",
                  "score_threshold"],
 }
 

@@ -1,0 +1,161 @@
+"""Budgets by the hour (``policies.budget``): the day's allowance spread over the hours left by
+the forecast, one cut for the rest of the day, re-planned from the actual spend, protected
+routes kept (and said), no hard stop unless asked; and the controller's side: spend per route
+since local midnight from the store, the hours left of the local day across DST."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from policies import DayPlan, ReasonCode, RouteConfig, RouteHour, RouteView
+from policies.budget import day_plan
+
+NY = ZoneInfo("America/New_York")
+START = datetime(2026, 11, 16, 0, 0, tzinfo=NY)  # a Monday, local midnight
+
+ROUTE = RouteConfig(name="chat", tier="standard", baseline_fraction=0.3, quality_floor=0.1, max_fraction=0.8,
+                    strong_cost=0.01, weak_cost=0.001, hourly_budget=None, strong_provider=None, max_disparity=0.2,
+                    daily_budget=100.0, monthly_budget=None, protected=False, hard_stop=False)
+
+
+def hours(per_hour: list[float], start: datetime = START, **kw: object) -> tuple[RouteHour, ...]:
+    return tuple(RouteHour(at=start + timedelta(hours=i), requests=n, **kw) for i, n in enumerate(per_hour))  # type: ignore[arg-type]
+
+
+def plan(r: RouteConfig, per_hour: list[float], spent: float = 0.0, **view: object) -> DayPlan:
+    got = day_plan(r, RouteView(spent_today=spent, hours_left=hours(per_hour), **view), "America/New_York")  # type: ignore[arg-type]
+    assert got is not None
+    return got
+
+
+def spend_at(f: float, n: float) -> float:
+    return n * (0.001 + f * 0.009)
+
+
+def test_the_day_lands_on_the_budget_whatever_its_volume() -> None:
+    """A busy day steps down from its first hour; a quiet one escalates more than its baseline
+    (within max_fraction): either way the predicted spend is the budget."""
+    busy = plan(ROUTE, [2000.0] * 24)  # 48,000 requests: at 30% 177.60, over the 100 budget
+    assert busy.code == ReasonCode.DayPlanned and busy.shortfall == 0.0
+    assert busy.planned == pytest.approx(100.0)
+    assert busy.fraction == pytest.approx((100 / 48000 - 0.001) / 0.009)
+    over = plan(ROUTE, [3000.0] * 24)  # 72,000: even the 10% floor spends 136.80
+    assert over.code == ReasonCode.QualityFloor and over.fraction == ROUTE.quality_floor
+    assert over.shortfall == pytest.approx(36.8) and "36.80 over" in over.message
+    quiet = plan(ROUTE, [600.0] * 24)
+    assert quiet.planned == pytest.approx(100.0) and quiet.fraction > ROUTE.baseline_fraction
+    tiny = plan(ROUTE, [10.0] * 24)  # a budget no escalation can spend: max_fraction, under budget
+    assert tiny.fraction == pytest.approx(ROUTE.max_fraction) and tiny.planned < 100.0
+
+
+def test_a_morning_that_spent_fast_lowers_the_rest_of_the_day_a_little() -> None:
+    """Re-planned from the actual spend: after 8 hours at plan, a morning that spent 20% more
+    lowers the 16 hours left a little, not to the floor; one that spent less raises them."""
+    first = plan(ROUTE, [1000.0] * 24)
+    assert first.fraction is not None
+    on_plan = spend_at(first.fraction, 8000)
+    later = [1000.0] * 16
+    hot = plan(ROUTE, later, spent=1.2 * on_plan)
+    cool = plan(ROUTE, later, spent=0.8 * on_plan)
+    assert hot.fraction is not None and cool.fraction is not None
+    assert ROUTE.quality_floor < hot.fraction < first.fraction < cool.fraction
+    assert hot.spent + hot.planned == pytest.approx(100.0)
+
+
+def test_one_score_threshold_for_the_day_escalates_the_hardest_requests_wherever_they_fall() -> None:
+    """Hours with harder requests (scores shifted up) get more escalation at the same cut."""
+    easy = ((0.0, 0.0), (0.5, 0.9), (1.0, 1.0))  # 10% of scores above 0.5
+    hard = ((0.0, 0.0), (0.5, 0.5), (1.0, 1.0))  # half of them
+    hs = (*hours([1000.0] * 12, score_cdf=easy), *hours([1000.0] * 12, START + timedelta(hours=12), score_cdf=hard))
+    got = day_plan(ROUTE, RouteView(spent_today=0.0, hours_left=hs), "America/New_York")
+    assert got is not None and got.code == ReasonCode.DayPlanned
+    assert got.planned == pytest.approx(100.0, rel=1e-6)
+    threshold = got.hours[0].score_threshold
+    assert threshold is not None and all(h.score_threshold == threshold for h in got.hours)
+    assert got.hours[-1].fraction > got.hours[0].fraction
+    assert "score >=" in got.message
+
+
+def test_a_price_window_on_the_strong_model_is_counted_in_the_spend() -> None:
+    dear = plan(ROUTE, [1000.0] * 24)
+    hs = hours([1000.0] * 24, strong_price_factor=2.0)
+    doubled = day_plan(ROUTE, RouteView(spent_today=0.0, hours_left=hs), "America/New_York")
+    assert doubled is not None and doubled.fraction is not None and dear.fraction is not None
+    assert doubled.fraction < dear.fraction and doubled.planned == pytest.approx(100.0)
+
+
+def test_a_spent_budget_holds_the_floor_and_stops_only_when_asked() -> None:
+    held = plan(ROUTE, [1000.0] * 4, spent=100.0)
+    assert held.code == ReasonCode.BudgetSpent and held.fraction == ROUTE.quality_floor
+    assert "not stopped" in held.message
+    stopped = plan(replace(ROUTE, hard_stop=True), [1000.0] * 4, spent=101.0)
+    assert stopped.code == ReasonCode.BudgetExhausted and stopped.fraction == 0.0
+
+
+def test_a_protected_route_is_never_cut_to_save_money_and_the_shortfall_is_said() -> None:
+    for r in (replace(ROUTE, protected=True), replace(ROUTE, tier="high")):
+        got = plan(r, [1000.0] * 24)  # at its 30% baseline 88.80 fits: it may escalate more
+        assert got.code == ReasonCode.DayPlanned and got.fraction is not None and got.fraction >= 0.3
+        short = plan(r, [2000.0] * 24)  # at 30%: 177.6, over the 100 budget
+        assert short.code == ReasonCode.BudgetCannotHoldProtected
+        assert short.fraction == pytest.approx(0.3)
+        assert short.shortfall == pytest.approx(spend_at(0.3, 48000) - 100.0)
+        spent = plan(r, [1000.0] * 4, spent=120.0)  # even with nothing left
+        assert spent.code == ReasonCode.BudgetCannotHoldProtected and spent.fraction == pytest.approx(0.3)
+
+
+def test_a_monthly_budget_gives_today_its_share_by_the_requests_it_brings() -> None:
+    """1,000 left of the month, today's 24,000 requests against 10 more days of 24,000: today
+    may spend 1/11 of it; the lower of the daily and the monthly binds."""
+    monthly = replace(ROUTE, daily_budget=None, monthly_budget=3000.0)
+    got = plan(monthly, [1000.0] * 24, spent=0.0, spent_month=2000.0, requests_per_day=24000.0,
+               days_left_after_today=10)
+    assert got.binding == "monthly" and got.allowance == pytest.approx(1000.0 / 11)
+    both = plan(replace(monthly, daily_budget=50.0), [1000.0] * 24, spent_month=2000.0, requests_per_day=24000.0,
+                days_left_after_today=10)
+    assert both.binding == "daily" and both.allowance == 50.0
+
+
+def test_no_budget_no_plan_and_no_requests_no_cut() -> None:
+    assert day_plan(replace(ROUTE, daily_budget=None), RouteView(hours_left=hours([1.0])), "UTC") is None
+    empty = plan(ROUTE, [])
+    assert empty.code == ReasonCode.NoLoadData and empty.fraction is None
+
+
+def test_the_controller_plans_the_day_from_the_spend_the_router_counted(tmp_path: Path) -> None:
+    """The embedding API over a morning of the simulated router: the day plan's spend so far
+    is the router's own spend counter since local midnight (in the store), the hours left run
+    to local midnight, and the route's escalation is the plan's cut."""
+    from controller import Controller
+    from controller.entrypoints.demo import demo_settings
+    from sim import STATIC_WEIGHTS, SimulatedRouter, WorldSpec
+
+    spec = WorldSpec()
+    base = demo_settings(tmp_path / "data", spec)
+    pol = base.policy.model_dump()
+    pol["routes"]["chat"].update(daily_budget=4000.0, hourly_budget=None, strong_provider=None)  # no latency override
+    settings = demo_settings(tmp_path / "data", spec, policy=pol)
+    start = datetime(2026, 11, 16, 0, 0, tzinfo=NY)
+    now = start
+    ctl = Controller.from_settings(settings, clock=lambda: now)
+    router = SimulatedRouter(spec, seed=2, start=start, weights=STATIC_WEIGHTS)
+    try:
+        while now < start + timedelta(hours=9, minutes=30):
+            now += timedelta(minutes=10)
+            router.advance(now)
+            ctl.ingest_exposition(router.exposition(), at=now)
+            d = ctl.step(at=now)
+        (p,) = d.day_plans
+        counted = sum(x.value for x in ctl.store.counters("spend", int(start.timestamp()), int(now.timestamp()) + 60))
+        assert counted > 0 and p.spent == pytest.approx(counted)
+        assert p.code in (ReasonCode.DayPlanned, ReasonCode.QualityFloor)
+        assert p.hours[0].at == datetime(2026, 11, 16, 9, 0, tzinfo=NY) and len(p.hours) == 15  # 09:30 to midnight
+        assert d.recommended_thresholds["thresholds/chat/escalation_fraction"] == pytest.approx(p.fraction, abs=1e-6), d.reasons_for("thresholds/chat")
+        assert any(r.code == p.code for r in d.reasons_for("thresholds/chat"))
+    finally:
+        ctl.close()
