@@ -15,12 +15,14 @@ forecast to bring, its score distribution and the price windows on either model'
 
 from __future__ import annotations
 
+import bisect
 import calendar
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from collectors.hour_of_week import local_hour_start_at
 from collectors.store import Store
 from controller.collect import is_route
 from controller.settings import RoutePolicy, Settings
@@ -54,36 +56,42 @@ class SpendLedger:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        #: (month start, hour the sums run to) -> per route (month before today, today), from
-        #: the complete hours; and whether a spend series was seen for it.
-        self._hours: tuple[int, int, int, dict[str, tuple[float, float]], set[str]] | None = None
+        #: The complete hours' sums per signal, read once an hour: ((month start, midnight,
+        #: hour they run to), signal -> (per route (month before today, today), routes seen)).
+        self._hours: tuple[tuple[int, int, int], dict[str, tuple[dict[str, tuple[float, float]], set[str]]]] | None = None
 
     def spent(self, when: datetime, routes: Mapping[str, RoutePolicy]) -> dict[str, RouteSpend]:
         tz = self.settings.timezone
         midnight, _, first, _ = day_bounds(when, tz)
         now = int(when.timestamp())
-        hour = _local_hour(when, tz)
+        hour = local_hour_start_at(now, tz)
         month, day = int(first.timestamp()), int(midnight.timestamp())
-        if self._hours is None or self._hours[:3] != (month, day, hour):
-            self._hours = (month, day, hour, *self._sums("spend", routes, month, day, hour, hourly=True))
-        _, _, _, spend, seen = self._hours
-        recent, now_seen = self._sums("spend", routes, hour, hour, now + 60)
+        if self._hours is None or self._hours[0] != (month, day, hour):
+            self._hours = ((month, day, hour), {})
+        complete = self._hours[1]
+
+        def sums(signal: str) -> tuple[dict[str, tuple[float, float]], set[str]]:
+            """Per route (month before today, today) of ``signal`` up to now, and the routes seen."""
+            if signal not in complete:
+                complete[signal] = self._sums(signal, routes, month, day, hour, hourly=True)
+            hours, seen = complete[signal]
+            minutes, now_seen = self._sums(signal, routes, hour, hour, now + 60)
+            return ({n: (hours.get(n, (0.0, 0.0))[0], hours.get(n, (0.0, 0.0))[1] + minutes.get(n, (0.0, 0.0))[1])
+                     for n in routes}, seen | now_seen)
+
+        spend, seen = sums("spend")
         out: dict[str, RouteSpend] = {}
-        estimated: dict[str, tuple[float, float]] | None = None
+        requests: dict[str, tuple[float, float]] | None = None
         for name, r in routes.items():
-            if name in seen or name in now_seen:
-                before, today = spend.get(name, (0.0, 0.0))
-                today += recent.get(name, (0.0, 0.0))[1]
+            if name in seen:
+                before, today = spend[name]
                 out[name] = RouteSpend(today, before + today, True)
                 continue
-            if estimated is None:  # no spend for it: its requests at the configured costs
-                hours, _ = self._sums("requests", routes, month, day, hour, hourly=True)
-                minutes, _ = self._sums("requests", routes, hour, hour, now + 60)
-                estimated = {n: (hours.get(n, (0.0, 0.0))[0], hours.get(n, (0.0, 0.0))[1] + minutes.get(n, (0.0, 0.0))[1])
-                             for n in routes}
+            if requests is None:  # no spend for it: its requests at the configured costs
+                requests, _ = sums("requests")
             per_request = r.weak_cost_per_request + r.baseline_fraction * (r.strong_cost_per_request
                                                                            - r.weak_cost_per_request)
-            before, today = (v * per_request for v in estimated[name])
+            before, today = (v * per_request for v in requests[name])
             out[name] = RouteSpend(today, before + today, False)
         return out
 
@@ -106,12 +114,6 @@ class SpendLedger:
         return sums, seen
 
 
-def _local_hour(when: datetime, tz: str) -> int:
-    """The start of the local hour containing ``when`` (Unix seconds): the hour rollups' grid."""
-    local = when.astimezone(ZoneInfo(tz))
-    return int(local.replace(minute=0, second=0, microsecond=0).timestamp())
-
-
 def budget_hours(when: datetime, tz: str, name: str, route: RoutePolicy, config: PolicyConfig,
                  forecast: Sequence[LoadPoint], observed_rpm: float | None,
                  score_cdf: Callable[[str, datetime], Sequence[tuple[float, float]]] | None
@@ -122,16 +124,20 @@ def budget_hours(when: datetime, tz: str, name: str, route: RoutePolicy, config:
     _, tomorrow, _, _ = day_bounds(when, tz)
     share = route.traffic_share
 
+    starts = [p.at for p in forecast]
+    step = forecast[1].at - forecast[0].at if len(forecast) > 1 else timedelta(hours=1)
+
     def rpm_at(at: datetime) -> float:
-        for p in forecast:
-            if p.at <= at < p.at + _step(forecast):
-                return p.mean_rpm * share
+        """The forecast's mean for the step containing ``at``; past its end, the load now."""
+        i = bisect.bisect_right(starts, at) - 1
+        if i >= 0 and at < forecast[i].at + step:
+            return forecast[i].mean_rpm * share
         return (observed_rpm or 0.0) * share
 
     strong = config.providers.get(route.strong_provider or "")
     price = strong.price if strong is not None else None
     hours: list[RouteHour] = []
-    start = datetime.fromtimestamp(_local_hour(when, tz), ZoneInfo(tz))
+    start = datetime.fromtimestamp(local_hour_start_at(int(when.timestamp()), tz), ZoneInfo(tz))
     at = start
     while at < tomorrow:
         nxt = min(tomorrow, datetime.fromtimestamp(at.timestamp() + 3600, ZoneInfo(tz)))
@@ -146,7 +152,3 @@ def budget_hours(when: datetime, tz: str, name: str, route: RoutePolicy, config:
     hours = [RouteHour(h.at, h.requests, cdfs[h.at], h.strong_price_factor) for h in hours]
     day = sum(rpm_at(when + timedelta(hours=k)) * 60.0 for k in range(24))
     return tuple(hours), day
-
-
-def _step(points: Sequence[LoadPoint]) -> timedelta:
-    return points[1].at - points[0].at if len(points) > 1 else timedelta(hours=1)

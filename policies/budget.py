@@ -90,27 +90,27 @@ def _cdf_at(cdf: Sequence[tuple[float, float]], score: float) -> float:
     return 1.0
 
 
-def _cut(hours: Sequence[RouteHour], r: RouteConfig, money: float, floor: float, ceiling: float
-         ) -> tuple[list[float], float | None]:
-    """The most escalation over ``hours`` whose spend fits ``money``: one score threshold when
-    every hour has a score distribution, else one fraction. Returns the fractions and the
-    threshold (None without scores)."""
+def _cut(hours: Sequence[RouteHour], r: RouteConfig, money: float, floor: float) -> tuple[list[float], float | None]:
+    """The most escalation over ``hours`` whose spend fits ``money``, within ``[floor,
+    max_fraction]``: one score threshold when every hour has a score distribution, else one
+    fraction. Returns the fractions and the threshold (None without scores)."""
     if all(h.score_cdf for h in hours):
         scores = [s for h in hours for s, _ in h.score_cdf]
         lo, hi = min(scores), max(scores)  # at lo all escalate (most spend); at hi none
-        if _spend(hours, _fractions_at(hours, r, lo, floor), r) <= money + _EPS:
-            return [min(ceiling, f) for f in _fractions_at(hours, r, lo, floor)], lo
+        most = _fractions_at(hours, r, lo, floor)
+        if _spend(hours, most, r) <= money + _EPS:
+            return most, lo
         for _ in range(_STEPS):
             mid = (lo + hi) / 2
             if _spend(hours, _fractions_at(hours, r, mid, floor), r) <= money + _EPS:
                 hi = mid
             else:
                 lo = mid
-        return [min(ceiling, f) for f in _fractions_at(hours, r, hi, floor)], hi
+        return _fractions_at(hours, r, hi, floor), hi
     base = _spend(hours, [0.0] * len(hours), r)
     extra = sum(h.requests * _extra(h, r) for h in hours)
-    f = ceiling if extra <= _EPS else (money - base) / extra
-    return [min(ceiling, max(floor, f))] * len(hours), None
+    f = r.max_fraction if extra <= _EPS else (money - base) / extra
+    return [min(r.max_fraction, max(floor, f))] * len(hours), None
 
 
 def day_plan(r: RouteConfig, rv: RouteView, tz: str) -> DayPlan | None:
@@ -137,7 +137,7 @@ def day_plan(r: RouteConfig, rv: RouteView, tz: str) -> DayPlan | None:
                else f"escalation held at the quality floor {f:.0%} for the rest of the day, not stopped")
         return DayPlan(r.name, allowance, spent, sum(p.spend for p in planned), tuple(planned), code,
                        f"{what}: nothing left; {why}", binding=binding)
-    fractions, threshold = _cut(hours, r, max(0.0, left), floor, r.max_fraction)
+    fractions, threshold = _cut(hours, r, max(0.0, left), floor)
     planned = [PlannedHour(h.at, h.requests, f, _spend([h], [f], r), threshold)
                for h, f in zip(hours, fractions, strict=True)]
     total = sum(p.spend for p in planned)
@@ -157,4 +157,3 @@ def day_plan(r: RouteConfig, rv: RouteView, tz: str) -> DayPlan | None:
     return DayPlan(r.name, allowance, spent, total, tuple(planned), ReasonCode.DayPlanned,
                    f"{what}; {cut} from {span} spends {total:.2f} of the {max(0.0, left):.2f} left "
                    f"({today:.0f} requests expected)", binding=binding)
-
