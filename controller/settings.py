@@ -331,7 +331,7 @@ class RoutePolicy(_Group):
     protected: bool = Field(
         default=False,
         description="Never lowered below baseline_fraction to save money (as the `high` tier); when a budget cannot "
-                    "hold it, diurnal says so (BudgetCannotHoldProtected, diurnal_budget_shortfall) and keeps it.")
+                    "hold it, diurnal says so (BudgetCannotHoldProtected, with the shortfall) and keeps it.")
     budget_hard_stop: bool = Field(
         default=False,
         description="Once today's budget is spent, stop escalating (fraction 0). Unset: escalation is held at "
