@@ -56,6 +56,24 @@ def decode_buckets(blob: bytes) -> dict[float, float]:
     return dict(zip(pairs[:, 0].tolist(), pairs[:, 1].tolist(), strict=True))
 
 
+def merge_blobs(blobs: list[bytes]) -> dict[float, float]:
+    """The buckets of encoded histograms added together. Histograms that share their bounds
+    (one router's series do) are summed as one array; others bucket by bucket."""
+    if not blobs:
+        return {}
+    size = len(blobs[0])
+    if size and all(len(b) == size for b in blobs):
+        cells = np.frombuffer(b"".join(blobs), dtype="<f8").reshape(len(blobs), -1, 2)
+        bounds = cells[0, :, 0]
+        if (cells[:, :, 0] == bounds).all():  # a NaN bound is never equal: merged below
+            return dict(zip(bounds.tolist(), cells[:, :, 1].sum(axis=0).tolist(), strict=True))
+    merged: dict[float, float] = {}
+    for blob in blobs:
+        for le, c in decode_buckets(blob).items():
+            merged[le] = merged.get(le, 0.0) + c
+    return merged
+
+
 class OpenJournal:
     """``open_cell`` on the store's write connection. ``series_id`` gives (and, in the
     transaction, creates) a series' id; ``finite`` drops (and counts) a non-finite cell."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -110,24 +110,44 @@ def known_signals(store: Store) -> list[str]:
     return [*sorted(DERIVED), *imported]
 
 
+@dataclass
+class WindowTotals:
+    """Minute points of one window summed once, for every derived signal to read: per raw
+    counter its sum and the minutes it covers, per histogram its merged buckets."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    minutes: dict[str, set[int]] = field(default_factory=dict)
+    buckets: dict[str, dict[float, float]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, counters: Iterable[CounterPoint], hist: Iterable[HistPoint]) -> WindowTotals:
+        out = cls()
+        for h in hist:
+            _merge_buckets(out.buckets.setdefault(h.key.signal, defaultdict(float)), h.buckets)
+        for p in counters:
+            name = p.key.signal
+            out.sums[name] = out.sums.get(name, 0.0) + p.value
+            out.minutes.setdefault(name, set()).add(p.ts)
+        return out
+
+    def value(self, signal: str) -> float:
+        """The derived ``signal`` over the window."""
+        d = _lookup(signal)
+        seen: set[int] = set()
+        for name in d.counters:
+            if d.sets_coverage(name):
+                seen |= self.minutes.get(name, set())
+        buckets = self.buckets.get(d.histogram, {}) if d.histogram is not None else {}
+        return _combine(d, {n: self.sums[n] for n in d.counters if n in self.sums}, len(seen), buckets)
+
+
 def rows_value(signal: str, counters: Iterable[CounterPoint], hist: Iterable[HistPoint]) -> float:
     """The derived signal over the given minute points (already filtered to one window),
-    e.g. the controller's last few minutes, kept in memory."""
+    e.g. the controller's last few minutes, kept in memory. To read several signals of the
+    same points, sum them once with :class:`WindowTotals`."""
     d = _lookup(signal)
-    sums: dict[str, float] = defaultdict(float)
-    seen: set[int] = set()
-    buckets: dict[float, float] = defaultdict(float)
-    if d.histogram is not None:
-        for h in hist:
-            if h.key.signal == d.histogram:
-                _merge_buckets(buckets, h.buckets)
-    for p in counters:
-        name = p.key.signal
-        if name in d.counters:
-            sums[name] += p.value
-            if d.sets_coverage(name):
-                seen.add(p.ts)
-    return _combine(d, sums, len(seen), buckets)
+    return WindowTotals.of((p for p in counters if p.key.signal in d.counters),
+                           (h for h in hist if h.key.signal == d.histogram)).value(signal)
 
 
 def _hour_grid(start: int, end: int, tz: str) -> pd.DatetimeIndex:
@@ -155,16 +175,15 @@ def hourly(store: Store, signal: str, tz: str, start: int, end: int, provider: s
     lo, hi = int(grid[0].timestamp()), int(grid[-1].timestamp()) + 3600
     sums: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     minutes: dict[int, int] = defaultdict(int)
-    buckets: dict[int, dict[float, float]] = defaultdict(lambda: defaultdict(float))
+    buckets: dict[int, dict[float, float]] = {}
     if d.histogram is not None:
-        for h in store.hour_histograms(d.histogram, lo, hi, provider):
-            _merge_buckets(buckets[h.ts], h.buckets)
+        buckets.update(store.hour_histogram_totals(d.histogram, lo, hi, provider))
     for name in d.counters:
-        for p in store.hour_counters(name, lo, hi, provider):
-            sums[p.ts][name] += p.value
+        for ts, total, covered in store.hour_counter_totals(name, lo, hi, provider):
+            sums[ts][name] += total
             if d.sets_coverage(name):
                 # Series of one signal are scraped together: the hour's coverage is the best one.
-                minutes[p.ts] = max(minutes[p.ts], p.minutes)
+                minutes[ts] = max(minutes[ts], covered)
     values = [
         _combine(d, sums.get(b, {}), minutes.get(b, 0), buckets.get(b, {}))
         for b in (int(t.timestamp()) for t in grid)

@@ -33,7 +33,7 @@ from collectors.events import EventBatch, parse_events
 from collectors.exposition import ExpositionParser, Sample
 from collectors.intervals import IngestStats, MinuteAggregator, MinuteCell, MinuteRow, merge_cells
 from collectors.mapping import HISTOGRAM_SIGNALS, PRESETS, Mapper, SeriesKey, preset_from_config
-from collectors.signals import rows_value
+from collectors.signals import WindowTotals
 from collectors.store import CounterPoint, HistPoint, Store
 from controller.errors import ErrorThrottle
 from controller.metrics import Metrics
@@ -75,6 +75,9 @@ def is_route(label: str, route: str, settings: Settings) -> bool:
     return label == route or (label == "" and len(settings.policy.routes) == 1)
 
 
+_NO_DATA = WindowTotals()
+
+
 @dataclass
 class Observations:
     """The minutes of the observation window that closed by ``at``, and the pushed events'
@@ -89,20 +92,22 @@ class Observations:
     #: ``demand_rate`` forecast counts it) over ``policy.missed_window_minutes``; a minute
     #: without any data is absent.
     recent_demand: dict[int, float] = field(default_factory=dict)
-    _by: dict[str | None, tuple[list[CounterPoint], list[HistPoint]]] = field(default_factory=dict, repr=False)
+    _by: dict[str | None, WindowTotals] = field(default_factory=dict, repr=False)
 
     def value(self, signal: str, provider: str | None) -> float:
         """``signal`` over the window for ``provider`` (None: all together); NaN without data."""
         by = self._by
-        if not by:  # grouped once, in one pass (a fleet has thousands of series and dozens of providers)
-            by = {None: (self.counters, self.histograms)}
+        if not by:  # summed once, in one pass (a fleet has thousands of series and dozens of providers)
+            grouped: dict[str | None, tuple[list[CounterPoint], list[HistPoint]]] = {
+                None: (self.counters, self.histograms)}
             for c in self.counters:
-                by.setdefault(c.key.provider, ([], []))[0].append(c)
+                grouped.setdefault(c.key.provider, ([], []))[0].append(c)
             for h in self.histograms:
-                by.setdefault(h.key.provider, ([], []))[1].append(h)
+                grouped.setdefault(h.key.provider, ([], []))[1].append(h)
+            by = {who: WindowTotals.of(*rows) for who, rows in grouped.items()}
             self._by = by  # whole, in one assignment: the API's thread may read the same observations
-        got = by.get(provider, ([], []))
-        return rows_value(signal, *got)
+        got = by.get(provider)
+        return (got or _NO_DATA).value(signal)
 
     def total(self, signal: str, provider: str) -> float:
         """The raw counter ``signal`` of ``provider`` summed over the window (0 without data)."""

@@ -38,6 +38,34 @@ def test_hour_rollups_equal_the_minutes(tmp_path: Path) -> None:
     store.close()
 
 
+def test_hour_totals_sum_every_series_of_a_provider_in_the_store(tmp_path: Path) -> None:
+    """The refit's reads: summed per hour by SQLite (counters) and in one array per hour
+    (histograms that share their bounds), equal to adding the series' rollups one by one,
+    and merged bucket by bucket where the bounds differ."""
+    store = Store(tmp_path, tz="America/New_York")
+    other = SeriesKey("requests", "openai", "gpt-4o-mini", "chat")
+    elsewhere = SeriesKey("requests", "anthropic", "claude", "chat")
+    store.write(counter_rows(T0, 90, 2.0) + counter_rows(T0 + 1800, 60, 3.0, other)
+                + counter_rows(T0, 60, 100.0, elsewhere))
+    mini = SeriesKey("latency", "openai", "gpt-4o-mini", "chat")
+    coarse = SeriesKey("latency", "openai", "legacy", "chat")
+    store.write([MinuteRow(T0 + 60 * i, LAT, MinuteCell(count=2, sum=3, buckets={1.0: 1, 2.0: 2, math.inf: 2}))
+                 for i in range(90)]
+                + [MinuteRow(T0 + 60 * i, mini, MinuteCell(count=1, sum=0.5, buckets={1.0: 1, 2.0: 1, math.inf: 1}))
+                   for i in range(60)]
+                + [MinuteRow(T0 + 3600, coarse, MinuteCell(count=4, sum=9, buckets={5.0: 4, math.inf: 4}))])
+    totals = store.hour_counter_totals("requests", 0, 2**40, "openai")
+    assert [(ts - T0, v, n) for ts, v, n in totals] == [(0, 120.0 + 90.0, 60), (3600, 60.0 + 90.0, 30)]
+    assert [v for _, v, _ in store.hour_counter_totals("requests", 0, 2**40)] == [210.0 + 6000.0, 150.0]
+    assert store.hour_counter_totals("requests", 0, 2**40, "nobody") == []
+    hists = dict(store.hour_histogram_totals("latency", 0, 2**40, "openai"))
+    assert hists[T0] == {1.0: 120.0, 2.0: 180.0, math.inf: 180.0}             # one array sum
+    assert hists[T0 + 3600] == {1.0: 30.0, 2.0: 60.0, 5.0: 4.0, math.inf: 64.0}  # bounds differ
+    p95 = hourly(store, "latency_p95", "America/New_York", T0, T0 + 7200, "openai")
+    assert p95.notna().all()
+    store.close()
+
+
 def test_a_second_write_to_the_same_minute_adds_without_extra_coverage(tmp_path: Path) -> None:
     store = Store(tmp_path, tz="UTC")
     store.write(counter_rows(T0, 1, 3.0))
