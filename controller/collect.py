@@ -98,13 +98,13 @@ class Observations:
         """``signal`` over the window for ``provider`` (None: all together); NaN without data."""
         by = self._by
         if not by:  # summed once, in one pass (a fleet has thousands of series and dozens of providers)
-            grouped: dict[str | None, tuple[list[CounterPoint], list[HistPoint]]] = {
-                None: (self.counters, self.histograms)}
+            grouped: dict[str, tuple[list[CounterPoint], list[HistPoint]]] = {}
             for c in self.counters:
                 grouped.setdefault(c.key.provider, ([], []))[0].append(c)
             for h in self.histograms:
                 grouped.setdefault(h.key.provider, ([], []))[1].append(h)
-            by = {who: WindowTotals.of(*rows) for who, rows in grouped.items()}
+            per: dict[str | None, WindowTotals] = {who: WindowTotals.of(*rows) for who, rows in grouped.items()}
+            by = {**per, None: WindowTotals.combined(per.values())}
             self._by = by  # whole, in one assignment: the API's thread may read the same observations
         got = by.get(provider)
         return (got or _NO_DATA).value(signal)

@@ -210,3 +210,29 @@ def test_cached_parser_still_rejects_a_bad_value_for_a_known_series() -> None:
     parser.parse('m{a="1"} 1\n')
     with pytest.raises(ExpositionError):
         parser.parse('m{a="1"} one\n')
+
+
+def test_window_totals_read_every_signal_as_the_points_themselves_give_it() -> None:
+    """The tick sums each provider's window once; every derived signal read from those totals
+    (and from all providers' totals combined) equals the signal computed from the points."""
+    from collectors.signals import DERIVED, WindowTotals, rows_value
+    from collectors.store import CounterPoint, HistPoint
+
+    counters, hists = [], []
+    for i, provider in enumerate(("a", "b", "c")):
+        for minute in range(5 + i):
+            ts = 60 * (minute + i)
+            for signal, v in (("requests", 10.0 + i), ("retries", 1.0), ("errors_429", float(i)),
+                              ("cache_hits", 3.0), ("cache_misses", 2.0 + i), ("spend", 0.5)):
+                counters.append(CounterPoint(ts, SeriesKey(signal, provider, "m", "r"), v))
+            hists.append(HistPoint(ts, SeriesKey("latency", provider, "m", "r"), 10.0, 12.0,
+                                   {0.5: 2.0 + i, 1.0: 6.0, 2.0: 9.0, math.inf: 10.0}))
+    per = {p: WindowTotals.of([c for c in counters if c.key.provider == p], [h for h in hists if h.key.provider == p])
+           for p in "abc"}
+    together = WindowTotals.combined(per.values())
+    for name in DERIVED:
+        expect = rows_value(name, counters, hists)
+        got = together.value(name)
+        assert (math.isnan(expect) and math.isnan(got)) or got == pytest.approx(expect), name
+        one = rows_value(name, [c for c in counters if c.key.provider == "b"], [h for h in hists if h.key.provider == "b"])
+        assert (math.isnan(one) and math.isnan(per["b"].value(name))) or per["b"].value(name) == pytest.approx(one)
