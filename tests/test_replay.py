@@ -223,3 +223,40 @@ def test_a_store_in_another_zone_is_refused(history: Any) -> None:
             replay(other, store, datetime.fromtimestamp(span[0], UTC) + timedelta(days=3))
     finally:
         store.close()
+
+
+def test_a_replay_killed_with_sigkill_leaves_no_scratch_dir_after_the_next(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replay's scratch store goes in ``diurnal-replay-<pid>-*``: a process killed with
+    SIGKILL cannot remove it, so the next replay removes every one whose process is gone, and
+    never one whose process still runs (another replay) or another prefix's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    from controller.replay.scratch import scratch_dir
+    from controller.replay.walk import SCRATCH_PREFIX
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    code = ("import sys, time\nfrom controller.replay.scratch import scratch_dir\n"
+            f"with scratch_dir({SCRATCH_PREFIX!r}) as d:\n    (d / 'diurnal.db').write_bytes(b'x' * 4096)\n"
+            "    print(d, flush=True)\n    time.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert child.stdout is not None
+    with child.stdout:
+        left = Path(child.stdout.readline().strip())
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    assert left.is_dir() and left.parent == tmp_path and left.name.startswith(f"{SCRATCH_PREFIX}{child.pid}-")
+    other = tmp_path / "diurnal-replay-source-1-abc"  # the fetched history's prefix: swept by its own replays
+    other.mkdir()
+    with scratch_dir(SCRATCH_PREFIX) as running:
+        assert not left.exists()
+        assert other.exists() and running.is_dir()
+        with scratch_dir(SCRATCH_PREFIX) as second:  # a replay that runs keeps its directory
+            assert running.is_dir() and second.is_dir()
+    assert not running.exists()

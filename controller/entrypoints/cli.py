@@ -414,7 +414,6 @@ def _local(value: str, tz: str) -> datetime:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     import json
-    import tempfile
 
     from controller.replay import replay, stderr_progress
     from controller.replay.report import html_page, json_report, terminal
@@ -431,8 +430,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             from collectors.store import Store
             from controller.entrypoints.service import run_backfill
             from controller.loop import Controller
+            from controller.replay.scratch import scratch_dir
 
-            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="diurnal-replay-source-")))
+            scratch = stack.enter_context(scratch_dir("diurnal-replay-source-"))
             fetched = s.model_copy(update={"data_dir": scratch, "prometheus": s.prometheus.model_copy(
                 update={"url": args.prometheus})})
             ctl = Controller.from_settings(fetched, journal=False)

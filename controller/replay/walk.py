@@ -19,10 +19,8 @@ and each prewarm action's amount in force.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import sqlite3
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
@@ -40,6 +38,7 @@ from collectors.mapping import HISTOGRAM_SIGNALS, SeriesKey
 from collectors.quantile import bucket_quantile
 from collectors.store import Store
 from controller.errors import ConfigError
+from controller.replay.scratch import scratch_dir
 from controller.settings import Settings
 
 if TYPE_CHECKING:
@@ -220,16 +219,17 @@ def stderr_progress(text: str) -> None:
     sys.stderr.flush()
 
 
+#: The walk's own store lives in a directory of this prefix in the temp dir.
+SCRATCH_PREFIX = "diurnal-replay-"
+
+
 @contextlib.contextmanager
 def _scratch(keep: Path | None) -> Iterator[Path]:
     if keep is not None:
         yield keep
         return
-    path = Path(tempfile.mkdtemp(prefix="diurnal-replay-"))
-    try:
+    with scratch_dir(SCRATCH_PREFIX) as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def walk(settings: Settings, source: Store, since: int, until: int, *,
