@@ -290,6 +290,7 @@ LONGEST_FIRST = (
     "test_fleet_totals_through_prometheus_match_the_replicas_own_counters",
     "test_the_proxy_serves_by_diurnals_weights_moves_off_a_slow_deployment_and_reverts_without_diurnal",
     "test_backfill_from_promtool_blocks_matches_direct_ingest", "test_diurnal_run_against_the_simulated_router_over_http",
+    "test_replay_from_prometheus_reads_the_history_a_real_prometheus_holds",
     "test_the_readme_picture_is_drawn_from_a_backfilled_prometheus", "test_dockerfile_install_steps_work_in_a_fresh_venv",
     "test_prometheus_scrapes_the_router_and_backfill_matches_direct_scrape", "test_refit_benchmark_small",
     "test_embedding_api_learns_the_week_and_acts_before_the_peak",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
 import subprocess
 import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -122,17 +125,13 @@ def _openmetrics(router: SimulatedRouter, start: datetime, end: datetime, step: 
     return "\n".join(out) + "\n# EOF\n", scrapes
 
 
-@pytest.mark.integration
-def test_backfill_from_promtool_blocks_matches_direct_ingest(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _served(tmp_path: Path, openmetrics: str) -> Iterator[str]:
+    """A real Prometheus on loopback serving ``openmetrics`` (made into TSDB blocks by
+    promtool), for the ``with`` block; yields its URL."""
     promtool, prometheus = need_binary("promtool"), need_binary("prometheus")
-    spec = WorldSpec()
-    end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
-    end -= timedelta(minutes=end.minute % 20)
-    start = end - timedelta(days=9)  # over a week: some hour-of-week slots are a median of two weeks
-    text, scrapes = _openmetrics(SimulatedRouter(spec, seed=9, start=start, weights=STATIC_WEIGHTS),
-                                 start, end, timedelta(minutes=20))
     om = tmp_path / "data.om"
-    om.write_text(text)
+    om.write_text(openmetrics)
     blocks = Path(tempfile.mkdtemp(prefix="diurnal-blocks-"))
     try:
         made = subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", str(om), str(blocks)],
@@ -146,16 +145,28 @@ def test_backfill_from_promtool_blocks_matches_direct_ingest(tmp_path: Path) -> 
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_http(f"http://127.0.0.1:{port}/-/ready", timeout=60)
-            backfilled = Store(tmp_path / "backfilled", tz=TZ)
-            mapper = Mapper(LITELLM, spec.model_providers())
-            with httpx.Client(timeout=60) as client:
-                stats = backfill(backfilled, mapper, PrometheusAPI(client, f"http://127.0.0.1:{port}"),
-                                 start=int(start.timestamp()), end=int(end.timestamp()), step=1200)
+            yield f"http://127.0.0.1:{port}"
         finally:
             proc.terminate()
             proc.wait(timeout=30)
     finally:
         shutil.rmtree(blocks, ignore_errors=True)
+
+
+@pytest.mark.integration
+def test_backfill_from_promtool_blocks_matches_direct_ingest(tmp_path: Path) -> None:
+    spec = WorldSpec()
+    end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
+    end -= timedelta(minutes=end.minute % 20)
+    start = end - timedelta(days=9)  # over a week: some hour-of-week slots are a median of two weeks
+    text, scrapes = _openmetrics(SimulatedRouter(spec, seed=9, start=start, weights=STATIC_WEIGHTS),
+                                 start, end, timedelta(minutes=20))
+    with _served(tmp_path, text) as url:
+        backfilled = Store(tmp_path / "backfilled", tz=TZ)
+        mapper = Mapper(LITELLM, spec.model_providers())
+        with httpx.Client(timeout=60) as client:
+            stats = backfill(backfilled, mapper, PrometheusAPI(client, url),
+                             start=int(start.timestamp()), end=int(end.timestamp()), step=1200)
     assert stats.samples > 0 and stats.rows_written > 0
 
     direct = Controller.from_settings(demo_settings(tmp_path / "direct", spec))
@@ -261,3 +272,52 @@ def test_prometheus_scrapes_the_router_and_backfill_matches_direct_scrape(tmp_pa
         assert np.allclose(a, b, rtol=1e-9, equal_nan=True), signal
     direct.close()
     backfilled.close()
+
+
+@pytest.mark.integration
+def test_replay_from_prometheus_reads_the_history_a_real_prometheus_holds(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """``diurnal replay --prometheus URL`` backfills the period and the history before it
+    into a scratch store and replays that: on a real Prometheus holding two days of the
+    simulated router, its report equals the replay of a store the same scrapes were ingested
+    into directly (the router's actual requests and cost), and it leaves no scratch dir."""
+    import yaml
+
+    from controller.entrypoints.cli import main
+
+    spec = WorldSpec()
+    end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
+    end -= timedelta(minutes=end.minute % 60)
+    start = end - timedelta(days=2)
+    text, scrapes = _openmetrics(SimulatedRouter(spec, seed=4, start=start, weights=STATIC_WEIGHTS),
+                                 start, end, timedelta(minutes=1))
+    direct = Controller.from_settings(demo_settings(tmp_path / "direct", spec))
+    for t, exposition in scrapes:
+        direct.ingest_exposition(exposition, at=t)
+    direct.flush()
+    direct.close()
+    doc = demo_settings(tmp_path / "direct", spec).model_dump(mode="json", exclude_defaults=True)
+    doc.pop("data_dir", None)
+    doc.setdefault("prometheus", {})["step_seconds"] = 60
+    config = tmp_path / "diurnal.yaml"
+    config.write_text(yaml.safe_dump(doc))
+    since, until = (end - timedelta(hours=6)).isoformat(), (end - timedelta(minutes=5)).isoformat()
+    period = ["--config", str(config), "--since", since, "--until", until]
+    scratch = Path(tempfile.gettempdir())
+    before = set(scratch.glob("diurnal-replay-*"))
+    with _served(tmp_path, text) as url:
+        code = main(["replay", *period, "--prometheus", url, "--json", str(tmp_path / "prom.json")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert set(scratch.glob("diurnal-replay-*")) == before
+    assert main(["replay", *period, "--data-dir", str(tmp_path / "direct"), "--json", str(tmp_path / "direct.json")]) == 0
+    got = json.loads((tmp_path / "prom.json").read_text())
+    want = json.loads((tmp_path / "direct.json").read_text())
+    assert {**got["period"], "seconds": 0} == {**want["period"], "seconds": 0}
+    assert got["period"]["minutes"] == 355 and got["period"]["minutes_without_data"] == 0
+    assert want["observed"]["spend_usd"] > 0
+    assert got["observed"]["spend_usd"] == pytest.approx(want["observed"]["spend_usd"], rel=0.02)
+    for policy in ("actual", "static", "diurnal"):
+        a, b = got["policies"][policy], want["policies"][policy]
+        assert a["cost_usd"] == pytest.approx(b["cost_usd"], rel=0.02), policy
+        assert a["share"] == pytest.approx(b["share"], abs=0.02), policy
