@@ -27,16 +27,15 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's process
-        return True
+        pass
     return True
 
 
-def sweep_stale(prefix: str, root: Path | None = None) -> list[Path]:
-    """Remove this user's ``prefix`` directories under ``root`` (the temp dir) whose process
-    has exited; returns those removed."""
-    root = Path(root or tempfile.gettempdir())
+def sweep_stale(prefix: str) -> list[Path]:
+    """Remove this user's ``prefix`` directories in the temp dir whose process has exited;
+    returns those removed."""
     removed = []
-    for path in root.glob(f"{prefix}*"):
+    for path in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
         pid, _, rest = path.name[len(prefix):].partition("-")
         if not (pid.isdigit() and rest and path.is_dir()) or path.is_symlink():
             continue
