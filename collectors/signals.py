@@ -130,19 +130,6 @@ class WindowTotals:
             out.minutes.setdefault(name, set()).add(p.ts)
         return out
 
-    @classmethod
-    def combined(cls, parts: Iterable[WindowTotals]) -> WindowTotals:
-        """The totals of several disjoint sets of points together (e.g. every provider's)."""
-        out = cls()
-        for part in parts:
-            for name, v in part.sums.items():
-                out.sums[name] = out.sums.get(name, 0.0) + v
-            for name, seen in part.minutes.items():
-                out.minutes.setdefault(name, set()).update(seen)
-            for name, buckets in part.buckets.items():
-                _merge_buckets(out.buckets.setdefault(name, defaultdict(float)), buckets)
-        return out
-
     def value(self, signal: str) -> float:
         """The derived ``signal`` over the window."""
         d = _lookup(signal)

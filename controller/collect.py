@@ -104,7 +104,9 @@ class Observations:
             for h in self.histograms:
                 grouped.setdefault(h.key.provider, ([], []))[1].append(h)
             per: dict[str | None, WindowTotals] = {who: WindowTotals.of(*rows) for who, rows in grouped.items()}
-            by = {**per, None: WindowTotals.combined(per.values())}
+            # All providers from the points themselves, not from the per-provider sums: the same
+            # additions in the same order as ever (a closed loop amplifies a last-bit difference).
+            by = {**per, None: WindowTotals.of(self.counters, self.histograms)}
             self._by = by  # whole, in one assignment: the API's thread may read the same observations
         got = by.get(provider)
         return (got or _NO_DATA).value(signal)

@@ -214,7 +214,7 @@ def test_cached_parser_still_rejects_a_bad_value_for_a_known_series() -> None:
 
 def test_window_totals_read_every_signal_as_the_points_themselves_give_it() -> None:
     """The tick sums each provider's window once; every derived signal read from those totals
-    (and from all providers' totals combined) equals the signal computed from the points."""
+    (and from all providers' points summed together) equals the signal computed from the points."""
     from collectors.signals import DERIVED, WindowTotals, rows_value
     from collectors.store import CounterPoint, HistPoint
 
@@ -229,7 +229,7 @@ def test_window_totals_read_every_signal_as_the_points_themselves_give_it() -> N
                                    {0.5: 2.0 + i, 1.0: 6.0, 2.0: 9.0, math.inf: 10.0}))
     per = {p: WindowTotals.of([c for c in counters if c.key.provider == p], [h for h in hists if h.key.provider == p])
            for p in "abc"}
-    together = WindowTotals.combined(per.values())
+    together = WindowTotals.of(counters, hists)
     for name in DERIVED:
         expect = rows_value(name, counters, hists)
         got = together.value(name)
