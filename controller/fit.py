@@ -89,6 +89,17 @@ class MadeForecast:
             return {}
         return {b: float(v[i]) for b, v in self.bands.items() if not math.isnan(v[i])}
 
+    def band_at(self, ts: int, band: str) -> float | None:
+        """``band`` of the step containing ``ts`` (Unix s); None outside the forecast or NaN."""
+        times = self.times
+        if not len(times) or ts < times[0] or ts >= times[-1] + self.step:
+            return None
+        i = int(np.searchsorted(times, ts, side="right")) - 1
+        if ts >= times[i] + self.step:
+            return None
+        v = float(self.bands[band][i])
+        return None if math.isnan(v) else v
+
 
 @dataclass(frozen=True)
 class SeriesForecast:
@@ -173,11 +184,14 @@ class Learned:
     def load_band_at(self, ts: int, band: str = "lower") -> float | None:
         """``band`` (per second) of the total load at ``ts`` from the forecast in force then:
         the newest fit made at or before ``ts`` that covers it, else the oldest that does."""
-        covering = [m for m in self.load_history if band in m.row_at(ts)]
-        if not covering:
-            return None
-        in_force = [m for m in covering if m.fitted_at <= ts]
-        return (in_force[-1] if in_force else covering[0]).row_at(ts)[band]
+        made = self.load_history
+        for m in reversed(made):  # newest first: the one in force is nearly always the first
+            if m.fitted_at <= ts and (v := m.band_at(ts, band)) is not None:
+                return v
+        for m in made:  # none made by then covers it: the oldest of the later ones that does
+            if m.fitted_at > ts and (v := m.band_at(ts, band)) is not None:
+                return v
+        return None
 
     def trusted(self, key: tuple[str, str]) -> SeriesForecast | None:
         sf = self.forecasts.get(key)

@@ -249,6 +249,31 @@ def test_the_load_check_compares_the_same_minutes_with_the_forecast_in_force_the
     assert stage._load_check(now, sparse, learned) is None
 
 
+def test_the_band_in_force_is_the_newest_fit_made_by_then_that_covers_the_minute() -> None:
+    """Random fits (gaps, NaN bands, fits made after the minute): the lookup agrees with its
+    definition, read plainly: the newest covering fit made at or before ``ts``, else the
+    oldest covering one."""
+    import numpy as np
+
+    from controller.fit import Learned, MadeForecast
+
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        made = []
+        for k in sorted(rng.integers(0, 20, size=rng.integers(1, 6))):
+            start = int(rng.integers(0, 10)) * 3600
+            times = start + 3600 * np.arange(int(rng.integers(1, 6)))
+            lower = rng.uniform(1, 50, len(times))
+            lower[rng.random(len(times)) < 0.3] = np.nan
+            made.append(MadeForecast(int(k) * 1800, times, 3600, {"lower": lower}))
+        learned = Learned({}, {}, {}, {}, tuple(made))
+        for ts in range(-1800, 16 * 3600, 900):
+            covering = [m for m in made if "lower" in m.row_at(ts)]
+            in_force = [m for m in covering if m.fitted_at <= ts]
+            want = (in_force[-1] if in_force else covering[0]).row_at(ts)["lower"] if covering else None
+            assert learned.load_band_at(ts) == want
+
+
 def test_in_closed_loop_a_real_surge_keeps_its_capacity_and_a_holiday_releases_it(tmp_path: Path) -> None:
     """The demo's world and prewarm pool: on an ordinary Monday the pool is raised ahead of
     the surge and never lowered inside it; on a holiday Monday (a week later) the forecast's
