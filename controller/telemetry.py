@@ -23,7 +23,7 @@ from controller.fit import SeriesForecast
 from controller.forecast.slo_capacity import CapacityProfile
 from controller.settings import Settings
 from controller.shadow import ShadowState
-from policies import FALLBACK_CODES, Decision, Override, PlannedInterval, PolicyConfig
+from policies import FALLBACK_CODES, DayPlan, Decision, Override, PlannedInterval, PolicyConfig
 
 __all__ = ["HORIZONS", "WEEKDAYS", "StateCollector", "StateSource"]
 
@@ -123,6 +123,7 @@ class StateCollector(Collector):
                     capacity.add_metric([name, "plan"], cap)
         yield capacity
         yield from _plan_now(now)
+        yield from _day_plans(decision.day_plans if decision is not None else ())
         yield from _shadow(ctl.shadow)
         thresholds = GaugeMetricFamily(
             "diurnal_threshold", "Routing thresholds (escalation fractions, score thresholds), by kind "
@@ -336,6 +337,36 @@ def _plan_now(now: PlannedInterval | None) -> Iterator[GaugeMetricFamily]:
             if usd is not None:
                 cost.add_metric([kind], usd)
     yield from (demand, load, headroom, cost)
+
+
+def _day_plans(plans: Sequence[DayPlan]) -> Iterator[GaugeMetricFamily]:
+    """Each budgeted route's day plan now: what today may spend, what it has spent, what the
+    plan predicts the day ends at, by how much over, the escalation planned for now, and the
+    plan's reason code (``BudgetCannotHoldProtected``: a protected route the budget cannot hold)."""
+    allowance = GaugeMetricFamily(
+        "diurnal_budget_allowance_usd", "What a route may spend today in all: its daily budget, or its monthly "
+        "budget's share for today, whichever is lower.", labels=["route"])
+    spent = GaugeMetricFamily("diurnal_budget_spent_usd", "What a route has spent since local midnight (the "
+                              "router's spend counter).", labels=["route"])
+    predicted = GaugeMetricFamily(
+        "diurnal_budget_predicted_usd", "What a route is predicted to have spent by local midnight: spent so far "
+        "plus the day plan's spend over the hours left.", labels=["route"])
+    shortfall = GaugeMetricFamily(
+        "diurnal_budget_shortfall_usd", "How much over its allowance a route's day is predicted to end (a protected "
+        "route kept at its baseline, or the quality floor held); 0 when the plan fits.", labels=["route"])
+    escalation = GaugeMetricFamily("diurnal_budget_planned_escalation_ratio",
+                                   "The escalation fraction the day plan sets for a route now.", labels=["route"])
+    state = GaugeMetricFamily("diurnal_budget_plan", "1 for the reason code of a route's day plan and the budget that "
+                              "binds (daily, monthly).", labels=["route", "code", "budget"])
+    for p in sorted(plans, key=lambda p: p.route):
+        allowance.add_metric([p.route], p.allowance)
+        spent.add_metric([p.route], p.spent)
+        predicted.add_metric([p.route], p.spent + p.planned)
+        shortfall.add_metric([p.route], p.shortfall)
+        if p.fraction is not None:
+            escalation.add_metric([p.route], p.fraction)
+        state.add_metric([p.route, str(p.code), p.binding], 1.0)
+    yield from (allowance, spent, predicted, shortfall, escalation, state)
 
 
 def _slo_capacity(ctl: StateSource) -> Iterator[GaugeMetricFamily]:

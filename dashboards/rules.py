@@ -107,6 +107,26 @@ def alerting_rules(runbook_base: str = RUNBOOK_BASE) -> list[dict[str, Any]]:
             "provider {{ $labels.provider }}: its preset finds none of the metric names it tries. diurnal holds "
             "every weight at its baseline (MissingSignal) until the signal appears.",
         ),
+        _alert(
+            runbook_base, "DiurnalBudgetCannotHoldProtected",
+            f"max by (job, instance, route) (diurnal_budget_plan{{code=\"{ReasonCode.BudgetCannotHoldProtected}\"}}) == 1",
+            "15m", "warning",
+            "The budget of route {{ $labels.route }} cannot hold its protected tier",
+            "Route {{ $labels.route }} is protected (or of the high tier), so diurnal does not lower its escalation "
+            "below its baseline to save money; at that baseline today is predicted to end over its budget. "
+            "diurnal keeps the route's quality and says so: raise the budget, or unprotect the route.",
+        ),
+        _alert(
+            runbook_base, "DiurnalBudgetOverrun",
+            "max by (job, instance, route) (diurnal_budget_shortfall_usd / clamp_min(diurnal_budget_allowance_usd, "
+            "1e-9)) > 0.02 unless on (job, instance, route) "
+            f"(diurnal_budget_plan{{code=\"{ReasonCode.BudgetCannotHoldProtected}\"}} == 1)",
+            "30m", "warning",
+            "Route {{ $labels.route }} is predicted to end the day over its budget",
+            "Even at its quality floor, route {{ $labels.route }} is predicted to end today {{ $value | "
+            "humanizePercentage }} over its allowance. diurnal holds the floor and does not block requests unless "
+            "budget_hard_stop is set.",
+        ),
     ]
 
 

@@ -127,10 +127,12 @@ def test_no_budget_no_plan_and_no_requests_no_cut() -> None:
     assert empty.code == ReasonCode.NoLoadData and empty.fraction is None
 
 
-def test_the_controller_plans_the_day_from_the_spend_the_router_counted(tmp_path: Path) -> None:
-    """The embedding API over a morning of the simulated router: the day plan's spend so far
-    is the router's own spend counter since local midnight (in the store), the hours left run
-    to local midnight, and the route's escalation is the plan's cut."""
+def _morning(tmp_path: Path, **route: object) -> tuple[object, DayPlan, float, str]:
+    """The embedding API over a morning (to 09:30) of the simulated router, with the chat
+    route's budget settings ``route``: the last decision, its day plan, what the router's
+    spend counter counted since local midnight, and the /metrics text."""
+    from prometheus_client import generate_latest
+
     from controller import Controller
     from controller.entrypoints.demo import demo_settings
     from sim import STATIC_WEIGHTS, SimulatedRouter, WorldSpec
@@ -138,7 +140,7 @@ def test_the_controller_plans_the_day_from_the_spend_the_router_counted(tmp_path
     spec = WorldSpec()
     base = demo_settings(tmp_path / "data", spec)
     pol = base.policy.model_dump()
-    pol["routes"]["chat"].update(daily_budget=4000.0, hourly_budget=None, strong_provider=None)  # no latency override
+    pol["routes"]["chat"].update(hourly_budget=None, strong_provider=None, **route)  # no latency override
     settings = demo_settings(tmp_path / "data", spec, policy=pol)
     start = datetime(2026, 11, 16, 0, 0, tzinfo=NY)
     now = start
@@ -152,10 +154,53 @@ def test_the_controller_plans_the_day_from_the_spend_the_router_counted(tmp_path
             d = ctl.step(at=now)
         (p,) = d.day_plans
         counted = sum(x.value for x in ctl.store.counters("spend", int(start.timestamp()), int(now.timestamp()) + 60))
-        assert counted > 0 and p.spent == pytest.approx(counted)
-        assert p.code in (ReasonCode.DayPlanned, ReasonCode.QualityFloor)
-        assert p.hours[0].at == datetime(2026, 11, 16, 9, 0, tzinfo=NY) and len(p.hours) == 15  # 09:30 to midnight
-        assert d.recommended_thresholds["thresholds/chat/escalation_fraction"] == pytest.approx(p.fraction, abs=1e-6), d.reasons_for("thresholds/chat")
-        assert any(r.code == p.code for r in d.reasons_for("thresholds/chat"))
+        return d, p, counted, generate_latest(ctl.registry).decode()
     finally:
         ctl.close()
+
+
+def _sample(text: str, name: str, **labels: str) -> float | None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return float(s.value)
+    return None
+
+
+def test_the_controller_plans_the_day_from_the_spend_the_router_counted(tmp_path: Path) -> None:
+    """The day plan's spend so far is the router's own spend counter since local midnight (in
+    the store), the hours left run to local midnight, the route's escalation is the plan's
+    cut, and /metrics says the same."""
+    d, p, counted, text = _morning(tmp_path, daily_budget=4000.0)
+    assert counted > 0 and p.spent == pytest.approx(counted)
+    assert p.code in (ReasonCode.DayPlanned, ReasonCode.QualityFloor)
+    assert p.hours[0].at == datetime(2026, 11, 16, 9, 0, tzinfo=NY) and len(p.hours) == 15  # 09:30 to midnight
+    assert d.recommended_thresholds["thresholds/chat/escalation_fraction"] == pytest.approx(p.fraction, abs=1e-6), d.reasons_for("thresholds/chat")
+    assert any(r.code == p.code for r in d.reasons_for("thresholds/chat"))
+    assert _sample(text, "diurnal_budget_allowance_usd", route="chat") == pytest.approx(4000.0)
+    assert _sample(text, "diurnal_budget_spent_usd", route="chat") == pytest.approx(counted)
+    assert _sample(text, "diurnal_budget_predicted_usd", route="chat") == pytest.approx(p.spent + p.planned)
+    assert _sample(text, "diurnal_budget_planned_escalation_ratio", route="chat") == pytest.approx(p.fraction)
+    assert _sample(text, "diurnal_budget_plan", route="chat", code=str(p.code), budget="daily") == 1.0
+
+
+def test_a_protected_route_the_budget_cannot_hold_is_said_on_metrics_not_cut(tmp_path: Path) -> None:
+    """A protected route with a budget a tenth of what its morning spent: kept at its baseline,
+    and /metrics carries the reason code the alert fires on, with the predicted shortfall."""
+    from dashboards.rules import alerting_rules
+
+    d, p, counted, text = _morning(tmp_path, daily_budget=1.0, protected=True)
+    assert counted > 1.0 and p.code == ReasonCode.BudgetCannotHoldProtected
+    from controller.entrypoints.demo import demo_settings
+    from sim import WorldSpec
+
+    baseline = demo_settings(tmp_path / "other", WorldSpec()).policy.routes["chat"].baseline_fraction
+    assert p.fraction is not None and p.fraction == pytest.approx(baseline)
+    assert d.recommended_thresholds["thresholds/chat/escalation_fraction"] == pytest.approx(baseline)
+    assert _sample(text, "diurnal_budget_plan", route="chat", code="BudgetCannotHoldProtected", budget="daily") == 1.0
+    short = _sample(text, "diurnal_budget_shortfall_usd", route="chat")
+    assert short is not None and short == pytest.approx(p.shortfall) and short > counted - 1.0 - 1e-6
+    (rule,) = [r for r in alerting_rules() if r["alert"] == "DiurnalBudgetCannotHoldProtected"]
+    assert 'diurnal_budget_plan{code="BudgetCannotHoldProtected"}' in rule["expr"]
