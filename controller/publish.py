@@ -26,7 +26,7 @@ from controller.metrics import Metrics
 from controller.settings import Settings
 from policies import Decision
 
-__all__ = ["PublishStage", "decision_body", "decision_etag", "plan_body"]
+__all__ = ["PublishStage", "day_plan_body", "decision_body", "decision_etag", "plan_body"]
 
 
 def decision_body(decision: Decision, *, with_time: bool = True) -> dict[str, object]:
@@ -67,6 +67,24 @@ def plan_body(decision: Decision) -> list[dict[str, object]]:
     ]
 
 
+def day_plan_body(decision: Decision) -> list[dict[str, object]]:
+    """Each budgeted route's day plan as JSON (``/v1/decision?explain=1``, the audit log):
+    what today may spend and which budget binds, what is spent, what the plan predicts for
+    the day, the shortfall, the reason, and each hour left with its planned escalation."""
+    def num(v: float | None) -> float | None:
+        return None if v is None else round(v, 4)
+
+    return [
+        {"route": p.route, "budget": p.binding, "allowance_usd": num(p.allowance), "spent_usd": num(p.spent),
+         "planned_usd": num(p.planned), "predicted_usd": num(p.spent + p.planned),
+         "shortfall_usd": num(p.shortfall), "escalation_now": num(p.fraction), "code": str(p.code),
+         "message": p.message,
+         "hours": [{"at": h.at.isoformat(), "requests": num(h.requests), "escalation": num(h.fraction),
+                    "score_threshold": num(h.score_threshold), "spend_usd": num(h.spend)} for h in p.hours]}
+        for p in sorted(decision.day_plans, key=lambda p: p.route)
+    ]
+
+
 def decision_etag(decision: Decision, body: dict[str, object] | None = None) -> str:
     """The decision's ETag. A decision is new when a knob or a reason code changes; messages
     are left out, since they carry live numbers (the p95 seen now) and a poller must get 304
@@ -104,6 +122,7 @@ class PublishStage:
                 **body,
                 "etag": etag,
                 "plan": plan_body(decision),
+                "day_plans": day_plan_body(decision),
                 "inputs": {
                     "data_age_seconds": view.data_age_seconds,
                     "observed_total_rpm": view.observed_total_rpm,

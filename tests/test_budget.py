@@ -5,14 +5,16 @@ since local midnight from the store, the hours left of the local day across DST.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from policies import DayPlan, ReasonCode, RouteConfig, RouteHour, RouteView
+from policies import DayPlan, Decision, ReasonCode, RouteConfig, RouteHour, RouteView
 from policies.budget import day_plan
 
 NY = ZoneInfo("America/New_York")
@@ -127,13 +129,16 @@ def test_no_budget_no_plan_and_no_requests_no_cut() -> None:
     assert empty.code == ReasonCode.NoLoadData and empty.fraction is None
 
 
-def _morning(tmp_path: Path, **route: object) -> tuple[object, DayPlan, float, str]:
+def _morning(tmp_path: Path, **route: object) -> tuple[Decision, DayPlan, float, str, dict[str, Any]]:
     """The embedding API over a morning (to 09:30) of the simulated router, with the chat
     route's budget settings ``route``: the last decision, its day plan, what the router's
-    spend counter counted since local midnight, and the /metrics text."""
+    spend counter counted since local midnight, the /metrics text and the body of
+    ``GET /v1/decision?explain=1``."""
+    from fastapi.testclient import TestClient
     from prometheus_client import generate_latest
 
     from controller import Controller
+    from controller.entrypoints.api import create_app
     from controller.entrypoints.demo import demo_settings
     from sim import STATIC_WEIGHTS, SimulatedRouter, WorldSpec
 
@@ -154,7 +159,8 @@ def _morning(tmp_path: Path, **route: object) -> tuple[object, DayPlan, float, s
             d = ctl.step(at=now)
         (p,) = d.day_plans
         counted = sum(x.value for x in ctl.store.counters("spend", int(start.timestamp()), int(now.timestamp()) + 60))
-        return d, p, counted, generate_latest(ctl.registry).decode()
+        explained = TestClient(create_app(ctl)).get("/v1/decision", params={"explain": 1}).json()
+        return d, p, counted, generate_latest(ctl.registry).decode(), explained
     finally:
         ctl.close()
 
@@ -173,7 +179,7 @@ def test_the_controller_plans_the_day_from_the_spend_the_router_counted(tmp_path
     """The day plan's spend so far is the router's own spend counter since local midnight (in
     the store), the hours left run to local midnight, the route's escalation is the plan's
     cut, and /metrics says the same."""
-    d, p, counted, text = _morning(tmp_path, daily_budget=4000.0)
+    d, p, counted, text, explained = _morning(tmp_path, daily_budget=4000.0)
     assert counted > 0 and p.spent == pytest.approx(counted)
     assert p.code in (ReasonCode.DayPlanned, ReasonCode.QualityFloor)
     assert p.hours[0].at == datetime(2026, 11, 16, 9, 0, tzinfo=NY) and len(p.hours) == 15  # 09:30 to midnight
@@ -184,6 +190,10 @@ def test_the_controller_plans_the_day_from_the_spend_the_router_counted(tmp_path
     assert _sample(text, "diurnal_budget_predicted_usd", route="chat") == pytest.approx(p.spent + p.planned)
     assert _sample(text, "diurnal_budget_planned_escalation_ratio", route="chat") == pytest.approx(p.fraction)
     assert _sample(text, "diurnal_budget_plan", route="chat", code=str(p.code), budget="daily") == 1.0
+    (api,) = explained["day_plans"]  # the API's explain carries the same plan, hour by hour
+    assert api["route"] == "chat" and api["code"] == str(p.code) and api["spent_usd"] == pytest.approx(p.spent, abs=1e-4)
+    assert [h["escalation"] for h in api["hours"]] == pytest.approx([h.fraction for h in p.hours], abs=1e-4)
+    assert api["hours"][0]["at"] == p.hours[0].at.isoformat()
 
 
 def test_a_protected_route_the_budget_cannot_hold_is_said_on_metrics_not_cut(tmp_path: Path) -> None:
@@ -191,7 +201,7 @@ def test_a_protected_route_the_budget_cannot_hold_is_said_on_metrics_not_cut(tmp
     and /metrics carries the reason code the alert fires on, with the predicted shortfall."""
     from dashboards.rules import alerting_rules
 
-    d, p, counted, text = _morning(tmp_path, daily_budget=1.0, protected=True)
+    d, p, counted, text, _ = _morning(tmp_path, daily_budget=1.0, protected=True)
     assert counted > 1.0 and p.code == ReasonCode.BudgetCannotHoldProtected
     from controller.entrypoints.demo import demo_settings
     from sim import WorldSpec
@@ -204,3 +214,22 @@ def test_a_protected_route_the_budget_cannot_hold_is_said_on_metrics_not_cut(tmp
     assert short is not None and short == pytest.approx(p.shortfall) and short > counted - 1.0 - 1e-6
     (rule,) = [r for r in alerting_rules() if r["alert"] == "DiurnalBudgetCannotHoldProtected"]
     assert 'diurnal_budget_plan{code="BudgetCannotHoldProtected"}' in rule["expr"]
+
+
+def test_explain_shows_the_day_plan_from_the_audit_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``diurnal explain --data-dir`` on the morning's audit log: the route's budget, what it
+    spent, what the day is predicted to end at, the reason, and the escalation planned for
+    each hour left to midnight."""
+    from controller.entrypoints.cli import main
+
+    d, p, counted, _, _ = _morning(tmp_path, daily_budget=4000.0)
+    capsys.readouterr()
+    assert main(["explain", "--data-dir", str(tmp_path / "data"), "--timezone", "America/New_York"]) == 0
+    out = capsys.readouterr().out
+    head = out[out.index("Day plans"):]
+    assert f"chat: daily budget, $4,000.00 for today; spent ${p.spent:,.2f}" in head, head
+    assert f"{p.code}: {p.message}" in head
+    hours = [line for line in head.splitlines() if re.match(r"    \d\d:\d\d  escalate ", line)]
+    assert len(hours) == 15 and hours[0].startswith("    09:00") and hours[-1].startswith("    23:00")
+    last = f"{p.hours[-1].fraction:.0%}"
+    assert f"escalate {last:>4}," in hours[-1]

@@ -27,7 +27,7 @@ from collectors.hour_of_week import profile, profile_cells
 from collectors.signals import DERIVED, hourly
 from controller.fit import ALL
 from controller.loop import Controller, package_version
-from controller.publish import decision_body, plan_body
+from controller.publish import day_plan_body, decision_body, plan_body
 from policies import Override
 
 log = logging.getLogger("diurnal.api")
@@ -259,6 +259,7 @@ def create_app(controller: Controller) -> FastAPI:
         body["tz"] = c.settings.timezone  # the zone of its reasons' local times
         if explain:
             body["plan"] = plan_body(decision)
+            body["day_plans"] = day_plan_body(decision)
             body["observations"] = [
                 {"signal": signal, "provider": provider, "value": value}
                 for (signal, provider), value in sorted(c.observations().items())

@@ -66,6 +66,7 @@ def render(body: Mapping[str, Any], tz: str) -> str:
             if r["knob"].startswith("prewarm/"):
                 lines.append(f"      {r['code']}: {r['message']}")
     lines.extend(_plan_lines(body.get("plan") or [], tz))
+    lines.extend(_day_plan_lines(body.get("day_plans") or [], tz))
     forecasts = [r for r in body.get("reasons", []) if r["knob"].startswith("forecast/")]
     if forecasts:
         lines.append("\nForecasts:")
@@ -95,6 +96,29 @@ def _plan_lines(plan: Sequence[Mapping[str, Any]], tz: str) -> list[str]:
         lines.append(f"  {_local(step.get('at'), tz, '%a %H:%M')}  demand {step.get('demand_rpm', 0):.0f}: "
                      f"{', '.join(parts)}{pool}; {money(step.get('cost_per_hour'))} vs "
                      f"{money(step.get('baseline_cost_per_hour'))}")
+    return lines
+
+
+def _day_plan_lines(plans: Sequence[Mapping[str, Any]], tz: str) -> list[str]:
+    """Each budgeted route's day: the budget, what is spent, what the plan predicts by local
+    midnight, why, and the escalation planned for each hour left."""
+    if not plans:
+        return []
+
+    def money(v: float | None) -> str:
+        return "-" if v is None else f"${v:,.2f}"
+
+    lines = ["\nDay plans (budgets in the local day):"]
+    for p in plans:
+        short = f", {money(p.get('shortfall_usd'))} over" if (p.get("shortfall_usd") or 0) > 0 else ""
+        lines.append(f"  {p['route']}: {p['budget']} budget, {money(p.get('allowance_usd'))} for today; spent "
+                     f"{money(p.get('spent_usd'))}, predicted {money(p.get('predicted_usd'))} by midnight{short}")
+        lines.append(f"      {p['code']}: {p['message']}")
+        for h in p.get("hours", []):
+            cut = "" if h.get("score_threshold") is None else f" (scores >= {h['score_threshold']:.3f})"
+            esc = "-" if h.get("escalation") is None else f"{h['escalation']:.0%}"
+            lines.append(f"    {_local(h['at'], tz, '%H:%M')}  escalate {esc:>4}{cut}, {h.get('requests') or 0:,.0f} "
+                         f"requests, {money(h.get('spend_usd'))}")
     return lines
 
 
