@@ -76,7 +76,7 @@ def policy_config(pol: PolicySettings, providers: Sequence[str], knees: Mapping[
                     weak_cost=r.weak_cost_per_request, hourly_budget=r.hourly_budget,
                     strong_provider=r.strong_provider, max_disparity=r.max_segment_disparity,
                     daily_budget=r.daily_budget, monthly_budget=r.monthly_budget, protected=r.protected,
-                    hard_stop=r.budget_hard_stop)
+                    hard_stop=r.budget_hard_stop, hold_parity=r.hold_segment_parity)
         for name, r in sorted(pol.routes.items())
     )
     return PolicyConfig(providers=configured, latency_slo_seconds=pol.latency_slo_seconds,

@@ -339,7 +339,12 @@ class RoutePolicy(_Group):
     strong_provider: str | None = Field(default=None, description="Provider of the strong model, for its latency.")
     traffic_share: float = Field(default=1.0, gt=0, le=1, description="The route's share of all requests.")
     max_segment_disparity: float = Field(
-        default=0.2, ge=0, le=1, description="Largest allowed gap in escalation rate between segments.")
+        default=0.2, ge=0, le=1, description="Largest allowed gap in escalation rate between segments (the parity "
+                                             "gap the DiurnalSegmentParityGap alert fires on).")
+    hold_segment_parity: bool = Field(
+        default=True,
+        description="Give per-segment escalation fractions that bring every segment within max_segment_disparity "
+                    "of the others when the gap is wider. false: the gap is only measured and reported.")
 
     @model_validator(mode="after")
     def _order(self) -> RoutePolicy:

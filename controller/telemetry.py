@@ -23,7 +23,15 @@ from controller.fit import SeriesForecast
 from controller.forecast.slo_capacity import CapacityProfile
 from controller.settings import Settings
 from controller.shadow import ShadowState
-from policies import FALLBACK_CODES, DayPlan, Decision, Override, PlannedInterval, PolicyConfig
+from policies import (
+    FALLBACK_CODES,
+    DayPlan,
+    Decision,
+    Override,
+    PlannedInterval,
+    PolicyConfig,
+    SegmentParity,
+)
 
 __all__ = ["HORIZONS", "WEEKDAYS", "StateCollector", "StateSource"]
 
@@ -124,6 +132,7 @@ class StateCollector(Collector):
         yield capacity
         yield from _plan_now(now)
         yield from _day_plans(decision.day_plans if decision is not None else ())
+        yield from _segment_parity(decision.segment_parity if decision is not None else ())
         yield from _shadow(ctl.shadow)
         thresholds = GaugeMetricFamily(
             "diurnal_threshold", "Routing thresholds (escalation fractions, score thresholds), by kind "
@@ -367,6 +376,30 @@ def _day_plans(plans: Sequence[DayPlan]) -> Iterator[GaugeMetricFamily]:
             escalation.add_metric([p.route], p.fraction)
         state.add_metric([p.route, str(p.code), p.binding], 1.0)
     yield from (allowance, spent, predicted, shortfall, escalation, state)
+
+
+def _segment_parity(parity: Sequence[SegmentParity]) -> Iterator[GaugeMetricFamily]:
+    """Per route with two or more segments in the last hour's pushed events: each segment's
+    escalation rate, the gap between the highest and the lowest, Jain's index, the configured
+    limit (what the parity alert compares with) and whether per-segment fractions hold it."""
+    rate = GaugeMetricFamily("diurnal_segment_escalation_ratio", "Share of a segment's requests escalated to the "
+                             "strong model over the last hour (pushed events), per route.", labels=["route", "segment"])
+    gap = GaugeMetricFamily("diurnal_segment_parity_gap_ratio", "Highest less lowest segment escalation rate of a "
+                            "route over the last hour.", labels=["route"])
+    jain = GaugeMetricFamily("diurnal_segment_jain_index", "Jain's fairness index of a route's segment escalation "
+                             "rates: 1 when every segment is escalated alike, 1/n at worst.", labels=["route"])
+    limit = GaugeMetricFamily("diurnal_segment_parity_limit_ratio", "The largest gap allowed between a route's "
+                              "segments (max_segment_disparity).", labels=["route"])
+    held = GaugeMetricFamily("diurnal_segment_parity_held", "1 while per-segment escalation fractions hold a "
+                             "route's segments within the limit.", labels=["route"])
+    for p in sorted(parity, key=lambda p: p.route):
+        for segment, r in sorted(p.rates.items()):
+            rate.add_metric([p.route, segment], r)
+        gap.add_metric([p.route], p.gap)
+        jain.add_metric([p.route], p.jain)
+        limit.add_metric([p.route], p.limit)
+        held.add_metric([p.route], 1.0 if p.held else 0.0)
+    yield from (rate, gap, jain, limit, held)
 
 
 def _slo_capacity(ctl: StateSource) -> Iterator[GaugeMetricFamily]:

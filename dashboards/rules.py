@@ -127,6 +127,15 @@ def alerting_rules(runbook_base: str = RUNBOOK_BASE) -> list[dict[str, Any]]:
             "humanizePercentage }} over its allowance. diurnal holds the floor and does not block requests unless "
             "budget_hard_stop is set.",
         ),
+        _alert(
+            runbook_base, "DiurnalSegmentParityGap",
+            "max by (job, instance, route) (diurnal_segment_parity_gap_ratio - on (job, instance, route) "
+            "diurnal_segment_parity_limit_ratio) > 0", "1h", "warning",
+            "Segments of route {{ $labels.route }} are escalated unequally",
+            "For an hour, the escalation rates of route {{ $labels.route }}'s segments have differed by more than "
+            "its max_segment_disparity ({{ $value | humanizePercentage }} over the limit). "
+            "diurnal_segment_parity_held says whether diurnal is holding them together.",
+        ),
     ]
 
 

@@ -29,6 +29,7 @@ from policies.types import (
     RouteConfig,
     RouteHour,
     RouteView,
+    SegmentParity,
     SloCapacity,
     View,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "FALLBACK_CODES",
     "Ahead",
     "DayPlan",
+    "SegmentParity",
     "Decision",
     "GuardrailConfig",
     "LoadCheck",

@@ -8,7 +8,7 @@ from datetime import datetime
 from policies.budget import day_plan
 from policies.planned_weights import decide_plan
 from policies.prewarm import decide_prewarm
-from policies.thresholds import decide_thresholds
+from policies.thresholds import decide_thresholds, segment_parity
 from policies.types import (
     Decision,
     PlannedInterval,
@@ -51,7 +51,8 @@ def decide(view: View, previous: Decision | None, config: PolicyConfig, now: dat
         prewarm_reasons = [_pool_planned(r) if r.knob == f"prewarm/{pool.action}" else r for r in prewarm_reasons]
     return Decision(at=now, weights=weights, thresholds=thresholds, prewarm=prewarm,
                     reasons=(*reasons, *threshold_reasons, *prewarm_reasons), recommended_weights=dict(weights),
-                    recommended_thresholds=dict(thresholds), plan=planned, day_plans=tuple(plans.values()))
+                    recommended_thresholds=dict(thresholds), plan=planned, day_plans=tuple(plans.values()),
+                    segment_parity=segment_parity(view, config))
 
 
 def _pool_planned(r: Reason) -> Reason:

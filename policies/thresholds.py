@@ -33,9 +33,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from policies.types import DayPlan, PolicyConfig, Reason, ReasonCode, RouteConfig, RouteView, View
+from policies.types import (
+    DayPlan,
+    PolicyConfig,
+    Reason,
+    ReasonCode,
+    RouteConfig,
+    RouteView,
+    SegmentParity,
+    View,
+)
 
-__all__ = ["decide_thresholds", "score_threshold"]
+__all__ = ["decide_thresholds", "score_threshold", "segment_parity"]
 
 _EPS = 1e-12
 
@@ -129,23 +138,41 @@ def decide_thresholds(view: View, config: PolicyConfig, plans: Mapping[str, DayP
             out[f"{knob}/score_threshold"] = round(s, 6)
             reasons.append(Reason(f"{knob}/score", ReasonCode.CalibratedThreshold,
                                   f"score >= {s:.4g} escalates {f:.0%} of requests, by this hour-of-week's scores"))
-        if len(rv.segment_rates) >= 2:
-            rates = dict(rv.segment_rates)
-            mean = sum(rates.values()) / len(rates)
-            spread = max(rates.values()) - min(rates.values())
-            if spread > r.max_disparity + _EPS:
-                lo, hi = mean - r.max_disparity / 2, mean + r.max_disparity / 2
-                for seg, rate in sorted(rates.items()):
-                    target = min(hi, max(lo, rate))
-                    out[f"{knob}/segments/{seg}/escalation_fraction"] = round(
-                        min(1.0, f * target / rate) if rate > _EPS else f, 6)
-                worst = max(rates, key=lambda k: rates[k])
-                least = min(rates, key=lambda k: rates[k])
+        if (parity := _parity(r, rv)) is not None:
+            rates, limit = parity.rates, r.max_disparity
+            worst = max(rates, key=lambda k: rates[k])
+            least = min(rates, key=lambda k: rates[k])
+            if parity.gap > limit + _EPS:
+                if parity.held:
+                    mean = sum(rates.values()) / len(rates)
+                    lo, hi = mean - limit / 2, mean + limit / 2
+                    for seg, rate in sorted(rates.items()):
+                        target = min(hi, max(lo, rate))
+                        out[f"{knob}/segments/{seg}/escalation_fraction"] = round(
+                            min(1.0, f * target / rate) if rate > _EPS else f, 6)
+                    act = f"per-segment fractions bring each within {limit / 2:.0%} of the mean"
+                else:
+                    act = "not held (hold_segment_parity is false): measured and reported only"
                 reasons.append(Reason(f"{knob}/segments", ReasonCode.SegmentDisparity, (
-                    f"escalation differs by {spread:.0%} between segments ({worst} {rates[worst]:.0%}, "
-                    f"{least} {rates[least]:.0%}), over the {r.max_disparity:.0%} limit; per-segment fractions bring "
-                    f"each within {r.max_disparity / 2:.0%} of the mean")))
+                    f"escalation differs by {parity.gap:.0%} between segments ({worst} {rates[worst]:.0%}, "
+                    f"{least} {rates[least]:.0%}; Jain's index {parity.jain:.3f}), over the {limit:.0%} limit; "
+                    f"{act}")))
             else:
                 reasons.append(Reason(f"{knob}/segments", ReasonCode.SegmentsWithinLimit,
-                                      f"segments within {spread:.0%} of each other (limit {r.max_disparity:.0%})"))
+                                      f"segments within {parity.gap:.0%} of each other (limit {limit:.0%}; "
+                                      f"Jain's index {parity.jain:.3f})"))
     return out, reasons
+
+
+def _parity(r: RouteConfig, rv: RouteView) -> SegmentParity | None:
+    if len(rv.segment_rates) < 2:
+        return None
+    return SegmentParity.of(r.name, rv.segment_rates, r.max_disparity,
+                            held=r.hold_parity and max(rv.segment_rates.values()) - min(rv.segment_rates.values())
+                            > r.max_disparity + _EPS)
+
+
+def segment_parity(view: View, config: PolicyConfig) -> tuple[SegmentParity, ...]:
+    """Per configured route with at least two segments seen: the segments' escalation rates,
+    their gap and Jain's index, and whether per-segment fractions hold them together."""
+    return tuple(p for r in config.routes if (p := _parity(r, view.routes.get(r.name, RouteView()))) is not None)

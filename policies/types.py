@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 __all__ = [
     "FALLBACK_CODES",
     "DayPlan",
+    "SegmentParity",
     "Decision",
     "Ahead",
     "GuardrailConfig",
@@ -342,6 +343,8 @@ class RouteConfig:
     protected: bool
     #: Once today's budget is spent, stop escalating (else held at the quality floor).
     hard_stop: bool
+    #: Give per-segment fractions when segments differ by more than ``max_disparity``.
+    hold_parity: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -488,6 +491,28 @@ class DayPlan:
 
 
 @dataclass(frozen=True)
+class SegmentParity:
+    """One route's escalation rate per segment (pushed events, the last hour) and how far
+    apart they are: the gap (highest less lowest rate) and Jain's fairness index
+    ``(sum x)^2 / (n * sum x^2)`` (1 when every segment is escalated alike, 1/n at worst)."""
+
+    route: str
+    rates: Mapping[str, float]
+    gap: float
+    jain: float
+    limit: float
+    #: Whether per-segment fractions were given to close the gap.
+    held: bool
+
+    @classmethod
+    def of(cls, route: str, rates: Mapping[str, float], limit: float, held: bool) -> SegmentParity:
+        values = list(rates.values())
+        squares = sum(v * v for v in values)
+        jain = sum(values) ** 2 / (len(values) * squares) if squares > 0 else 1.0
+        return cls(route, dict(rates), max(values) - min(values), jain, limit, held)
+
+
+@dataclass(frozen=True)
 class Decision:
     """What diurnal decided at ``at``: every knob with its reasons."""
 
@@ -504,6 +529,8 @@ class Decision:
     plan: tuple[PlannedInterval, ...] = ()
     #: Per route with a daily or monthly budget, its plan for the rest of the local day.
     day_plans: tuple[DayPlan, ...] = ()
+    #: Per route with at least two segments seen: their escalation rates and parity.
+    segment_parity: tuple[SegmentParity, ...] = ()
 
     def reasons_for(self, knob: str) -> tuple[Reason, ...]:
         return tuple(r for r in self.reasons if r.knob == knob)

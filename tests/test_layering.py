@@ -206,7 +206,7 @@ EXPORTS = {
     "collectors": [],
     "policies": ["FALLBACK_CODES", "Ahead", "DayPlan", "Decision", "GuardrailConfig", "LoadCheck", "LoadPoint", "Outlook", "Override",
                  "PlannedInterval", "PolicyConfig", "Pool", "SloCapacity", "PrewarmAction", "PrewarmConfig", "PriceConfig", "ProviderConfig", "ProviderView", "Reason", "ReasonCode",
-                 "RouteConfig", "RouteHour", "RouteView", "View", "decide", "decide_thresholds", "decide_weights", "guard",
+                 "RouteConfig", "RouteHour", "RouteView", "SegmentParity", "View", "decide", "decide_thresholds", "decide_weights", "guard",
                  "score_threshold"],
 }
 

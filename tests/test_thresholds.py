@@ -17,6 +17,7 @@ from collectors.mapping import SeriesKey
 from collectors.store import Store
 from controller import Controller, load_settings
 from policies import (
+    Decision,
     ProviderView,
     RouteConfig,
     RouteView,
@@ -129,10 +130,13 @@ def test_the_score_threshold_comes_from_this_hour_of_weeks_router_scores(tmp_pat
     ctl.close()
 
 
-def test_segment_rates_from_pushed_events_are_limited(tmp_path: Path) -> None:
+def _segments_pushed(tmp_path: Path, **route: object) -> tuple[Controller, Decision]:
+    """200 pushed events of route chat, half "free" (10% escalated), half "paid" (50%), then a
+    tick; the controller is left open (the caller closes it)."""
     settings = load_settings(data_dir=tmp_path / "data", guardrails={"mode": "act"}, forecast={"workers": 0},
                              policy={"providers": {"openai": {"baseline_weight": 1.0}},
-                                     "routes": {"chat": {"baseline_fraction": 0.3, "max_segment_disparity": 0.2}}})
+                                     "routes": {"chat": {"baseline_fraction": 0.3, "max_segment_disparity": 0.2,
+                                                         **route}}})
     ctl = Controller.from_settings(settings)
     now = datetime(2026, 11, 16, 14, 0, tzinfo=UTC)
     lines = []
@@ -144,12 +148,53 @@ def test_segment_rates_from_pushed_events_are_limited(tmp_path: Path) -> None:
                                  "score": (i % 100) / 100}))
     batch = ctl.ingest_events("\n".join(lines).encode(), at=now)
     assert batch.accepted == 200 and not batch.errors
-    d = ctl.step(at=now + timedelta(minutes=1))
+    return ctl, ctl.step(at=now + timedelta(minutes=1))
+
+
+def test_segment_rates_from_pushed_events_are_limited_and_on_metrics(tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+
+    ctl, d = _segments_pushed(tmp_path)
     assert {r.code for r in d.reasons_for("thresholds/chat/segments")} == {"SegmentDisparity"}
     assert "free" in d.reasons_for("thresholds/chat/segments")[0].message
     assert d.thresholds["thresholds/chat/segments/free/escalation_fraction"] > 0.3
     assert d.thresholds["thresholds/chat/segments/paid/escalation_fraction"] < 0.3
+    text = generate_latest(ctl.registry).decode()
+    # 10% and 50%: a gap of 40 points; Jain's index (0.6)^2 / (2 * (0.01 + 0.25)).
+    assert 'diurnal_segment_escalation_ratio{route="chat",segment="free"} 0.1' in text
+    assert 'diurnal_segment_escalation_ratio{route="chat",segment="paid"} 0.5' in text
+    (gap,) = [float(line.split()[-1]) for line in text.splitlines() if line.startswith("diurnal_segment_parity_gap_ratio{")]
+    (jain,) = [float(line.split()[-1]) for line in text.splitlines() if line.startswith("diurnal_segment_jain_index{")]
+    assert gap == pytest.approx(0.4) and jain == pytest.approx(0.36 / 0.52)
+    assert 'diurnal_segment_parity_limit_ratio{route="chat"} 0.2' in text
+    assert 'diurnal_segment_parity_held{route="chat"} 1.0' in text
     ctl.flush()
     [score] = ctl.store.hour_histograms("score", 0, 2**40)
     assert score.count == 200 and score.key.route == "chat"
     ctl.close()
+
+
+def test_segment_parity_can_be_reported_without_being_held(tmp_path: Path) -> None:
+    """hold_segment_parity: false: the gap is said (reason, metrics) but no per-segment
+    fraction is published."""
+    from prometheus_client import generate_latest
+
+    ctl, d = _segments_pushed(tmp_path, hold_segment_parity=False)
+    try:
+        (reason,) = d.reasons_for("thresholds/chat/segments")
+        assert reason.code == "SegmentDisparity" and "not held" in reason.message
+        assert not [k for k in d.thresholds if "/segments/" in k]
+        text = generate_latest(ctl.registry).decode()
+        assert 'diurnal_segment_parity_held{route="chat"} 0.0' in text
+        assert 'diurnal_segment_escalation_ratio{route="chat",segment="free"} 0.1' in text
+    finally:
+        ctl.close()
+
+
+def test_jains_index_is_one_for_equal_rates_and_one_over_n_at_worst() -> None:
+    from policies import SegmentParity
+
+    assert SegmentParity.of("r", {"a": 0.3, "b": 0.3, "c": 0.3}, 0.2, False).jain == pytest.approx(1.0)
+    worst = SegmentParity.of("r", {"a": 1.0, "b": 0.0, "c": 0.0, "d": 0.0}, 0.2, True)
+    assert worst.jain == pytest.approx(0.25) and worst.gap == 1.0
+    assert SegmentParity.of("r", {"a": 0.0, "b": 0.0}, 0.2, False).jain == 1.0  # nobody escalated: alike
