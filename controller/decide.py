@@ -97,7 +97,7 @@ def guardrail_config(g: GuardrailSettings) -> GuardrailConfig:
     return GuardrailConfig(mode=g.mode, kill_switch=g.kill_switch, dead_band=g.dead_band,
                            max_weight_step=g.max_weight_step, breach_step=max(g.breach_step, g.max_weight_step),
                            stabilization_seconds=g.stabilization_seconds,
-                           stale_after_seconds=g.stale_after_seconds)
+                           stale_after_seconds=g.stale_after_seconds, threshold_dead_band=g.threshold_dead_band)
 
 
 @dataclass(frozen=True)

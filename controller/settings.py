@@ -451,6 +451,14 @@ class GuardrailSettings(_Group):
         ge=0,
         description="Weight changes smaller than this are not made. A fraction of traffic.",
     )
+    threshold_dead_band: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="A route's escalation fraction is re-published only when it moves by at least this much (or its "
+                    "reason changes): a day plan re-planned every tick does not push a new decision every tick. A "
+                    "fraction of requests.",
+    )
     max_weight_step: float = Field(
         default=0.10,
         gt=0,

@@ -20,6 +20,10 @@ Then manual **overrides** pin single weights until they expire (only the kill sw
 them), and the **mode**: ``observe`` publishes the baseline and keeps the recommendation aside.
 Routing thresholds go back to their baseline fractions with the kill switch, stale inputs and
 in ``observe`` mode; they are not step-limited (a fraction and its score threshold move together).
+They have a dead band of their own: while a route's escalation fraction moves by less than
+``threshold_dead_band`` and its reason code stays the same, every knob of the route keeps the
+value in force (``DesiredWithinDeadBand`` on ``thresholds/<route>``), so a day plan that is
+re-planned every tick from the spend does not publish a new decision every tick.
 
 Reason codes (knob ``weights``, or ``weights/<provider>`` for an override or a missing
 signal): ``KillSwitch``, ``StaleInputs``, ``MissingSignal``, ``DesiredWithinDeadBand``,
@@ -114,8 +118,11 @@ def guard(target: Decision, previous: Decision | None, config: PolicyConfig, g: 
     pinned = _pin(weights, () if g.kill_switch else overrides, now)
     reasons.extend(pinned.reasons)
     recommended = _normalise(pinned.weights)
-    thresholds = dict(target.thresholds) if _fresh(g, data_age_seconds) and not g.kill_switch \
-        else config.baseline_thresholds()
+    fresh = _fresh(g, data_age_seconds) and not g.kill_switch
+    thresholds = dict(target.thresholds) if fresh else config.baseline_thresholds()
+    if fresh and previous is not None:
+        thresholds, kept = _threshold_dead_band(thresholds, target, previous, config, g)
+        reasons.extend(kept)
     published, published_thresholds = recommended, thresholds
     if g.mode == "observe":
         published, published_thresholds = baseline, config.baseline_thresholds()
@@ -123,6 +130,33 @@ def guard(target: Decision, previous: Decision | None, config: PolicyConfig, g: 
                               "observe mode: the baseline is published; the recommendation is shown only"))
     return replace(target, weights=published, recommended_weights=recommended, thresholds=published_thresholds,
                    recommended_thresholds=thresholds, reasons=tuple(reasons), mode=g.mode)
+
+
+def _route_code(reasons: Sequence[Reason], knob: str) -> ReasonCode | None:
+    return next((r.code for r in reasons if r.knob == knob and r.code != ReasonCode.DesiredWithinDeadBand), None)
+
+
+def _threshold_dead_band(thresholds: Mapping[str, float], target: Decision, previous: Decision,
+                         config: PolicyConfig, g: GuardrailConfig) -> tuple[dict[str, float], list[Reason]]:
+    """Each route whose escalation fraction moved less than ``threshold_dead_band`` from the
+    one in force, with the same knobs and the same reason code, keeps the values in force."""
+    out = dict(thresholds)
+    reasons: list[Reason] = []
+    before = previous.recommended_thresholds
+    for r in config.routes:
+        knob = f"thresholds/{r.name}"
+        group = {k for k in thresholds if k.startswith(knob + "/")}
+        frac = f"{knob}/escalation_fraction"
+        if (frac not in group or group != {k for k in before if k.startswith(knob + "/")}
+                or _route_code(target.reasons, knob) != _route_code(previous.reasons, knob)):
+            continue
+        moved = thresholds[frac] - before[frac]
+        if 0 < abs(moved) < g.threshold_dead_band:
+            out.update({k: before[k] for k in group})
+            reasons.append(Reason(knob, ReasonCode.DesiredWithinDeadBand,
+                                  f"re-planned at {thresholds[frac]:.1%}, within the {g.threshold_dead_band:.1%} dead "
+                                  f"band of the {before[frac]:.1%} in force: kept"))
+    return out, reasons
 
 
 def _inputs(goal: Weights, baseline: Weights, g: GuardrailConfig, data_age_seconds: float | None,

@@ -400,6 +400,8 @@ class GuardrailConfig:
     breach_step: float
     stabilization_seconds: float
     stale_after_seconds: float
+    #: A route's thresholds are kept while its fraction moves less than this, its code unchanged.
+    threshold_dead_band: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -183,8 +183,12 @@ def test_the_controller_plans_the_day_from_the_spend_the_router_counted(tmp_path
     assert counted > 0 and p.spent == pytest.approx(counted)
     assert p.code in (ReasonCode.DayPlanned, ReasonCode.QualityFloor)
     assert p.hours[0].at == datetime(2026, 11, 16, 9, 0, tzinfo=NY) and len(p.hours) == 15  # 09:30 to midnight
-    assert d.recommended_thresholds["thresholds/chat/escalation_fraction"] == pytest.approx(p.fraction, abs=1e-6), d.reasons_for("thresholds/chat")
-    assert any(r.code == p.code for r in d.reasons_for("thresholds/chat"))
+    # The plan's cut, or the one in force while the re-plan moves less than the dead band.
+    published = d.recommended_thresholds["thresholds/chat/escalation_fraction"]
+    codes = {r.code for r in d.reasons_for("thresholds/chat")}
+    assert published == pytest.approx(p.fraction, abs=1e-6) or (
+        abs(published - p.fraction) < 0.01 and ReasonCode.DesiredWithinDeadBand in codes), d.reasons_for("thresholds/chat")
+    assert p.code in codes
     assert _sample(text, "diurnal_budget_allowance_usd", route="chat") == pytest.approx(4000.0)
     assert _sample(text, "diurnal_budget_spent_usd", route="chat") == pytest.approx(counted)
     assert _sample(text, "diurnal_budget_predicted_usd", route="chat") == pytest.approx(p.spent + p.planned)

@@ -149,3 +149,34 @@ def test_share_moves_off_a_provider_breaching_now_at_the_breach_step() -> None:
     # Share moving onto a provider keeps the slower step, whatever the others' codes.
     back = guard(target(BASE, ReasonCode.ObservedLatencyBreach), published(away), CONFIG, g, 10.0, NOW)
     assert max(abs(back.weights[k] - away[k]) for k in BASE) <= 0.1 + 1e-9
+
+
+def test_a_route_fraction_moving_within_the_threshold_dead_band_keeps_the_one_in_force() -> None:
+    """A re-planned fraction less than ``threshold_dead_band`` from the one in force, with the same
+    reason code, keeps every knob of the route; a larger move, or a new reason, is published."""
+    from dataclasses import replace as with_
+
+    from tests.configs import route
+
+    cfg = with_(CONFIG, routes=(route("chat", baseline_fraction=0.3),))
+    g = guardrails(mode="act", threshold_dead_band=0.01)
+    knob, frac, score = "thresholds/chat", "thresholds/chat/escalation_fraction", "thresholds/chat/score_threshold"
+
+    def planned(f: float, s: float, code: ReasonCode = ReasonCode.DayPlanned) -> Decision:
+        return Decision(at=NOW, weights=BASE, recommended_weights=BASE, thresholds={frac: f, score: s},
+                        recommended_thresholds={frac: f, score: s}, reasons=(Reason(knob, code, ""),))
+
+    before = guard(planned(0.30, 0.7), None, cfg, g, 5, NOW)
+    assert before.thresholds == {frac: 0.30, score: 0.7}
+    small = guard(planned(0.305, 0.69), before, cfg, g, 5, NOW)
+    assert small.thresholds == {frac: 0.30, score: 0.7}
+    assert ReasonCode.DesiredWithinDeadBand in {r.code for r in small.reasons_for(knob)}
+    again = guard(planned(0.308, 0.69), small, cfg, g, 5, NOW)  # still within the band of the 0.30 in force
+    assert again.thresholds == {frac: 0.30, score: 0.7}
+    big = guard(planned(0.315, 0.68), again, cfg, g, 5, NOW)  # drifted out of it
+    assert big.thresholds == {frac: 0.315, score: 0.68}
+    assert ReasonCode.DesiredWithinDeadBand not in {r.code for r in big.reasons_for(knob)}
+    other = guard(planned(0.305, 0.69, ReasonCode.QualityFloor), before, cfg, g, 5, NOW)  # a new reason
+    assert other.thresholds == {frac: 0.305, score: 0.69}
+    off = guard(planned(0.305, 0.69), before, cfg, guardrails(mode="act", threshold_dead_band=0.0), 5, NOW)
+    assert off.thresholds == {frac: 0.305, score: 0.69}
