@@ -50,19 +50,20 @@ def decision_body(decision: Decision, *, with_time: bool = True) -> dict[str, ob
     return body
 
 
+def _num(v: float | None) -> float | None:
+    return None if v is None else round(v, 4)
+
+
 def plan_body(decision: Decision) -> list[dict[str, object]]:
     """The planner's plan as JSON (``/v1/decision?explain=1`` and the audit log; not in the
     body pollers read, whose ETag must not move with every forecast step)."""
-    def num(v: float | None) -> float | None:
-        return None if v is None else round(v, 4)
-
     return [
-        {"at": p.at.isoformat(), "demand_rpm": num(p.demand_rpm),
-         "providers": {n: {"load_rpm": num(p.load_rpm.get(n, 0.0)), "capacity_rpm": num(p.capacity_rpm.get(n)),
-                           "headroom": num(p.headroom.get(n))}
+        {"at": p.at.isoformat(), "demand_rpm": _num(p.demand_rpm),
+         "providers": {n: {"load_rpm": _num(p.load_rpm.get(n, 0.0)), "capacity_rpm": _num(p.capacity_rpm.get(n)),
+                           "headroom": _num(p.headroom.get(n))}
                        for n in sorted(p.load_rpm)},
-         "pool_units": p.pool_units, "cost_per_hour": num(p.cost_per_hour),
-         "baseline_cost_per_hour": num(p.baseline_cost_per_hour)}
+         "pool_units": p.pool_units, "cost_per_hour": _num(p.cost_per_hour),
+         "baseline_cost_per_hour": _num(p.baseline_cost_per_hour)}
         for p in decision.plan
     ]
 
@@ -71,16 +72,13 @@ def day_plan_body(decision: Decision) -> list[dict[str, object]]:
     """Each budgeted route's day plan as JSON (``/v1/decision?explain=1``, the audit log):
     what today may spend and which budget binds, what is spent, what the plan predicts for
     the day, the shortfall, the reason, and each hour left with its planned escalation."""
-    def num(v: float | None) -> float | None:
-        return None if v is None else round(v, 4)
-
     return [
-        {"route": p.route, "budget": p.binding, "allowance_usd": num(p.allowance), "spent_usd": num(p.spent),
-         "planned_usd": num(p.planned), "predicted_usd": num(p.spent + p.planned),
-         "shortfall_usd": num(p.shortfall), "escalation_now": num(p.fraction), "code": str(p.code),
+        {"route": p.route, "budget": p.binding, "allowance_usd": _num(p.allowance), "spent_usd": _num(p.spent),
+         "planned_usd": _num(p.planned), "predicted_usd": _num(p.spent + p.planned),
+         "shortfall_usd": _num(p.shortfall), "escalation_now": _num(p.fraction), "code": str(p.code),
          "message": p.message,
-         "hours": [{"at": h.at.isoformat(), "requests": num(h.requests), "escalation": num(h.fraction),
-                    "score_threshold": num(h.score_threshold), "spend_usd": num(h.spend)} for h in p.hours]}
+         "hours": [{"at": h.at.isoformat(), "requests": _num(h.requests), "escalation": _num(h.fraction),
+                    "score_threshold": _num(h.score_threshold), "spend_usd": _num(h.spend)} for h in p.hours]}
         for p in sorted(decision.day_plans, key=lambda p: p.route)
     ]
 

@@ -167,9 +167,7 @@ def decide_thresholds(view: View, config: PolicyConfig, plans: Mapping[str, DayP
 def _parity(r: RouteConfig, rv: RouteView) -> SegmentParity | None:
     if len(rv.segment_rates) < 2:
         return None
-    return SegmentParity.of(r.name, rv.segment_rates, r.max_disparity,
-                            held=r.hold_parity and max(rv.segment_rates.values()) - min(rv.segment_rates.values())
-                            > r.max_disparity + _EPS)
+    return SegmentParity.of(r.name, rv.segment_rates, r.max_disparity, hold=r.hold_parity)
 
 
 def segment_parity(view: View, config: PolicyConfig) -> tuple[SegmentParity, ...]:

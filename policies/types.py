@@ -507,11 +507,13 @@ class SegmentParity:
     held: bool
 
     @classmethod
-    def of(cls, route: str, rates: Mapping[str, float], limit: float, held: bool) -> SegmentParity:
+    def of(cls, route: str, rates: Mapping[str, float], limit: float, hold: bool) -> SegmentParity:
+        """``hold``: whether the route holds its segments together (held when the gap is over)."""
         values = list(rates.values())
         squares = sum(v * v for v in values)
         jain = sum(values) ** 2 / (len(values) * squares) if squares > 0 else 1.0
-        return cls(route, dict(rates), max(values) - min(values), jain, limit, held)
+        gap = max(values) - min(values)
+        return cls(route, dict(rates), gap, jain, limit, hold and gap > limit + 1e-12)  # as decide_thresholds
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,10 @@ from zoneinfo import ZoneInfo
 from policies import ReasonCode
 
 
+def _money(v: float | None) -> str:
+    return "-" if v is None else f"${v:,.2f}"
+
+
 def _local(ts: str | None, tz: str, fmt: str = "%a %Y-%m-%d %H:%M %Z") -> str:
     if not ts:
         return "-"
@@ -81,9 +85,6 @@ def _plan_lines(plan: Sequence[Mapping[str, Any]], tz: str) -> list[str]:
     if not plan:
         return []
 
-    def money(v: float | None) -> str:
-        return "-" if v is None else f"${v:,.2f}"
-
     lines = ["\nPlan (load / SLO capacity per provider, rpm, at most the headroom's share of it; cost per hour, "
              "plan vs baseline weights):"]
     for step in plan:
@@ -94,8 +95,8 @@ def _plan_lines(plan: Sequence[Mapping[str, Any]], tz: str) -> list[str]:
                          + ("" if room is None else f" @{room:.0%}"))
         pool = f", pool {step['pool_units']} units" if step.get("pool_units") is not None else ""
         lines.append(f"  {_local(step.get('at'), tz, '%a %H:%M')}  demand {step.get('demand_rpm', 0):.0f}: "
-                     f"{', '.join(parts)}{pool}; {money(step.get('cost_per_hour'))} vs "
-                     f"{money(step.get('baseline_cost_per_hour'))}")
+                     f"{', '.join(parts)}{pool}; {_money(step.get('cost_per_hour'))} vs "
+                     f"{_money(step.get('baseline_cost_per_hour'))}")
     return lines
 
 
@@ -105,20 +106,17 @@ def _day_plan_lines(plans: Sequence[Mapping[str, Any]], tz: str) -> list[str]:
     if not plans:
         return []
 
-    def money(v: float | None) -> str:
-        return "-" if v is None else f"${v:,.2f}"
-
     lines = ["\nDay plans (budgets in the local day):"]
     for p in plans:
-        short = f", {money(p.get('shortfall_usd'))} over" if (p.get("shortfall_usd") or 0) > 0 else ""
-        lines.append(f"  {p['route']}: {p['budget']} budget, {money(p.get('allowance_usd'))} for today; spent "
-                     f"{money(p.get('spent_usd'))}, predicted {money(p.get('predicted_usd'))} by midnight{short}")
+        short = f", {_money(p.get('shortfall_usd'))} over" if (p.get("shortfall_usd") or 0) > 0 else ""
+        lines.append(f"  {p['route']}: {p['budget']} budget, {_money(p.get('allowance_usd'))} for today; spent "
+                     f"{_money(p.get('spent_usd'))}, predicted {_money(p.get('predicted_usd'))} by midnight{short}")
         lines.append(f"      {p['code']}: {p['message']}")
         for h in p.get("hours", []):
             cut = "" if h.get("score_threshold") is None else f" (scores >= {h['score_threshold']:.3f})"
             esc = "-" if h.get("escalation") is None else f"{h['escalation']:.0%}"
             lines.append(f"    {_local(h['at'], tz, '%H:%M')}  escalate {esc:>4}{cut}, {h.get('requests') or 0:,.0f} "
-                         f"requests, {money(h.get('spend_usd'))}")
+                         f"requests, {_money(h.get('spend_usd'))}")
     return lines
 
 
