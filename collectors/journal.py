@@ -87,13 +87,22 @@ class OpenJournal:
         #: progress has added (negative: deleted).
         self.rows = int(conn.execute("SELECT COUNT(*) FROM open_cell").fetchone()[0])
         self._pending = 0
+        #: The next row's id. Ids are given here, never reused (SQLite would reuse the highest
+        #: once it is deleted), so a row id says which rows were journaled before a moment:
+        #: see :attr:`watermark`.
+        self._next_id = int(conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM open_cell").fetchone()[0]) + 1
+        self._committed_id = self._next_id
 
     # ---- inside a write transaction -----------------------------------------------------
 
     def _insert(self, cells: OpenCells) -> int:
         rows = [(minute, self._series_id(key), c.value, c.count, c.sum, encode_buckets(c.buckets))
                 for minute, per_key in cells.items() for key, c in per_key.items() if self._finite(c, key)]
-        self._conn.executemany("INSERT INTO open_cell VALUES(?,?,?,?,?,?)", rows)
+        first = self._next_id
+        self._next_id += len(rows)
+        self._conn.executemany(
+            "INSERT INTO open_cell(rowid, minute, series_id, value, count, sum, buckets) VALUES(?,?,?,?,?,?,?)",
+            [(first + i, *row) for i, row in enumerate(rows)])
         self._pending += len(rows)
         return len(rows)
 
@@ -106,12 +115,17 @@ class OpenJournal:
         self.settle(None)
         return self._insert(cells)
 
-    def settle(self, before: int | None) -> None:
-        """Drop the rows of minutes before ``before`` (every row: None): they were written."""
+    def settle(self, before: int | None, *, upto: int | None = None) -> None:
+        """Drop the rows of minutes before ``before`` (every row: None): they were written.
+        With ``upto`` (a :attr:`watermark`), only the rows journaled by then: minutes closed
+        and handed to a writer that stores them later (a late event journaled for one of them
+        meanwhile is not theirs to drop)."""
         if before is None:
             cur = self._conn.execute("DELETE FROM open_cell")
-        else:
+        elif upto is None:
             cur = self._conn.execute("DELETE FROM open_cell WHERE minute < ?", (before,))
+        else:
+            cur = self._conn.execute("DELETE FROM open_cell WHERE minute < ? AND rowid <= ?", (before, upto))
         self._pending -= max(cur.rowcount, 0)
 
     def take(self) -> dict[tuple[int, int], MinuteCell]:
@@ -133,9 +147,16 @@ class OpenJournal:
     def committed(self) -> None:
         self.rows += self._pending
         self._pending = 0
+        self._committed_id = self._next_id
 
     def rolled_back(self) -> None:
-        self._pending = 0
+        self._pending = 0  # the ids it used stay unused: ids only grow
+
+    @property
+    def watermark(self) -> int:
+        """The highest row id committed: every row journaled so far has an id up to it, and
+        every row journaled later a higher one."""
+        return self._committed_id - 1
 
     def compaction_due(self, open_cells: int) -> bool:
         """Whether appends have made the journal several times longer than what is open."""

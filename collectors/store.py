@@ -254,26 +254,33 @@ class Store:
                     key.signal, key.provider, key.model or "-")
         return False
 
-    def write(self, rows: Iterable[MinuteRow], *, fill_only: bool = False, settled_before: int | None = None) -> int:
+    def write(self, rows: Iterable[MinuteRow], *, fill_only: bool = False, settled_before: int | None = None,
+              journaled_upto: int | None = None, decided: Iterable[tuple[int, Mapping[str, float]]] = ()) -> int:
         """Store minute rows and their hour rollups in one transaction. Returns rows written.
 
         By default a row adds to what is stored for its minute (several scrapes per minute).
         With ``fill_only`` (backfill, imports) a row is written only where its series has no
         data yet for that local hour, so overlapping history is never counted twice.
         ``settled_before`` drops the journal's minutes before it in the same transaction: the
-        collector passes it when the rows are the minutes it closed.
+        collector passes it when the rows are the minutes it closed; with ``journaled_upto`` (a
+        :attr:`journal_watermark` taken when they were closed) only the journal rows written by
+        then are dropped. ``decided`` (minute, values) are kept as :meth:`put_decided` does, in
+        the same transaction.
 
         Rows are merged per series-minute and per series-hour in memory first, so a batch costs
         a few statements per table however many rows it carries.
         """
         rows = list(rows)
-        if not rows and settled_before is None:
+        decided = list(decided)
+        if not rows and settled_before is None and not decided:
             return 0
 
         def body() -> int:
             written = self._write_rows(rows, fill_only)
             if settled_before is not None:
-                self._journal.settle(settled_before)
+                self._journal.settle(settled_before, upto=journaled_upto)
+            for ts, values in decided:
+                self._put_decided(ts, values)
             return written
         return self._transaction("write to", body)
 
@@ -330,10 +337,12 @@ class Store:
     def put_decided(self, ts: int, values: Mapping[str, float]) -> None:
         """Keep what diurnal decided for the minute starting at ``ts``: ``values`` by name
         (``weight:<provider>``, ``units:<prewarm action>``). Non-finite values are left out."""
-        rows = [(ts, name, float(v)) for name, v in values.items() if math.isfinite(v)]
-        self._transaction("keep the decision in", lambda: self._w.executemany(
-            "INSERT INTO decided_minute(ts, name, value) VALUES(?, ?, ?) "
-            "ON CONFLICT(ts, name) DO UPDATE SET value=excluded.value", rows))
+        self._transaction("keep the decision in", lambda: self._put_decided(ts, values))
+
+    def _put_decided(self, ts: int, values: Mapping[str, float]) -> None:
+        self._w.executemany("INSERT INTO decided_minute(ts, name, value) VALUES(?, ?, ?) "
+                            "ON CONFLICT(ts, name) DO UPDATE SET value=excluded.value",
+                            [(ts, name, float(v)) for name, v in values.items() if math.isfinite(v)])
 
     def decided(self, start: int, end: int) -> dict[str, list[tuple[int, float]]]:
         """The decisions kept for minutes in ``[start, end)``, by name, in time order."""
@@ -362,6 +371,11 @@ class Store:
         """Whether the journal has grown several times longer than the ``open_count``
         series-minutes open (each checkpoint appends): time to rewrite it."""
         return self._journal.compaction_due(open_count)
+
+    @property
+    def journal_watermark(self) -> int:
+        """The journal's highest committed row id (see ``write(journaled_upto=)``)."""
+        return self._journal.watermark
 
     @property
     def journal_rows(self) -> int:

@@ -53,14 +53,19 @@ def day_bounds(when: datetime, tz: str) -> tuple[datetime, datetime, datetime, i
 class SpendLedger:
     """Spend per route over today and this month, from the store (see the module docstring)."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, *, stored: Callable[[], object] = lambda: None) -> None:
+        """``stored`` waits until the minutes closed so far are in the store (the service's
+        writer thread, :mod:`controller.writer`): today's spend is read from it, and the
+        complete hours once an hour."""
         self.settings = settings
         self.store = store
+        self._stored = stored
         #: The complete hours' sums per signal, read once an hour: ((month start, midnight,
         #: hour they run to), signal -> (per route (month before today, today), routes seen)).
         self._hours: tuple[tuple[int, int, int], dict[str, tuple[dict[str, tuple[float, float]], set[str]]]] | None = None
 
     def spent(self, when: datetime, routes: Mapping[str, RoutePolicy]) -> dict[str, RouteSpend]:
+        self._stored()
         tz = self.settings.timezone
         midnight, _, first, _ = day_bounds(when, tz)
         now = int(when.timestamp())

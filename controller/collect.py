@@ -17,6 +17,9 @@ open minutes is appended there at most every ``control.checkpoint_seconds`` of s
 what is open); closing minutes settles them in the same transaction. A run killed with
 SIGKILL thus loses no acknowledged event and at most that many seconds of scraped increase;
 the next run replays the journal at start.
+
+With ``write_behind`` (the service), closed minutes are stored by a thread of their own
+(:mod:`controller.writer`): the tick remembers them for its observations and goes on.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from collectors.store import CounterPoint, HistPoint, Store
 from controller.errors import ErrorThrottle
 from controller.metrics import Metrics
 from controller.settings import Settings
+from controller.writer import MinuteWriter
 
 log = logging.getLogger("diurnal.collect")
 
@@ -154,7 +158,7 @@ def _cells(rows: list[MinuteRow]) -> dict[int, dict[SeriesKey, MinuteCell]]:
 
 class CollectStage:
     def __init__(self, settings: Settings, store: Store, metrics: Metrics, *, journal: bool = True,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, write_behind: bool = False) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics
@@ -197,6 +201,29 @@ class CollectStage:
         self._input_since: float | None = None
         self._input_last: float | None = None
         self.history_changed()
+        #: With ``write_behind``, the thread that stores closed minutes (None: written in the call).
+        self.writer = MinuteWriter(store, journal=journal, written=self._written_behind,
+                                   failed=self._write_failed) if write_behind else None
+
+    def _written_behind(self, rows: list[MinuteRow], count: int) -> None:
+        self._write_errors.succeeded()
+
+    def _write_failed(self, exc: StoreError) -> None:
+        self.metrics.store_write_errors.inc()
+        self._write_errors.failed(str(exc))
+
+    def drain(self) -> bool:
+        """Wait until the minutes handed to the writer are stored (no writer: they are).
+        False if the store refuses them (they stay queued and journaled)."""
+        return self.writer is None or self.writer.drain()
+
+    def keep_decided(self, ts: int, values: dict[str, float]) -> bool:
+        """With a writer, hand it the decision kept for minute ``ts`` (stored with the next
+        batch) and return True; without one, False: the caller stores it."""
+        if self.writer is None:
+            return False
+        self.writer.keep_decided(ts, values)
+        return True
 
     def history_changed(self) -> None:
         """History from an earlier run or a backfill counts as data, so a restart is not
@@ -260,8 +287,8 @@ class CollectStage:
             self._checkpointed = now
             changed = self.aggregator.take_changes()
             agg = self.aggregator
-            try:
-                if self.store.journal_compaction_due(len(agg)):
+            try:  # a compaction rewrites the journal from what is open: not while a writer holds closed minutes
+                if self.store.journal_compaction_due(len(agg)) and (self.writer is None or self.writer.idle()):
                     self.store.checkpoint(changed, open_cells=agg.snapshot())
                 elif changed:
                     self.store.checkpoint(changed)
@@ -326,15 +353,36 @@ class CollectStage:
             self.metrics.events.labels("rejected").inc(len(batch.errors))
 
     def flush(self) -> int:
-        """Write every open minute to the store (shutdown)."""
-        written = self.store.write(self.aggregator.close_all(), settled_before=_FOREVER if self.journal else None)
+        """Write every open minute to the store (shutdown), after what the writer holds."""
+        left: list[MinuteRow] = []
+        if self.writer is not None:
+            left = self.writer.close()
+            self.writer = None
+        written = self.store.write([*left, *self.aggregator.close_all()], settled_before=_FOREVER if self.journal else None)
         self.aggregator.settled(None)
         return written
 
     def _settle(self, rows: list[MinuteRow], limit: int, now: int) -> tuple[list[MinuteRow], int]:
         """Write closed ``rows`` (every minute before ``limit``) and settle their journal rows
         in one transaction; remember them for the observations. A store that cannot take them
-        keeps them open (written by a later close). Returns the rows stored and their count."""
+        keeps them open (written by a later close). Returns the rows stored and their count.
+
+        With a writer, the rows are remembered and handed to it (their changes since the last
+        checkpoint are forgotten: the rows carry them whole, and the writer drops the journal
+        rows they replace); the count returned is the rows handed over."""
+        if self.writer is not None and not self.writer.alive:  # it stopped on a bug (logged): write here from now on
+            rows = [*self.writer.close(timeout=0.0), *rows]
+            self.writer = None
+        if self.writer is not None:
+            self.aggregator.settled(limit)
+            if rows:
+                self.writer.submit(rows, limit)
+            else:
+                self.writer.retry()
+            self._remember(rows, now - int(self.settings.control.observation_window_minutes * 60))
+            if self._recent is not None:
+                self._add_recent(rows, now)
+            return rows, len(rows)
         try:
             written = self.store.write(rows, settled_before=limit if self.journal else None)
         except StoreError as exc:  # a full or read-only volume: the tick goes on without them

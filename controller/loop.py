@@ -82,8 +82,9 @@ class Controller:
     def __init__(self, settings: Settings, *, clock: Clock = _utc_now, store: Store | None = None,
                  refit_in_step: bool = True, refitter: Refitter | None = None,
                  scaler: Callable[[], ReplicaScaler] | None = None, journal: bool = True,
-                 actuators: bool = True) -> None:
-        """``journal=False`` for a second process on a data dir that a running diurnal owns
+                 actuators: bool = True, write_behind: bool = False) -> None:
+        """``write_behind``: closed minutes are stored by a thread of their own
+        (:mod:`controller.writer`), off the tick; the service sets it. ``journal=False`` for a second process on a data dir that a running diurnal owns
         (``diurnal backfill``): it must not replay or replace that run's journal of open
         minutes (see :mod:`controller.collect`). ``actuators=False`` decides (in ``act`` mode
         too) but pushes and scales nothing: ``diurnal replay`` walking a past period."""
@@ -97,10 +98,10 @@ class Controller:
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
         fs = settings.forecast
-        self.collect = CollectStage(settings, self.store, self.metrics, journal=journal)
+        self.collect = CollectStage(settings, self.store, self.metrics, journal=journal, write_behind=write_behind)
         self.fit = FitStage(settings, self.store, refitter or Refitter(fs.workers, fs.refit_timeout_seconds),
                             self.metrics)
-        self.decide = DecideStage(settings, SpendLedger(settings, self.store), self.fit.score_cdf)
+        self.decide = DecideStage(settings, SpendLedger(settings, self.store, stored=self.collect.drain), self.fit.score_cdf)
         self.decide.outlook.headroom.loads(self.store.meta(self.HEADROOM))
         self._headroom_saved: datetime | None = None
         self._headroom_log = ErrorThrottle("keeping the learned headroom in the store", every=None,
@@ -132,11 +133,11 @@ class Controller:
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock | None = None, refit_in_step: bool = True,
                       scaler: Callable[[], ReplicaScaler] | None = None, journal: bool = True,
-                      actuators: bool = True) -> Controller:
+                      actuators: bool = True, write_behind: bool = False) -> Controller:
         """``scaler`` replaces the in-cluster Kubernetes client for ``replicas`` prewarm
         actions (an embedding program that manages replicas its own way)."""
         return cls(settings, clock=clock or _utc_now, refit_in_step=refit_in_step, scaler=scaler, journal=journal,
-                   actuators=actuators)
+                   actuators=actuators, write_behind=write_behind)
 
     def _when(self, at: datetime | None) -> datetime:
         return _aware(at) if at is not None else self.clock_now()
@@ -305,6 +306,7 @@ class Controller:
         when = self._when(at)
         started = time.perf_counter()
         with self._refit_lock:
+            self.collect.drain()  # every minute closed is in the store it reads
             with self._lock:
                 jobs = self.fit.jobs(when, self.collect.providers())
             outcomes = self.fit.refitter.run(jobs)
@@ -441,6 +443,9 @@ class Controller:
         weights = decision.recommended_weights or decision.weights
         values = {f"weight:{p}": w for p, w in weights.items()}
         values.update({f"units:{a}": v for a, v in self._decided_units.items()})
+        if self.collect.keep_decided(minute, values):  # stored with the writer's next batch
+            self._decided_minute = minute
+            return
         try:
             self.store.put_decided(minute, values)
             self._decided_log.succeeded()

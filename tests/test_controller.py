@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from collectors.errors import ExpositionError
+from collectors.store import Store
 from controller import Controller, Settings
 from sim import STATIC_WEIGHTS, SimulatedRouter, WorldSpec
 from tests.conftest import warm_up
@@ -119,3 +120,33 @@ def test_naive_times_are_refused(settings: Settings) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         ctl.step(at=datetime(2026, 11, 9, 12))  # noqa: DTZ001
     ctl.close()
+
+
+def test_write_behind_decides_and_stores_what_the_synchronous_write_does(
+        settings: Settings, spec: WorldSpec, monday: datetime, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The service stores closed minutes in a writer thread: the decisions, the stored
+    minutes and hours, and the decisions kept for the shadow report are the same."""
+    start = monday - timedelta(hours=12)
+    out = []
+    for behind in (False, True):
+        s = settings.model_copy(update={"data_dir": tmp_path_factory.mktemp(f"behind-{behind}")})
+        ctl = Controller.from_settings(s, write_behind=behind)
+        router = SimulatedRouter(spec, seed=5, start=start, weights=STATIC_WEIGHTS)
+        weights = []
+        now = start
+        while now < monday:
+            now += timedelta(minutes=5)
+            router.advance(now)
+            ctl.ingest_exposition(router.exposition(), at=now)
+            weights.append(ctl.step(at=now).weights)
+        ctl.close()
+        store = Store(s.data_dir, tz=s.timezone)
+        # Rounded: a batch may hold several ticks' minutes, and sums in another order.
+        out.append((weights, sorted((p.ts, p.key, round(p.value, 6)) for p in store.counters("requests", 0, 2**40)),
+                    sorted((p.ts, p.key, round(p.count, 6), p.minutes)
+                           for p in store.hour_histograms("latency", 0, 2**40)),
+                    store.decided(0, 2**40)))
+        store.close()
+    for a, b in zip(out[0], out[1], strict=True):
+        assert a == b, [x for x in a if x not in b][:3] + ["|"] + [x for x in b if x not in a][:3]
+    assert out[0][1] and out[0][3]

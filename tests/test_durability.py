@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -250,4 +251,95 @@ def test_events_acknowledged_by_diurnal_run_survive_sigkill(tmp_path: Path) -> N
     assert store.recover_open() > 0  # ... but the journal has it, as the next run will find
     assert requests_in(store) == acked == 1500
     assert sum(p.value for p in store.counters("spend", 0, 2**40)) == pytest.approx(15.0)
+    store.close()
+
+
+# ---- write-behind: the service's closed minutes stored by a thread of their own --------------
+
+def behind(settings: Settings, ticks: Ticks) -> tuple[Store, CollectStage]:
+    store = Store(settings.data_dir, tz=settings.timezone)
+    return store, CollectStage(settings, store, Metrics(CollectorRegistry()), monotonic=ticks, write_behind=True)
+
+
+def test_write_behind_keeps_a_late_event_journaled_while_its_minute_is_being_stored(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    ticks = Ticks()
+    store, stage = behind(settings, ticks)
+    gate, entered = threading.Event(), threading.Event()
+    real = store.write
+
+    def slow(*args: object, **kwargs: object) -> int:
+        entered.set()
+        assert gate.wait(10)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "write", slow)
+    stage.add_events(stage.parse_events(event_lines(5, T0), T0), T0)
+    obs, handed = stage.close(T0 + timedelta(minutes=2))
+    assert handed == 3 and sum(p.value for p in obs.counters if p.key.signal == "requests") == 5  # seen at once
+    assert entered.wait(10) and requests_in(store) == 0  # being stored meanwhile
+    stage.add_events(stage.parse_events(event_lines(3, T0), T0 + timedelta(minutes=2)), T0 + timedelta(minutes=2))
+    gate.set()
+    assert stage.drain()
+    assert requests_in(store) == 5
+    # Killed now: the late event (acknowledged, its minute reopened) is still in the journal;
+    # the stored minute's own rows are not, so nothing is counted twice.
+    again = Store(settings.data_dir, tz=settings.timezone)
+    assert again.recover_open() == 3 and requests_in(again) == 8  # requests, latency, spend
+    again.close()
+    store.close()
+
+
+def test_write_behind_on_a_full_disk_keeps_the_minutes_queued_and_stores_them_later(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    ticks = Ticks()
+    store, stage = behind(settings, ticks)
+    stage.add_events(stage.parse_events(event_lines(5, T0), T0), T0)
+    real = store.write
+
+    def full(*_: object, **__: object) -> int:
+        raise StoreError("database or disk is full")
+
+    monkeypatch.setattr(store, "write", full)
+    def refused() -> float:
+        return stage.metrics.store_write_errors.collect()[0].samples[0].value
+
+    obs, _ = stage.close(T0 + timedelta(minutes=2))  # the tick goes on
+    assert sum(p.value for p in obs.counters if p.key.signal == "requests") == 5
+    deadline = time.monotonic() + 10
+    while refused() < 1 and time.monotonic() < deadline:  # the writer's first attempt, in its thread
+        time.sleep(0.01)
+    assert refused() == 1
+    assert not stage.drain()  # refused again when drained: still queued
+    assert refused() == 2
+    assert requests_in(store) == 0 and store.journal_rows > 0  # the journal keeps them meanwhile
+    monkeypatch.setattr(store, "write", real)
+    stage.close(T0 + timedelta(minutes=3))  # closes nothing new: retries the queued batch
+    assert stage.drain() and requests_in(store) == 5 and store.journal_rows == 0
+    stage.add_events(stage.parse_events(event_lines(2, T0), T0 + timedelta(minutes=3)), T0 + timedelta(minutes=3))
+    assert stage.flush() == 3 and requests_in(store) == 7  # shutdown: the writer drained, then the rest
+    store.close()
+
+
+def test_a_writer_that_stopped_on_a_bug_hands_its_minutes_back_to_the_tick(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    ticks = Ticks()
+    store, stage = behind(settings, ticks)
+    stage.add_events(stage.parse_events(event_lines(5, T0), T0), T0)
+    real = store.write
+
+    def bug(*_: object, **__: object) -> int:
+        raise RuntimeError("a bug in the write path")
+
+    monkeypatch.setattr(store, "write", bug)
+    with caplog.at_level("ERROR"):
+        stage.close(T0 + timedelta(minutes=2))
+        assert stage.writer is not None and not stage.drain()
+    assert stage.writer is not None and not stage.writer.alive
+    assert "the minute writer stopped on an unexpected error" in caplog.text
+    monkeypatch.setattr(store, "write", real)
+    stage.add_events(stage.parse_events(event_lines(2, T0), T0 + timedelta(minutes=3)), T0 + timedelta(minutes=3))
+    stage.close(T0 + timedelta(minutes=4))  # written in the tick from now on, the stopped writer's minutes first
+    assert stage.writer is None and requests_in(store) == 7 and store.journal_rows == 0
     store.close()

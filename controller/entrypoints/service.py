@@ -425,7 +425,7 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
         logging.getLogger(name).addFilter(RepeatFilter())  # "skipped: maximum number of running instances"
     deadline = ShutdownDeadline(settings.control.shutdown_seconds)
     stop_tracing = setup_tracing(settings.tracing, package_version())
-    controller = Controller.from_settings(settings, refit_in_step=False)
+    controller = Controller.from_settings(settings, refit_in_step=False, write_behind=True)
     elector = leader_elector(settings).start() if settings.ha.enabled else None
     if elector is not None:
         controller.acting = elector.is_leader

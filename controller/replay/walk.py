@@ -257,7 +257,8 @@ def walk(settings: Settings, source: Store, since: int, until: int, *,
         replayed = settings.model_copy(update={
             "data_dir": work, "guardrails": settings.guardrails.model_copy(update={"mode": "act"})})
         clock = [datetime.fromtimestamp(since, UTC)]
-        ctl = Controller.from_settings(replayed, clock=lambda: clock[0], journal=False, actuators=False)
+        ctl = Controller.from_settings(replayed, clock=lambda: clock[0], journal=False, actuators=False,
+                                       write_behind=True)
         ctl.decompose = False  # the trend/daily/weekly split is for dashboards only
         try:
             _run(ctl, source, signals, out, clock, show)
