@@ -82,7 +82,9 @@ def policy_config(pol: PolicySettings, providers: Sequence[str], knees: Mapping[
     return PolicyConfig(providers=configured, latency_slo_seconds=pol.latency_slo_seconds,
                         capacity_headroom=pol.capacity_headroom, error_budget=pol.error_budget, prewarm=prewarm,
                         routes=routes, weights_policy=pol.weights_policy, untrusted_headroom=pol.untrusted_headroom,
-                        explore_above_seen=pol.explore_above_seen)
+                        explore_above_seen=pol.explore_above_seen,
+                        shared_daily_budget=pol.shared_budget.daily if pol.shared_budget else None,
+                        shared_monthly_budget=pol.shared_budget.monthly if pol.shared_budget else None)
 
 
 def price_config(price: Price | None) -> PriceConfig | None:
@@ -204,8 +206,9 @@ class DecideStage:
                       observed_rpm: float | None) -> dict[str, RouteView]:
         """The routes with a daily or monthly budget, with what their day plan reads: spend
         so far, the hours left of the local day (:mod:`controller.budget`)."""
+        shared = self.settings.policy.shared_budget is not None  # it reads every route
         budgeted = {n: r for n, r in self.settings.policy.routes.items()
-                    if r.daily_budget is not None or r.monthly_budget is not None}
+                    if shared or r.daily_budget is not None or r.monthly_budget is not None}
         if not budgeted or self.ledger is None:
             return {}
         tz = self.settings.timezone

@@ -309,6 +309,23 @@ class PrewarmSettings(_Group):
         return self
 
 
+class SharedBudget(_Group):
+    """A budget over every route together (``policy.shared_budget``)."""
+
+    daily: float | None = Field(
+        default=None, gt=0, description="Spend over all routes per local day (the configured timezone). Unset: none.")
+    monthly: float | None = Field(
+        default=None, gt=0,
+        description="Spend over all routes per calendar month in the configured timezone: each day gets what is "
+                    "left of it in proportion to the requests it is expected to bring. Unset: none.")
+
+    @model_validator(mode="after")
+    def _one_at_least(self) -> SharedBudget:
+        if self.daily is None and self.monthly is None:
+            raise ValueError("give daily, monthly or both (or leave shared_budget out)")
+        return self
+
+
 class RoutePolicy(_Group):
     """A route with a strong/weak model split (a RouteLLM-style escalation)."""
 
@@ -423,6 +440,13 @@ class PolicySettings(_Group):
     )
     prewarm: list[PrewarmSettings] = Field(default_factory=list, description="What to warm up ahead of peaks.")
     routes: dict[str, RoutePolicy] = Field(default_factory=dict, description="Routes with a strong/weak split.")
+    shared_budget: SharedBudget | None = Field(
+        default=None,
+        description="A budget over all routes together, beside their own: when the routes' day plans are predicted "
+                    "to spend more than it leaves for today, escalation steps down by tier, the `low` routes first, "
+                    "then the `standard` ones, each in proportion to its escalation above its quality floor; `high` "
+                    "and protected routes are never cut (SharedBudgetStepDown, BudgetCannotHoldProtected). Unset: "
+                    "none.")
 
     @model_validator(mode="after")
     def _baselines_sum_to_one(self) -> PolicySettings:

@@ -40,7 +40,7 @@ from zoneinfo import ZoneInfo
 
 from policies.types import DayPlan, PlannedHour, ReasonCode, RouteConfig, RouteHour, RouteView
 
-__all__ = ["day_plan"]
+__all__ = ["day_plan", "route_spend"]
 
 _EPS = 1e-9
 #: Bisection steps for the day's score threshold (2^-40 of the score range).
@@ -62,7 +62,8 @@ def _allowance(r: RouteConfig, rv: RouteView, today: float) -> tuple[float, str]
     return min(options) if options else None
 
 
-def _spend(hours: Sequence[RouteHour], fractions: Sequence[float], r: RouteConfig) -> float:
+def route_spend(hours: Sequence[RouteHour], fractions: Sequence[float], r: RouteConfig) -> float:
+    """What route ``r`` is predicted to spend over ``hours`` at the given escalation per hour."""
     return sum(h.requests * (r.weak_cost * h.weak_price_factor + f * _extra(h, r))
                for h, f in zip(hours, fractions, strict=True))
 
@@ -98,16 +99,16 @@ def _cut(hours: Sequence[RouteHour], r: RouteConfig, money: float, floor: float)
         scores = [s for h in hours for s, _ in h.score_cdf]
         lo, hi = min(scores), max(scores)  # at lo all escalate (most spend); at hi none
         most = _fractions_at(hours, r, lo, floor)
-        if _spend(hours, most, r) <= money + _EPS:
+        if route_spend(hours, most, r) <= money + _EPS:
             return most, lo
         for _ in range(_STEPS):
             mid = (lo + hi) / 2
-            if _spend(hours, _fractions_at(hours, r, mid, floor), r) <= money + _EPS:
+            if route_spend(hours, _fractions_at(hours, r, mid, floor), r) <= money + _EPS:
                 hi = mid
             else:
                 lo = mid
         return _fractions_at(hours, r, hi, floor), hi
-    base = _spend(hours, [0.0] * len(hours), r)
+    base = route_spend(hours, [0.0] * len(hours), r)
     extra = sum(h.requests * _extra(h, r) for h in hours)
     f = r.max_fraction if extra <= _EPS else (money - base) / extra
     return [min(r.max_fraction, max(floor, f))] * len(hours), None
@@ -131,14 +132,14 @@ def day_plan(r: RouteConfig, rv: RouteView, tz: str) -> DayPlan | None:
     floor = r.baseline_fraction if protected else r.quality_floor
     if left <= _EPS and not protected:
         f = 0.0 if r.hard_stop else r.quality_floor
-        planned = [PlannedHour(h.at, h.requests, f, _spend([h], [f], r)) for h in hours]
+        planned = [PlannedHour(h.at, h.requests, f, route_spend([h], [f], r)) for h in hours]
         code = ReasonCode.BudgetExhausted if r.hard_stop else ReasonCode.BudgetSpent
         why = ("escalation stopped (budget_hard_stop)" if r.hard_stop
                else f"escalation held at the quality floor {f:.0%} for the rest of the day, not stopped")
         return DayPlan(r.name, allowance, spent, sum(p.spend for p in planned), tuple(planned), code,
                        f"{what}: nothing left; {why}", binding=binding)
     fractions, threshold = _cut(hours, r, max(0.0, left), floor)
-    planned = [PlannedHour(h.at, h.requests, f, _spend([h], [f], r), threshold)
+    planned = [PlannedHour(h.at, h.requests, f, route_spend([h], [f], r), threshold)
                for h, f in zip(hours, fractions, strict=True)]
     total = sum(p.spend for p in planned)
     local = ZoneInfo(tz)

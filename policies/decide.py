@@ -8,6 +8,7 @@ from datetime import datetime
 from policies.budget import day_plan
 from policies.planned_weights import decide_plan
 from policies.prewarm import decide_prewarm
+from policies.shared_budget import shared_step_down
 from policies.thresholds import decide_thresholds, segment_parity
 from policies.types import (
     Decision,
@@ -37,7 +38,9 @@ def decide(view: View, previous: Decision | None, config: PolicyConfig, now: dat
         weights, reasons = decide_weights(view, config)
         pool, pool_points = None, ()
     plans = {r.name: p for r in config.routes if (p := day_plan(r, view.routes.get(r.name, RouteView()), view.tz))}
+    plans, shared_reasons = shared_step_down(view, config, plans)
     thresholds, threshold_reasons = decide_thresholds(view, config, plans)
+    threshold_reasons = [*shared_reasons, *threshold_reasons]
     # A provider's prewarm serves the share this decision gives it (or the one in force, if
     # higher): its own load history was made at the shares of the past. A pool the planner
     # sized serves what the plan sends it, step by step.

@@ -80,6 +80,8 @@ class ReasonCode(StrEnum):
     BudgetSpent = "BudgetSpent"
     BudgetExhausted = "BudgetExhausted"
     BudgetCannotHoldProtected = "BudgetCannotHoldProtected"
+    SharedBudgetStepDown = "SharedBudgetStepDown"
+    SharedBudgetHolds = "SharedBudgetHolds"
     SegmentDisparity = "SegmentDisparity"
     SegmentsWithinLimit = "SegmentsWithinLimit"
     # Prewarm (knob ``prewarm/<action>``).
@@ -380,6 +382,9 @@ class PolicyConfig:
     #: Where a provider never breached, how far above the busiest load it served the plan may
     #: send it (a fraction): capacity is learned by trying, within this bound.
     explore_above_seen: float
+    #: A budget over all routes together, per local day and per month (None: none).
+    shared_daily_budget: float | None = None
+    shared_monthly_budget: float | None = None
 
     def baseline_thresholds(self) -> dict[str, float]:
         return {f"thresholds/{r.name}/escalation_fraction": r.baseline_fraction for r in self.routes}

@@ -129,7 +129,8 @@ def test_no_budget_no_plan_and_no_requests_no_cut() -> None:
     assert empty.code == ReasonCode.NoLoadData and empty.fraction is None
 
 
-def _morning(tmp_path: Path, **route: object) -> tuple[Decision, DayPlan, float, str, dict[str, Any]]:
+def _morning(tmp_path: Path, shared_budget: dict[str, float] | None = None,
+             **route: object) -> tuple[Decision, DayPlan, float, str, dict[str, Any]]:
     """The embedding API over a morning (to 09:30) of the simulated router, with the chat
     route's budget settings ``route``: the last decision, its day plan, what the router's
     spend counter counted since local midnight, the /metrics text and the body of
@@ -146,6 +147,7 @@ def _morning(tmp_path: Path, **route: object) -> tuple[Decision, DayPlan, float,
     base = demo_settings(tmp_path / "data", spec)
     pol = base.policy.model_dump()
     pol["routes"]["chat"].update(hourly_budget=None, strong_provider=None, **route)  # no latency override
+    pol["shared_budget"] = shared_budget
     settings = demo_settings(tmp_path / "data", spec, policy=pol)
     start = datetime(2026, 11, 16, 0, 0, tzinfo=NY)
     now = start
@@ -237,3 +239,90 @@ def test_explain_shows_the_day_plan_from_the_audit_log(tmp_path: Path, capsys: p
     assert len(hours) == 15 and hours[0].startswith("    09:00") and hours[-1].startswith("    23:00")
     last = f"{p.hours[-1].fraction:.0%}"
     assert f"escalate {last:>4}," in hours[-1]
+
+
+# ---- a budget over all routes together: step down by tier ------------------------------------
+
+def _tiered(**routes: dict[str, object]) -> tuple[Any, Any]:
+    """A view and config of routes ``name -> overrides of ROUTE`` with no budget of their own,
+    each 1,000 requests an hour for the 10 hours left (37.00 at the 30% baseline, 19.00 at the
+    10% floor)."""
+    from policies import PolicyConfig, View
+
+    cfgs = tuple(replace(ROUTE, name=n, daily_budget=None, **kw) for n, kw in routes.items())  # type: ignore[arg-type]
+    view = View(now=START, providers={}, tz="America/New_York",
+                routes={n: RouteView(spent_today=0.0, hours_left=hours([1000.0] * 10)) for n in routes})
+    config = PolicyConfig(providers={}, latency_slo_seconds=2.5, capacity_headroom=0.8, error_budget=0.02,
+                          prewarm=(), routes=cfgs, weights_policy="planner", untrusted_headroom=0.5,
+                          explore_above_seen=0.25)
+    return view, config
+
+
+def _shared(view: Any, config: Any, daily: float) -> tuple[dict[str, DayPlan], Any]:
+    from policies.shared_budget import shared_step_down
+
+    plans, (reason,) = shared_step_down(view, replace(config, shared_daily_budget=daily), {})
+    return plans, reason
+
+
+def test_a_shared_budget_steps_down_the_low_tier_first_then_the_standard_one() -> None:
+    view, config = _tiered(bulk={"tier": "low"}, chat={"tier": "standard"}, vip={"tier": "high"})
+    plans, why = _shared(view, config, 100.0)  # 111.00 at the baselines: 11.00 from the low tier (room 18.00)
+    assert why.code == ReasonCode.SharedBudgetStepDown and set(plans) == {"bulk"}
+    keep = 1 - 11 / 18
+    assert plans["bulk"].fraction == pytest.approx(0.1 + keep * 0.2)
+    assert plans["bulk"].planned == pytest.approx(37.0 - 11.0) and plans["bulk"].code == ReasonCode.SharedBudgetStepDown
+    plans, why = _shared(view, config, 80.0)  # 31.00 over: the low tier to its floor, 13.00 from the standard
+    assert plans["bulk"].fraction == pytest.approx(0.1)
+    assert plans["chat"].fraction == pytest.approx(0.1 + (1 - 13 / 18) * 0.2)
+    assert "vip" not in plans and sum(p.planned for p in plans.values()) + 37.0 == pytest.approx(80.0)
+    plans, why = _shared(view, config, 50.0)  # both tiers at their floors leave 75.00: the high one kept
+    assert why.code == ReasonCode.BudgetCannotHoldProtected and "25.00 over" in why.message
+    assert {n: p.fraction for n, p in plans.items()} == {"bulk": pytest.approx(0.1), "chat": pytest.approx(0.1)}
+    plans, why = _shared(view, config, 200.0)
+    assert why.code == ReasonCode.SharedBudgetHolds and plans == {}
+
+
+def test_a_shared_budget_never_cuts_a_protected_route_and_cuts_each_tier_in_proportion() -> None:
+    view, config = _tiered(a={"tier": "low", "baseline_fraction": 0.5}, b={"tier": "low"},
+                           c={"tier": "standard", "protected": True})
+    # At the baselines: a 55.00 (room 36.00), b 37.00 (room 18.00), c 37.00: 129.00.
+    plans, why = _shared(view, config, 129.0)
+    assert why.code == ReasonCode.SharedBudgetHolds
+    plans, why = _shared(view, config, 109.0)  # 20.00 over
+    keep = 1 - 20 / 54  # the same share of each one's escalation above its floor
+    assert plans["a"].fraction == pytest.approx(0.1 + keep * 0.4)
+    assert plans["b"].fraction == pytest.approx(0.1 + keep * 0.2)
+    assert "c" not in plans
+    plans, why = _shared(view, config, 40.0)
+    assert why.code == ReasonCode.BudgetCannotHoldProtected and "c" not in plans
+
+
+def test_a_shared_budget_sets_the_routes_thresholds_through_decide() -> None:
+    from policies import decide
+
+    view, config = _tiered(bulk={"tier": "low"}, vip={"tier": "high"})
+    d = decide(view, None, replace(config, shared_daily_budget=60.0), START)  # 74.00 at the baselines: 14.00 over
+    assert d.thresholds["thresholds/bulk/escalation_fraction"] == pytest.approx(0.1 + (1 - 14 / 18) * 0.2, abs=1e-6)
+    assert d.thresholds["thresholds/vip/escalation_fraction"] == pytest.approx(0.3)
+    assert {r.code for r in d.reasons_for("budget/shared")} == {ReasonCode.SharedBudgetStepDown}
+    assert {r.code for r in d.reasons_for("thresholds/bulk")} == {ReasonCode.SharedBudgetStepDown}
+
+
+def test_the_controller_plans_a_shared_budget_over_routes_without_their_own(tmp_path: Path) -> None:
+    """The demo's chat route (standard tier) without a budget of its own, under a shared daily
+    budget it cannot meet at its baseline: its day plan is the shared budget's step-down, read
+    from the store's spend like any day plan."""
+    d, p, counted, metrics, _ = _morning(tmp_path, shared_budget={"daily": 20.0})
+    assert p.code == ReasonCode.SharedBudgetStepDown
+    assert p.binding == "shared" and p.spent == pytest.approx(counted, rel=0.02)
+    assert d.thresholds["thresholds/chat/escalation_fraction"] < 0.3
+    assert _sample(metrics, "diurnal_budget_planned_escalation_ratio", route="chat") is not None
+
+
+def test_a_shared_budget_needs_an_amount() -> None:
+    from controller.errors import ConfigError
+    from controller.settings import load_settings
+
+    with pytest.raises(ConfigError, match="shared_budget"):
+        load_settings(policy={"shared_budget": {}})
