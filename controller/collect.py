@@ -25,10 +25,8 @@ With ``write_behind`` (the service), closed minutes are stored by a thread of th
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from collectors.errors import ExpositionError, StoreError
@@ -36,10 +34,10 @@ from collectors.events import EventBatch, parse_events
 from collectors.exposition import ExpositionParser, Sample
 from collectors.intervals import IngestStats, MinuteAggregator, MinuteCell, MinuteRow, merge_cells
 from collectors.mapping import HISTOGRAM_SIGNALS, PRESETS, Mapper, SeriesKey, preset_from_config
-from collectors.signals import WindowTotals
 from collectors.store import CounterPoint, HistPoint, Store
 from controller.errors import ErrorThrottle
 from controller.metrics import Metrics
+from controller.observations import NEEDED_SIGNALS, Observations, SignalGap
 from controller.settings import Settings
 from controller.writer import MinuteWriter
 
@@ -77,70 +75,6 @@ def is_route(label: str, route: str, settings: Settings) -> bool:
     """Whether data labelled ``label`` belongs to ``route``: unlabelled data counts for the
     route when only one is configured."""
     return label == route or (label == "" and len(settings.policy.routes) == 1)
-
-
-_NO_DATA = WindowTotals()
-
-
-@dataclass
-class Observations:
-    """The minutes of the observation window that closed by ``at``, and the pushed events'
-    escalation tallies per (route label, segment) over the last hour. Each provider's rows
-    are picked once, on first use."""
-
-    at: datetime
-    counters: list[CounterPoint]
-    histograms: list[HistPoint]
-    segments: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
-    #: Demand per closed minute (all providers together: requests net of retries, as the
-    #: ``demand_rate`` forecast counts it) over ``policy.missed_window_minutes``; a minute
-    #: without any data is absent.
-    recent_demand: dict[int, float] = field(default_factory=dict)
-    _by: dict[str | None, WindowTotals] = field(default_factory=dict, repr=False)
-
-    def value(self, signal: str, provider: str | None) -> float:
-        """``signal`` over the window for ``provider`` (None: all together); NaN without data."""
-        by = self._by
-        if not by:  # summed once, in one pass (a fleet has thousands of series and dozens of providers)
-            grouped: dict[str, tuple[list[CounterPoint], list[HistPoint]]] = {}
-            for c in self.counters:
-                grouped.setdefault(c.key.provider, ([], []))[0].append(c)
-            for h in self.histograms:
-                grouped.setdefault(h.key.provider, ([], []))[1].append(h)
-            per: dict[str | None, WindowTotals] = {who: WindowTotals.of(*rows) for who, rows in grouped.items()}
-            # All providers from the points themselves, not from the per-provider sums: the same
-            # additions in the same order as ever (a closed loop amplifies a last-bit difference).
-            by = {**per, None: WindowTotals.of(self.counters, self.histograms)}
-            self._by = by  # whole, in one assignment: the API's thread may read the same observations
-        got = by.get(provider)
-        return (got or _NO_DATA).value(signal)
-
-    def total(self, signal: str, provider: str) -> float:
-        """The raw counter ``signal`` of ``provider`` summed over the window (0 without data)."""
-        return sum(p.value for p in self.counters if p.key.signal == signal and p.key.provider == provider)
-
-    def value_or_none(self, signal: str, provider: str | None) -> float | None:
-        v = self.value(signal, provider)
-        return None if math.isnan(v) else v
-
-
-#: The signals the weights policy cannot decide without, per provider.
-NEEDED_SIGNALS = ("requests", "latency")
-
-
-@dataclass(frozen=True)
-class SignalGap:
-    """A signal the weights policy needs that the router's input lacks for a provider."""
-
-    provider: str
-    signal: str
-    #: The metric names the preset looked for, in order of preference.
-    tried: tuple[str, ...]
-
-    def describe(self) -> str:
-        where = (f"tried {', '.join(self.tried)}" if self.tried
-                 else f"the preset maps no metric to it (router.mapping for `{self.signal}`)")
-        return f"no {self.signal} for provider {self.provider!r} in the router's input ({where})"
 
 
 def _answered(obs: Observations, provider: str) -> float:

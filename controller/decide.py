@@ -16,8 +16,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from controller.budget import SpendLedger, budget_hours, day_bounds
-from controller.collect import Observations, SignalGap, is_route
+from controller.collect import is_route
 from controller.fit import ALL, Learned
+from controller.observations import Observations, SignalGap
 from controller.outlook import OutlookBuilder
 from controller.prices import Price
 from controller.settings import GuardrailSettings, PolicySettings, Settings

@@ -38,13 +38,14 @@ from collectors.mapping import Mapper, SeriesKey
 from collectors.store import Store
 from controller.actuators import OverrideStore, ReplicaScaler
 from controller.budget import SpendLedger
-from controller.collect import NEEDED_SIGNALS, CollectStage, Observations, SignalGap
+from controller.collect import CollectStage
 from controller.decide import DecideStage, policy_config
 from controller.errors import ErrorThrottle
 from controller.fit import ALL, HOUR_OF_WEEK_SIGNALS, FitStage, SeriesForecast
 from controller.forecast.refit import Refitter
 from controller.forecast.slo_capacity import CapacityProfile
 from controller.metrics import Metrics
+from controller.observations import NEEDED_SIGNALS, Observations, SignalGap
 from controller.publish import PublishStage
 from controller.settings import Settings
 from controller.shadow import ShadowState

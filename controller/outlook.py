@@ -35,9 +35,9 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from collectors.hour_of_week import slot, slot_name
-from controller.collect import Observations
 from controller.fit import ALL, Learned
 from controller.headroom import HeadroomLearner
+from controller.observations import Observations
 from controller.settings import Settings
 from policies import (
     Ahead,
