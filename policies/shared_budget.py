@@ -14,19 +14,25 @@ its own; else its baseline escalation for every hour left). Then, for the shared
    left. A tier is taken down to its floors before the next is touched;
 4. ``high`` and ``protected`` routes are never cut: where even the other tiers at their floors
    leave the day predicted over, the shared budget says by how much
-   (``BudgetCannotHoldProtected`` on knob ``budget/shared``) and keeps them.
+   (``BudgetCannotHoldProtected`` on knob ``budget/shared``) and keeps them (without any, it
+   holds every route at its floor and says so: ``QualityFloor``).
 
 Re-planned every tick from the actual spend, like the routes' own plans, so a morning that
 spends faster than planned steps down a little at a time. Pure: no I/O, no clock.
 
-Reason codes: ``SharedBudgetHolds`` and ``BudgetCannotHoldProtected`` (knob ``budget/shared``),
-``SharedBudgetStepDown`` (knob ``thresholds/<route>``, replacing the route's own plan's).
+Reason codes: ``SharedBudgetHolds``, ``SharedBudgetStepDown``, ``BudgetCannotHoldProtected`` and
+``QualityFloor`` (every route cuttable, all at their floors, still over) on knob ``budget/shared``; ``SharedBudgetStepDown`` on ``thresholds/<route>`` too, replacing the
+route's own plan's. The shared budget's own day is a :class:`DayPlan` of route ``*`` (:data:`ALL`):
+what it allows today, what all routes spent, what the plans after the step-down spend per hour
+left (requests and spend summed, escalation the requests' mean) and the shortfall, so the
+metrics, the API and ``diurnal explain`` show it beside the routes'.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime
 
 from policies.budget import route_spend
 from policies.types import (
@@ -41,12 +47,14 @@ from policies.types import (
     View,
 )
 
-__all__ = ["STEP_DOWN_ORDER", "shared_step_down"]
+__all__ = ["ALL", "STEP_DOWN_ORDER", "shared_step_down"]
 
 _EPS = 1e-9
 #: The tiers the shared budget may cut, in the order it cuts them.
 STEP_DOWN_ORDER = ("low", "standard")
 KNOB = "budget/shared"
+#: The route name of the shared budget's own day plan.
+ALL = "*"
 
 
 def _cuttable(r: RouteConfig) -> bool:
@@ -92,9 +100,13 @@ def shared_step_down(view: View, config: PolicyConfig, plans: Mapping[str, DayPl
     left = max(0.0, allowance - spent)
     predicted = sum(h.spend for hs in hours.values() for h in hs)
     what = f"shared {binding} budget: {allowance:.2f} for today over {len(config.routes)} routes, {spent:.2f} spent"
+    def summary(code: ReasonCode, message: str, shortfall: float = 0.0) -> tuple[dict[str, DayPlan], list[Reason]]:
+        out[ALL] = _whole(out, hours, allowance, spent, code, message, shortfall, binding)
+        return out, [Reason(KNOB, code, message)]
+
     if predicted <= left + _EPS:
-        return out, [Reason(KNOB, ReasonCode.SharedBudgetHolds,
-                            f"{what}; the routes' plans spend {predicted:.2f} of the {left:.2f} left")]
+        return summary(ReasonCode.SharedBudgetHolds,
+                       f"{what}; the routes' plans spend {predicted:.2f} of the {left:.2f} left")
     over = predicted - left
     for tier in STEP_DOWN_ORDER:
         tier_routes = [r for r in config.routes if _cuttable(r) and r.tier == tier and hours[r.name]]
@@ -112,12 +124,31 @@ def shared_step_down(view: View, config: PolicyConfig, plans: Mapping[str, DayPl
             out[r.name] = stepped
         over -= room * (1.0 - keep)
         if over <= _EPS:
-            return out, [Reason(KNOB, ReasonCode.SharedBudgetStepDown,
-                                f"{what}; the plans would spend {predicted:.2f} of the {left:.2f} left: stepped down "
-                                f"from the low tier up to the {tier} tier")]
-    return out, [Reason(KNOB, ReasonCode.BudgetCannotHoldProtected,
-                        f"{what}; with the low and standard routes at their quality floors the day is predicted to "
-                        f"end {over:.2f} over: the high and protected routes are not downgraded to save money")]
+            return summary(ReasonCode.SharedBudgetStepDown,
+                           f"{what}; the plans would spend {predicted:.2f} of the {left:.2f} left: stepped down "
+                           f"from the low tier up to the {tier} tier")
+    if any(not _cuttable(r) for r in config.routes):
+        return summary(ReasonCode.BudgetCannotHoldProtected,
+                       f"{what}; with the low and standard routes at their quality floors the day is predicted to "
+                       f"end {over:.2f} over: the high and protected routes are not downgraded to save money", over)
+    return summary(ReasonCode.QualityFloor,
+                   f"{what}; with every route at its quality floor the day is predicted to end {over:.2f} over: "
+                   "escalation held there, not stopped", over)
+
+
+def _whole(plans: Mapping[str, DayPlan], hours: Mapping[str, Sequence[PlannedHour]], allowance: float, spent: float,
+           code: ReasonCode, message: str, shortfall: float, binding: str) -> DayPlan:
+    """The shared budget's day: every route's hours left (at its plan after the step-down) summed."""
+    by_hour: dict[datetime, list[float]] = {}
+    for name, planned in hours.items():
+        final = plans[name].hours if name in plans and plans[name].hours else planned
+        for p in final:
+            acc = by_hour.setdefault(p.at, [0.0, 0.0, 0.0])
+            acc[0] += p.requests
+            acc[1] += p.requests * p.fraction
+            acc[2] += p.spend
+    whole = tuple(PlannedHour(at, n, esc / n if n > _EPS else 0.0, usd) for at, (n, esc, usd) in sorted(by_hour.items()))
+    return DayPlan(ALL, allowance, spent, sum(p.spend for p in whole), whole, code, message, shortfall, binding)
 
 
 def _route_hours(rv: RouteView, planned: Sequence[PlannedHour]) -> list[RouteHour]:

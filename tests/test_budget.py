@@ -129,7 +129,7 @@ def test_no_budget_no_plan_and_no_requests_no_cut() -> None:
     assert empty.code == ReasonCode.NoLoadData and empty.fraction is None
 
 
-def _morning(tmp_path: Path, shared_budget: dict[str, float] | None = None,
+def _morning(tmp_path: Path, shared_budget: dict[str, float] | None = None, plan_route: str | None = None,
              **route: object) -> tuple[Decision, DayPlan, float, str, dict[str, Any]]:
     """The embedding API over a morning (to 09:30) of the simulated router, with the chat
     route's budget settings ``route``: the last decision, its day plan, what the router's
@@ -159,7 +159,10 @@ def _morning(tmp_path: Path, shared_budget: dict[str, float] | None = None,
             router.advance(now)
             ctl.ingest_exposition(router.exposition(), at=now)
             d = ctl.step(at=now)
-        (p,) = d.day_plans
+        if plan_route is None:
+            (p,) = d.day_plans
+        else:
+            (p,) = [x for x in d.day_plans if x.route == plan_route]
         counted = sum(x.value for x in ctl.store.counters("spend", int(start.timestamp()), int(now.timestamp()) + 60))
         explained = TestClient(create_app(ctl)).get("/v1/decision", params={"explain": 1}).json()
         return d, p, counted, generate_latest(ctl.registry).decode(), explained
@@ -262,6 +265,11 @@ def _shared(view: Any, config: Any, daily: float) -> tuple[dict[str, DayPlan], A
     from policies.shared_budget import shared_step_down
 
     plans, (reason,) = shared_step_down(view, replace(config, shared_daily_budget=daily), {})
+    whole = plans.pop("*")  # the shared budget's own day: every route's hours left, summed
+    assert whole.code == reason.code and whole.allowance == daily and whole.binding == "daily"
+    assert len(whole.hours) == 10 and whole.hours[0].requests == 1000.0 * len(view.routes)
+    if reason.code != ReasonCode.BudgetCannotHoldProtected:
+        assert whole.planned <= daily + 1e-6 and whole.shortfall == 0.0
     return plans, reason
 
 
@@ -278,6 +286,10 @@ def test_a_shared_budget_steps_down_the_low_tier_first_then_the_standard_one() -
     assert "vip" not in plans and sum(p.planned for p in plans.values()) + 37.0 == pytest.approx(80.0)
     plans, why = _shared(view, config, 50.0)  # both tiers at their floors leave 75.00: the high one kept
     assert why.code == ReasonCode.BudgetCannotHoldProtected and "25.00 over" in why.message
+    from policies.shared_budget import shared_step_down
+
+    whole = shared_step_down(view, replace(config, shared_daily_budget=50.0), {})[0]["*"]
+    assert whole.shortfall == pytest.approx(25.0) and whole.spent + whole.planned == pytest.approx(75.0)
     assert {n: p.fraction for n, p in plans.items()} == {"bulk": pytest.approx(0.1), "chat": pytest.approx(0.1)}
     plans, why = _shared(view, config, 200.0)
     assert why.code == ReasonCode.SharedBudgetHolds and plans == {}
@@ -313,11 +325,16 @@ def test_the_controller_plans_a_shared_budget_over_routes_without_their_own(tmp_
     """The demo's chat route (standard tier) without a budget of its own, under a shared daily
     budget it cannot meet at its baseline: its day plan is the shared budget's step-down, read
     from the store's spend like any day plan."""
-    d, p, counted, metrics, _ = _morning(tmp_path, shared_budget={"daily": 20.0})
+    d, p, counted, metrics, explained = _morning(tmp_path, shared_budget={"daily": 20.0}, plan_route="chat")
     assert p.code == ReasonCode.SharedBudgetStepDown
     assert p.binding == "shared" and p.spent == pytest.approx(counted, rel=0.02)
-    assert d.thresholds["thresholds/chat/escalation_fraction"] < 0.3
     assert _sample(metrics, "diurnal_budget_planned_escalation_ratio", route="chat") is not None
+    assert _sample(metrics, "diurnal_budget_allowance_usd", route="*") == 20.0  # the shared budget's own day
+    # Spent far past 20.00 by 09:30, and no route protected: every route held at its floor, said so.
+    assert _sample(metrics, "diurnal_budget_plan", route="*", code="QualityFloor", budget="daily") == 1.0
+    assert (_sample(metrics, "diurnal_budget_shortfall_usd", route="*") or 0.0) > 0.0
+    assert d.thresholds["thresholds/chat/escalation_fraction"] == pytest.approx(0.1)  # the demo route's floor
+    assert {b["route"] for b in explained["day_plans"]} == {"*", "chat"}
 
 
 def test_a_shared_budget_needs_an_amount() -> None:
