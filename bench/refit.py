@@ -249,6 +249,7 @@ def bench_fleet(workers: int, seconds: float, rate: float, ticks: int = 20) -> d
                 time.sleep(0.05)
             url = f"http://127.0.0.1:{port}/v1/decision"
             ctl.step(at=end)
+            ctl.freeze_heap()  # as the service does once it has started
             with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as poller:
                 poller.submit(_poll, url, 1.0, rate).result()  # warm the client process
                 job = poller.submit(_poll, url, seconds, rate)

@@ -17,6 +17,7 @@ reads the wall clock itself: times come as arguments, or from the injected clock
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -139,6 +140,15 @@ class Controller:
         actions (an embedding program that manages replicas its own way)."""
         return cls(settings, clock=clock or _utc_now, refit_in_step=refit_in_step, scaler=scaler, journal=journal,
                    actuators=actuators, write_behind=write_behind)
+
+    @staticmethod
+    def freeze_heap() -> None:
+        """Collect once, then move every object alive now (the imported libraries, the settings,
+        the store's series) out of the cyclic garbage collector's sight (``gc.freeze``): its full
+        collections no longer walk them, which at fleet scale paused a tick for about 100 ms every
+        few minutes. The service calls it once, at start; objects made later are collected as ever."""
+        gc.collect()
+        gc.freeze()
 
     def _when(self, at: datetime | None) -> datetime:
         return _aware(at) if at is not None else self.clock_now()

@@ -454,6 +454,7 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
         threading.Thread(target=_backfill_in_background, args=(controller, settings, backfill_end), daemon=True,
                          name="backfill").start()
     log.info("diurnal running in %s mode; store at %s", settings.guardrails.mode, controller.store.path)
+    controller.freeze_heap()  # what start-up made stays: the collector's full passes skip it
     try:
         serve(controller, settings, stop=stop, on_signal=deadline.start)
     finally:
