@@ -40,26 +40,31 @@ from zoneinfo import ZoneInfo
 
 from policies.types import DayPlan, PlannedHour, ReasonCode, RouteConfig, RouteHour, RouteView
 
-__all__ = ["day_plan", "route_spend"]
+__all__ = ["allowance", "day_plan", "is_protected", "route_spend"]
 
 _EPS = 1e-9
 #: Bisection steps for the day's score threshold (2^-40 of the score range).
 _STEPS = 40
 
 
-def _allowance(r: RouteConfig, rv: RouteView, today: float) -> tuple[float, str] | None:
-    """What today may spend in all (spent so far included), and which budget binds; None
-    without a budget."""
-    spent = rv.spent_today or 0.0
+def allowance(daily: float | None, monthly: float | None, spent: float, spent_month: float, today: float,
+              later: float) -> tuple[float, str] | None:
+    """What today may spend in all (``spent`` so far included) under a daily and a monthly
+    budget, and which binds; None without either. Of the monthly budget, what is left of the
+    month (``spent_month`` spent) goes to today in proportion to the requests expected in the
+    rest of today (``today``) against those of the days after it (``later``)."""
     options: list[tuple[float, str]] = []
-    if r.daily_budget is not None:
-        options.append((r.daily_budget, "daily"))
-    if r.monthly_budget is not None:
-        month_left = max(0.0, r.monthly_budget - (rv.spent_month if rv.spent_month is not None else spent))
-        later = rv.requests_per_day * rv.days_left_after_today
+    if daily is not None:
+        options.append((daily, "daily"))
+    if monthly is not None:
         share = today / (today + later) if today + later > _EPS else 1.0
-        options.append((spent + month_left * share, "monthly"))
+        options.append((spent + max(0.0, monthly - spent_month) * share, "monthly"))
     return min(options) if options else None
+
+
+def is_protected(r: RouteConfig) -> bool:
+    """Never lowered below its baseline to save money: ``protected``, or the ``high`` tier."""
+    return r.protected or r.tier == "high"
 
 
 def route_spend(hours: Sequence[RouteHour], fractions: Sequence[float], r: RouteConfig) -> float:
@@ -118,16 +123,17 @@ def day_plan(r: RouteConfig, rv: RouteView, tz: str) -> DayPlan | None:
     """The day plan of route ``r`` (see the module docstring); None without a budget."""
     hours = tuple(rv.hours_left)
     today = sum(h.requests for h in hours)
-    got = _allowance(r, rv, today)
+    spent = rv.spent_today or 0.0
+    got = allowance(r.daily_budget, r.monthly_budget, spent, rv.spent_month if rv.spent_month is not None else spent,
+                    today, rv.requests_per_day * rv.days_left_after_today)
     if got is None:
         return None
-    allowance, binding = got
-    spent = rv.spent_today or 0.0
-    left = allowance - spent
-    protected = r.protected or r.tier == "high"
-    what = f"{binding} budget: {allowance:.2f} for today, {spent:.2f} spent"
+    may, binding = got
+    left = may - spent
+    protected = is_protected(r)
+    what = f"{binding} budget: {may:.2f} for today, {spent:.2f} spent"
     if not hours or today <= _EPS:
-        return DayPlan(r.name, allowance, spent, 0.0, (), ReasonCode.NoLoadData,
+        return DayPlan(r.name, may, spent, 0.0, (), ReasonCode.NoLoadData,
                        f"{what}; no requests expected in the rest of the day", binding=binding)
     floor = r.baseline_fraction if protected else r.quality_floor
     if left <= _EPS and not protected:
@@ -136,7 +142,7 @@ def day_plan(r: RouteConfig, rv: RouteView, tz: str) -> DayPlan | None:
         code = ReasonCode.BudgetExhausted if r.hard_stop else ReasonCode.BudgetSpent
         why = ("escalation stopped (budget_hard_stop)" if r.hard_stop
                else f"escalation held at the quality floor {f:.0%} for the rest of the day, not stopped")
-        return DayPlan(r.name, allowance, spent, sum(p.spend for p in planned), tuple(planned), code,
+        return DayPlan(r.name, may, spent, sum(p.spend for p in planned), tuple(planned), code,
                        f"{what}: nothing left; {why}", binding=binding)
     fractions, threshold = _cut(hours, r, max(0.0, left), floor)
     planned = [PlannedHour(h.at, h.requests, f, route_spend([h], [f], r), threshold)
@@ -146,15 +152,15 @@ def day_plan(r: RouteConfig, rv: RouteView, tz: str) -> DayPlan | None:
     span = f"{hours[0].at.astimezone(local):%H:%M} to {hours[-1].at.astimezone(local):%H}:59"
     if protected and total > left + _EPS:
         shortfall = total - left
-        return DayPlan(r.name, allowance, spent, total, tuple(planned), ReasonCode.BudgetCannotHoldProtected,
+        return DayPlan(r.name, may, spent, total, tuple(planned), ReasonCode.BudgetCannotHoldProtected,
                        f"{what}; a protected route is not downgraded to save money: at its baseline "
                        f"{r.baseline_fraction:.0%} the day is predicted to end {shortfall:.2f} over", shortfall, binding)
     if total > left + _EPS:  # even the quality floor spends more than is left: said, not cut further
-        return DayPlan(r.name, allowance, spent, total, tuple(planned), ReasonCode.QualityFloor,
+        return DayPlan(r.name, may, spent, total, tuple(planned), ReasonCode.QualityFloor,
                        f"{what}; escalation held at the quality floor {r.quality_floor:.0%}: the day is predicted "
                        f"to end {total - max(0.0, left):.2f} over", total - max(0.0, left), binding)
     cut = f"score >= {threshold:.4g} in every hour" if threshold is not None else \
         f"{fractions[0]:.0%} of requests escalated"
-    return DayPlan(r.name, allowance, spent, total, tuple(planned), ReasonCode.DayPlanned,
+    return DayPlan(r.name, may, spent, total, tuple(planned), ReasonCode.DayPlanned,
                    f"{what}; {cut} from {span} spends {total:.2f} of the {max(0.0, left):.2f} left "
                    f"({today:.0f} requests expected)", binding=binding)

@@ -21,8 +21,9 @@ Re-planned every tick from the actual spend, like the routes' own plans, so a mo
 spends faster than planned steps down a little at a time. Pure: no I/O, no clock.
 
 Reason codes: ``SharedBudgetHolds``, ``SharedBudgetStepDown``, ``BudgetCannotHoldProtected`` and
-``QualityFloor`` (every route cuttable, all at their floors, still over) on knob ``budget/shared``; ``SharedBudgetStepDown`` on ``thresholds/<route>`` too, replacing the
-route's own plan's. The shared budget's own day is a :class:`DayPlan` of route ``*`` (:data:`ALL`):
+``QualityFloor`` (every route cuttable, all at their floors, still over) on knob
+``budget/shared``; ``SharedBudgetStepDown`` on ``thresholds/<route>`` too, replacing the route's
+own plan's. The shared budget's own day is a :class:`DayPlan` of route ``*`` (:data:`ALL`):
 what it allows today, what all routes spent, what the plans after the step-down spend per hour
 left (requests and spend summed, escalation the requests' mean) and the shortfall, so the
 metrics, the API and ``diurnal explain`` show it beside the routes'.
@@ -34,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from policies.budget import route_spend
+from policies.budget import allowance, is_protected, route_spend
 from policies.types import (
     DayPlan,
     PlannedHour,
@@ -58,7 +59,7 @@ ALL = "*"
 
 
 def _cuttable(r: RouteConfig) -> bool:
-    return not r.protected and r.tier in STEP_DOWN_ORDER
+    return not is_protected(r) and r.tier in STEP_DOWN_ORDER
 
 
 def _hours_of(r: RouteConfig, rv: RouteView, plan: DayPlan | None) -> list[PlannedHour]:
@@ -71,16 +72,11 @@ def _hours_of(r: RouteConfig, rv: RouteView, plan: DayPlan | None) -> list[Plann
 
 def _allowance(config: PolicyConfig, routes: Mapping[str, RouteView], spent: float, today: float
                ) -> tuple[float, str] | None:
-    options: list[tuple[float, str]] = []
-    if config.shared_daily_budget is not None:
-        options.append((config.shared_daily_budget, "daily"))
-    if config.shared_monthly_budget is not None:
-        month_spent = sum(rv.spent_month if rv.spent_month is not None else (rv.spent_today or 0.0)
-                          for rv in routes.values())
-        later = sum(rv.requests_per_day * rv.days_left_after_today for rv in routes.values())
-        share = today / (today + later) if today + later > _EPS else 1.0
-        options.append((spent + max(0.0, config.shared_monthly_budget - month_spent) * share, "monthly"))
-    return min(options) if options else None
+    """The shared budget's allowance for today: the routes' own rule over their sums."""
+    month_spent = sum(rv.spent_month if rv.spent_month is not None else (rv.spent_today or 0.0)
+                      for rv in routes.values())
+    later = sum(rv.requests_per_day * rv.days_left_after_today for rv in routes.values())
+    return allowance(config.shared_daily_budget, config.shared_monthly_budget, spent, month_spent, today, later)
 
 
 def shared_step_down(view: View, config: PolicyConfig, plans: Mapping[str, DayPlan]
@@ -96,12 +92,12 @@ def shared_step_down(view: View, config: PolicyConfig, plans: Mapping[str, DayPl
     today = sum(h.requests for hs in hours.values() for h in hs)
     got = _allowance(config, routes, spent, today)
     assert got is not None
-    allowance, binding = got
-    left = max(0.0, allowance - spent)
+    may, binding = got
+    left = max(0.0, may - spent)
     predicted = sum(h.spend for hs in hours.values() for h in hs)
-    what = f"shared {binding} budget: {allowance:.2f} for today over {len(config.routes)} routes, {spent:.2f} spent"
+    what = f"shared {binding} budget: {may:.2f} for today over {len(config.routes)} routes, {spent:.2f} spent"
     def summary(code: ReasonCode, message: str, shortfall: float = 0.0) -> tuple[dict[str, DayPlan], list[Reason]]:
-        out[ALL] = _whole(out, hours, allowance, spent, code, message, shortfall, binding)
+        out[ALL] = _whole(out, hours, may, spent, code, message, shortfall, binding)
         return out, [Reason(KNOB, code, message)]
 
     if predicted <= left + _EPS:
@@ -136,7 +132,7 @@ def shared_step_down(view: View, config: PolicyConfig, plans: Mapping[str, DayPl
                    "escalation held there, not stopped", over)
 
 
-def _whole(plans: Mapping[str, DayPlan], hours: Mapping[str, Sequence[PlannedHour]], allowance: float, spent: float,
+def _whole(plans: Mapping[str, DayPlan], hours: Mapping[str, Sequence[PlannedHour]], may: float, spent: float,
            code: ReasonCode, message: str, shortfall: float, binding: str) -> DayPlan:
     """The shared budget's day: every route's hours left (at its plan after the step-down) summed."""
     by_hour: dict[datetime, list[float]] = {}
@@ -148,7 +144,7 @@ def _whole(plans: Mapping[str, DayPlan], hours: Mapping[str, Sequence[PlannedHou
             acc[1] += p.requests * p.fraction
             acc[2] += p.spend
     whole = tuple(PlannedHour(at, n, esc / n if n > _EPS else 0.0, usd) for at, (n, esc, usd) in sorted(by_hour.items()))
-    return DayPlan(ALL, allowance, spent, sum(p.spend for p in whole), whole, code, message, shortfall, binding)
+    return DayPlan(ALL, may, spent, sum(p.spend for p in whole), whole, code, message, shortfall, binding)
 
 
 def _route_hours(rv: RouteView, planned: Sequence[PlannedHour]) -> list[RouteHour]:
