@@ -53,8 +53,6 @@ def measure(world: str = "capacity-busy-1", before: int = 2, weeks: int = 4, kee
         settings = bench_settings(scenario, store_dir, "observe")
         store = Store(store_dir, tz=settings.timezone, read_only=True)
         try:
-            span = store.span()
-            assert span is not None, "the world's store is empty"
             end = scenario.scored_start  # the warm-up ends where the scored days would begin
             since = end - timedelta(weeks=weeks)
             marks: list[tuple[float, str]] = []

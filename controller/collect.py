@@ -136,11 +136,8 @@ class CollectStage:
         self._input_last: float | None = None
         self.history_changed()
         #: With ``write_behind``, the thread that stores closed minutes (None: written in the call).
-        self.writer = MinuteWriter(store, journal=journal, written=self._written_behind,
+        self.writer = MinuteWriter(store, journal=journal, written=self._write_errors.succeeded,
                                    failed=self._write_failed) if write_behind else None
-
-    def _written_behind(self, rows: list[MinuteRow], count: int) -> None:
-        self._write_errors.succeeded()
 
     def _write_failed(self, exc: StoreError) -> None:
         self.metrics.store_write_errors.inc()
@@ -308,27 +305,23 @@ class CollectStage:
             rows = [*self.writer.close(timeout=0.0), *rows]
             self.writer = None
         if self.writer is not None:
-            self.aggregator.settled(limit)
             if rows:
                 self.writer.submit(rows, limit)
             else:
                 self.writer.retry()
-            self._remember(rows, now - int(self.settings.control.observation_window_minutes * 60))
-            if self._recent is not None:
-                self._add_recent(rows, now)
-            return rows, len(rows)
-        try:
-            written = self.store.write(rows, settled_before=limit if self.journal else None)
-        except StoreError as exc:  # a full or read-only volume: the tick goes on without them
-            self.aggregator.add_cells(_cells(rows))  # kept open (and journaled): written by a later close
-            self.metrics.store_write_errors.inc()
-            self._write_errors.failed(str(exc))
-            return [], 0
-        except Exception:
-            self.aggregator.add_cells(_cells(rows))
-            raise
+            written = len(rows)
+        else:
+            try:
+                written = self.store.write(rows, settled_before=limit if self.journal else None)
+            except StoreError as exc:  # a full or read-only volume: the tick goes on without them
+                self.aggregator.add_cells(_cells(rows))  # kept open (and journaled): written by a later close
+                self._write_failed(exc)
+                return [], 0
+            except Exception:
+                self.aggregator.add_cells(_cells(rows))
+                raise
+            self._write_errors.succeeded()
         self.aggregator.settled(limit)
-        self._write_errors.succeeded()
         self._remember(rows, now - int(self.settings.control.observation_window_minutes * 60))
         if self._recent is not None:
             self._add_recent(rows, now)

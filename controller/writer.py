@@ -43,10 +43,10 @@ log = logging.getLogger("diurnal.store")
 class MinuteWriter:
     """Stores handed-over minutes in a daemon thread, one transaction per batch.
 
-    ``written(rows, count)`` runs in the writer's thread after a batch commits; ``failed(exc)``
+    ``written()`` runs in the writer's thread after a batch commits; ``failed(exc)``
     after one is refused (it stays queued). Both must be cheap and thread-safe."""
 
-    def __init__(self, store: Store, *, journal: bool, written: Callable[[list[MinuteRow], int], None],
+    def __init__(self, store: Store, *, journal: bool, written: Callable[[], None],
                  failed: Callable[[StoreError], None]) -> None:
         self._store = store
         self._journal = journal
@@ -135,7 +135,7 @@ class MinuteWriter:
                 self._rows, self._decided, self._limit, self._busy = [], [], None, True
                 self._retry = False  # set again by what is handed over (or a drain) meanwhile
             try:
-                count = self._store.write(rows, settled_before=limit if self._journal and limit is not None else None,
+                self._store.write(rows, settled_before=limit if self._journal and limit is not None else None,
                                           journaled_upto=upto, decided=decided)
             except Exception as exc:  # noqa: BLE001 - a StoreError, or a bug: the batch is kept either way
                 if isinstance(exc, StoreError):
@@ -156,7 +156,7 @@ class MinuteWriter:
                 if self._stopped:
                     return
                 continue
-            self._written(rows, count)
+            self._written()
             with self._cv:
                 self._busy = False
                 self._cv.notify_all()

@@ -15,15 +15,19 @@ from tests.conftest import warm_up
 
 
 def drive(ctl: Controller, router: SimulatedRouter, start: datetime, end: datetime,
-          step: timedelta = timedelta(minutes=10), apply: bool = True) -> None:
+          step: timedelta = timedelta(minutes=10), apply: bool = True) -> list[dict[str, float]]:
+    """Scrape and step every ``step`` from ``start`` to ``end``; the weights of each decision."""
     now = start
+    weights = []
     while now < end:
         now += step
         router.advance(now)
         ctl.ingest_exposition(router.exposition(), at=now)
         d = ctl.step(at=now)
+        weights.append(d.weights)
         if apply:
             router.set_weights(d.weights)
+    return weights
 
 
 def metric(ctl: Controller, name: str, **labels: str) -> float:
@@ -132,13 +136,7 @@ def test_write_behind_decides_and_stores_what_the_synchronous_write_does(
         s = settings.model_copy(update={"data_dir": tmp_path_factory.mktemp(f"behind-{behind}")})
         ctl = Controller.from_settings(s, write_behind=behind)
         router = SimulatedRouter(spec, seed=5, start=start, weights=STATIC_WEIGHTS)
-        weights = []
-        now = start
-        while now < monday:
-            now += timedelta(minutes=5)
-            router.advance(now)
-            ctl.ingest_exposition(router.exposition(), at=now)
-            weights.append(ctl.step(at=now).weights)
+        weights = drive(ctl, router, start, monday, timedelta(minutes=5), apply=False)
         ctl.close()
         store = Store(s.data_dir, tz=s.timezone)
         # Rounded: a batch may hold several ticks' minutes, and sums in another order.

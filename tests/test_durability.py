@@ -14,6 +14,7 @@ import textwrap
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NoReturn
 
 import httpx
 import pytest
@@ -109,6 +110,11 @@ def collector(settings: Settings, ticks: Ticks) -> tuple[Store, CollectStage]:
     return store, CollectStage(settings, store, Metrics(CollectorRegistry()), monotonic=ticks)
 
 
+def disk_full(*_: object, **__: object) -> NoReturn:
+    """In place of a store write: what SQLite says when the volume is full."""
+    raise StoreError("database or disk is full")
+
+
 def requests_in(store: Store) -> float:
     return sum(p.value for p in store.counters("requests", 0, 2**40))
 
@@ -157,10 +163,7 @@ def test_a_store_that_cannot_write_accepts_no_event(settings: Settings, monkeypa
     ticks = Ticks()
     store, stage = collector(settings, ticks)
 
-    def full(*_: object) -> None:
-        raise StoreError("database or disk is full")
-
-    monkeypatch.setattr(store, "journal", full)
+    monkeypatch.setattr(store, "journal", disk_full)
     with pytest.raises(StoreError):
         stage.add_events(stage.parse_events(event_lines(5, T0), T0), T0)
     assert stage.aggregator.close_all() == []  # not counted in memory either: the client retries
@@ -173,10 +176,7 @@ def test_closing_minutes_on_a_full_disk_keeps_them_open(settings: Settings, monk
     stage.add_events(stage.parse_events(event_lines(5, T0), T0), T0)
     real = store.write
 
-    def full(*_: object, **__: object) -> int:
-        raise StoreError("database or disk is full")
-
-    monkeypatch.setattr(store, "write", full)
+    monkeypatch.setattr(store, "write", disk_full)
     obs, written = stage.close(T0 + timedelta(minutes=2))  # the tick goes on: no error, nothing written
     assert written == 0 and obs.counters == []
     assert stage.metrics.store_write_errors.collect()[0].samples[0].value == 1
@@ -298,10 +298,7 @@ def test_write_behind_on_a_full_disk_keeps_the_minutes_queued_and_stores_them_la
     stage.add_events(stage.parse_events(event_lines(5, T0), T0), T0)
     real = store.write
 
-    def full(*_: object, **__: object) -> int:
-        raise StoreError("database or disk is full")
-
-    monkeypatch.setattr(store, "write", full)
+    monkeypatch.setattr(store, "write", disk_full)
     def refused() -> float:
         return stage.metrics.store_write_errors.collect()[0].samples[0].value
 
